@@ -1,0 +1,182 @@
+"""Validated, immutable config dataclasses that round-trip to JSON and YAML.
+
+Subclass :class:`Config` with ``@dataclass(frozen=True)`` and override
+:meth:`Config.validate` to check the model's assumptions. Configs are never
+mutated: derive variants with :meth:`Config.replace` (``dataclasses.replace``
+plus validation) or :meth:`Config.with_overrides` for ``--set key=value``
+strings from the command line.
+
+Field types understood when reading JSON/YAML or ``--set`` values: ``bool``,
+``int``, ``float``, ``str``, ``Optional[...]``, ``Literal[...]``,
+``tuple[X, ...]``/``list[X]`` (stored as tuples), ``dict`` and nested
+``Config`` subclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence, TypeVar, Union
+
+import yaml
+
+from cpi.errors import ConfigError
+
+C = TypeVar("C", bound="Config")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Base class: frozen dataclass with validation and (de)serialisation."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- to override -----------------------------------------------------
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the field if the config is impossible."""
+
+    # -- copying ---------------------------------------------------------
+    def replace(self: C, **changes: Any) -> C:
+        """A validated copy with ``changes`` applied (``dataclasses.replace``)."""
+        known = {f.name for f in dataclasses.fields(self)}
+        for key in changes:
+            if key not in known:
+                raise ConfigError(f"unknown field '{key}' for {type(self).__name__} (known: {', '.join(sorted(known))})")
+        hints = typing.get_type_hints(type(self))
+        coerced = {k: _coerce(v, hints[k], k) for k, v in changes.items()}
+        return dataclasses.replace(self, **coerced)
+
+    def with_overrides(self: C, assignments: Sequence[str]) -> C:
+        """Apply ``key=value`` strings; values are parsed as YAML scalars/lists."""
+        changes: dict[str, Any] = {}
+        for item in assignments:
+            if "=" not in item:
+                raise ConfigError(f"--set '{item}': expected key=value")
+            key, raw = item.split("=", 1)
+            key = key.strip()
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else raw
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
+            changes[key] = value
+        return self.replace(**changes)
+
+    # -- serialisation ---------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any], source: str = "config") -> C:
+        """Build from a mapping; unknown keys and wrong types raise :class:`ConfigError`."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ConfigError(f"{source}: unknown field '{unknown[0]}' for {cls.__name__} (known: {', '.join(sorted(fields))})")
+        hints = typing.get_type_hints(cls)
+        kwargs = {k: _coerce(v, hints[k], f"{source}: {k}" if source != "config" else k) for k, v in data.items()}
+        return cls(**kwargs)
+
+    @classmethod
+    def from_file(cls: type[C], path: str | Path) -> C:
+        """Read a ``.json``, ``.yaml`` or ``.yml`` file."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        text = path.read_text()
+        try:
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            first = str(exc).splitlines()[0]
+            raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {first}") from exc
+        return cls.from_dict(data or {}, source=str(path))
+
+    def save(self, path: str | Path) -> None:
+        """Write the config as JSON (or YAML by suffix), atomically."""
+        from cpi.io import atomic_write_text
+
+        path = Path(path)
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False) if path.suffix in (".yaml", ".yml") else self.to_json() + "\n"
+        atomic_write_text(path, text)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Config):
+        return value.to_dict()
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, name: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; convert lists to tuples, ints to floats."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, name)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"field '{name}': {value!r} is not a valid {_type_name(tp)}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"field '{name}': {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (tuple, list, Sequence) or tp in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"field '{name}': expected a list, got {value!r}")
+        item_tp = args[0] if args else Any
+        return tuple(_coerce(v, item_tp, f"{name}[{i}]") for i, v in enumerate(value))
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"field '{name}': expected a mapping, got {value!r}")
+        return dict(value)
+    if isinstance(tp, type) and issubclass(tp, Config):
+        if isinstance(value, tp):
+            return value
+        return tp.from_dict(value, source=name)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"field '{name}': expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"field '{name}': expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"field '{name}': expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"field '{name}': expected a string, got {value!r}")
+        return value
+    if tp is Path:
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"field '{name}': expected a path, got {value!r}")
+        return Path(value)
+    return value

@@ -1,0 +1,1 @@
+"""The model organism (placeholder: filled in by its owner)."""
