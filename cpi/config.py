@@ -168,6 +168,11 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             raise ConfigError(f"field '{name}': expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"field '{name}': expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"field '{name}': expected a number, got {value!r}")
         return float(value)

@@ -1,1 +1,61 @@
-"""placeholder: filled in by the package owner."""
+"""Full-scale experiments: knowledge-conflict sets, prompts, checkpoints, scoring, evaluation, finetuning.
+
+Public names are loaded lazily (module-level ``__getattr__``), so ``import
+fullscale`` imports neither torch nor transformers::
+
+    from fullscale import load_conflicts, discover_checkpoints, load_checkpoint, score_logprob
+    items = load_conflicts("CF_World_Facts")
+    model, tok = load_checkpoint(discover_checkpoints("runs/alpaca")[0])
+    table = score_logprob(model, tok, items, template="alpaca")
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> submodule that defines it
+_LAZY = {
+    # datasets (fullscale.conflicts)
+    "ConflictItem": "fullscale.conflicts",
+    "load_conflicts": "fullscale.conflicts",
+    "SHIPPED_DATASETS": "fullscale.conflicts",
+    "validate_file": "fullscale.conflicts",
+    # prompts
+    "TEMPLATES": "fullscale.prompts",
+    "FormattedPrompt": "fullscale.prompts",
+    "format_prompt": "fullscale.prompts",
+    "format_prompts": "fullscale.prompts",
+    # checkpoints
+    "Checkpoint": "fullscale.checkpoints",
+    "discover_checkpoints": "fullscale.checkpoints",
+    "load_checkpoint": "fullscale.checkpoints",
+    "resolve_device_dtype": "fullscale.checkpoints",
+    # scoring
+    "score_logprob": "fullscale.scoring",
+    "score_generation": "fullscale.scoring",
+    "match_answer": "fullscale.scoring",
+    "summarize_reliance": "fullscale.scoring",
+    # evaluation over a trajectory
+    "EvalConfig": "fullscale.evaluate",
+    "evaluate_trajectory": "fullscale.evaluate",
+    "plot_inversion": "fullscale.plots",
+    # finetuning
+    "FinetuneConfig": "fullscale.finetune",
+    "run_finetune": "fullscale.finetune",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fullscale' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,1 +1,53 @@
-"""placeholder: filled in by the package owner."""
+"""Mechanistic probes of context-parametric inversion on real checkpoints (TransformerLens 4.x).
+
+Attention mass and span-resolved value (OV) contributions at the answer position, per layer x
+head, over a finetuning trajectory; head interventions; links to the theory simulator.
+Names are imported lazily so ``import mechinterp`` does not import torch or transformer_lens.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load_bridge": "mechinterp.load",
+    "bridge_from_model": "mechinterp.load",
+    "ProbeItem": "mechinterp.probe",
+    "SPANS": "mechinterp.probe",
+    "probe": "mechinterp.probe",
+    "prepare_items": "mechinterp.probe",
+    "aggregate": "mechinterp.probe",
+    "ProbeConfig": "mechinterp.trajectory",
+    "probe_trajectory": "mechinterp.trajectory",
+    "read_probe_table": "mechinterp.trajectory",
+    "HeadIntervention": "mechinterp.intervene",
+    "intervene": "mechinterp.intervene",
+    "summarize_intervention": "mechinterp.intervene",
+    "steps_table": "mechinterp.link",
+    "theory_link_table": "mechinterp.link",
+    "correlation_table": "mechinterp.link",
+    "correlations": "mechinterp.link",
+    "head_change_table": "mechinterp.link",
+    "head_change_summary": "mechinterp.link",
+    "plot_attention_change": "mechinterp.plots",
+    "plot_context_vs_subject": "mechinterp.plots",
+    "plot_value_contributions": "mechinterp.plots",
+    "plot_theory_link": "mechinterp.plots",
+    "plot_correlation": "mechinterp.plots",
+    "plot_head_drop_vs_value": "mechinterp.plots",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mechinterp' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

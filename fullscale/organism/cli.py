@@ -1,9 +1,169 @@
-"""CLI registration (stub: filled in by the module's owner)."""
+"""``cpi run [--quick]`` (the README's main command) and ``cpi organism sweep``.
+
+    cpi run                 # theory figures + the organism end to end, figures into figures/
+    cpi run --quick         # the same in < 2 minutes (smaller world, fewer steps)
+    cpi organism run --set rho=0.5 --out runs/rho05
+    cpi organism sweep --out runs/organism_sweep
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 
 def register(sub: "argparse._SubParsersAction", data_sub: "argparse._SubParsersAction") -> None:
-    """Add this module's subcommands (top-level ``sub`` and the ``data`` group ``data_sub``)."""
+    """Add ``run`` and ``organism {run,sweep}`` to the ``cpi`` parser."""
+    p = sub.add_parser(
+        "run",
+        help="the embedded default: theory figures, then a small transformer pretrained on a synthetic world, "
+        "instruction-finetuned, evaluated and probed (no downloads)",
+        description="Regenerate the theory figures, pretrain the model organism on a synthetic world of facts, "
+        "instruction-finetune it with checkpoints (fullscale.finetune), evaluate every checkpoint on held-out "
+        "knowledge conflicts (fullscale.evaluate) and probe them (mechinterp), and write the figures. "
+        "About 10 minutes on 2 CPU cores; --quick < 2 minutes.",
+    )
+    _common(p)
+    p.add_argument("--figures", default="figures", help="folder for the figures (default: figures/)")
+    p.add_argument("--no-theory", action="store_true", help="skip regenerating the theory figures")
+    p.set_defaults(func=_run)
+
+    org = sub.add_parser("organism", help="the model organism: one run or the rho / mitigation sweep")
+    org_sub = org.add_subparsers(dest="organism_command", metavar="ORGANISM_COMMAND", required=True)
+    r = org_sub.add_parser("run", help="one organism run (no theory figures)")
+    _common(r)
+    r.add_argument("--figures", default=None, help="also write the organism figures here")
+    r.add_argument("--no-probe", action="store_true", help="skip the probe stage")
+    r.set_defaults(func=_organism_run)
+    s = org_sub.add_parser("sweep", help="sweep rho (incl. the rho=1 control) and the mitigations over seeds")
+    s.add_argument("--out", default="runs/organism_sweep", help="sweep folder (resumable)")
+    s.add_argument("--figures", default="figures", help="folder for the sweep figures")
+    s.add_argument("--quick", action="store_true", help="the quick organism in every cell")
+    s.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    s.add_argument("--rhos", default="0.1,0.3,0.5,1.0", help="comma-separated rho values")
+    s.add_argument("--no-mitigations", action="store_true", help="only the rho sweep")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an OrganismConfig field")
+    s.set_defaults(func=_sweep)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="the < 2 minute variant (smaller world, fewer steps)")
+    p.add_argument("--out", default=None, help="run folder (default runs/organism or runs/organism_quick); resumable")
+    p.add_argument("--config", default=None, help="OrganismConfig as YAML/JSON (instead of the defaults)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an OrganismConfig field")
+
+
+def _config(args: argparse.Namespace):
+    from fullscale.organism.experiment import OrganismConfig
+
+    if args.config:
+        cfg = OrganismConfig.from_file(args.config)
+    else:
+        cfg = OrganismConfig.quick() if args.quick else OrganismConfig()
+    return cfg.with_overrides(args.set)
+
+
+def _summary_lines(run) -> list[str]:
+    traj = run.trajectory()
+    lines = [
+        f"run folder: {run.out}",
+        f"closed-book recall of known facts after pretraining: {run.closed_book_recall:.1%} "
+        f"({len(run.recall)} facts)",
+    ]
+    if run.pretrain_tokens_per_s:
+        lines.append(f"pretraining speed: {run.pretrain_tokens_per_s:,.0f} tokens/s")
+    if len(traj) and "cf_acc" in traj:
+        first, last = traj.iloc[0], traj.iloc[-1]
+        peak = traj.loc[traj["cf_acc"].idxmax()]
+        lines.append(
+            f"counterfactual accuracy (context answer): step {int(first.step)} {first.cf_acc:.1%} -> "
+            f"peak {peak.cf_acc:.1%} at step {int(peak.step)} -> step {int(last.step)} {last.cf_acc:.1%}"
+        )
+        if "param_acc" in traj:
+            lines.append(f"parametric accuracy: {first.param_acc:.1%} -> {last.param_acc:.1%}")
+        lines.append(f"verdict: {inversion_verdict(traj, n_items=int(run.eval_summary['n'].max()))}")
+    for _, row in run.timings.iterrows():
+        lines.append(f"  stage {row.stage:<9} {row.wall_s:7.1f} s   peak RSS {row.peak_rss_mib:7.0f} MiB")
+    return lines
+
+
+def inversion_verdict(traj, n_items: int, min_effect: float = 0.1) -> str:
+    """A cautious one-line reading of a cf_acc trajectory (no significance test is claimed).
+
+    "rise then fall" needs the peak to be an interior step, at least ``min_effect`` above the
+    start and above the end, and at least 3 items' worth of accuracy each way.
+    """
+    first, last = traj.iloc[0], traj.iloc[-1]
+    peak = traj.loc[traj["cf_acc"].idxmax()]
+    rise, drop = peak.cf_acc - first.cf_acc, peak.cf_acc - last.cf_acc
+    need = max(min_effect, 3.0 / max(n_items, 1))
+    if peak.step not in (first.step, last.step) and rise >= need and drop >= need:
+        return f"rise then fall: +{rise:.1%} then -{drop:.1%} (n={n_items} items)"
+    return f"no clear rise-then-fall (rise {rise:+.1%}, drop from peak {drop:+.1%}, n={n_items} items)"
+
+
+def _run(args: argparse.Namespace) -> int:
+    import time
+
+    from cpi.io import atomic_write_table
+    from fullscale.organism.experiment import run_organism
+    from fullscale.organism.figures import make_organism_figures
+
+    t0 = time.perf_counter()
+    cfg = _config(args)
+    figures = Path(args.figures)
+    out = Path(args.out or ("runs/organism_quick" if args.quick else "runs/organism"))
+    written: list[Path] = []
+    theory_s = 0.0
+    if not args.no_theory:
+        import theory
+
+        print("[1/2] theory figures ...", file=sys.stderr)
+        ts = time.perf_counter()
+        written += list(theory.make_all_figures(figures, quick=args.quick))
+        theory_s = time.perf_counter() - ts
+    print("[2/2] model organism: pretrain -> finetune -> evaluate -> probe ...", file=sys.stderr)
+    run = run_organism(cfg, out)
+    written += make_organism_figures(run, figures)
+    if theory_s:
+        import pandas as pd
+
+        timings = pd.concat([pd.DataFrame([{"stage": "theory_figures", "wall_s": theory_s,
+                                            "peak_rss_mib": float("nan")}]), run.timings], ignore_index=True)
+        run.timings = timings
+        atomic_write_table(timings, out / "timings.csv")
+    print("\n".join(_summary_lines(run)))
+    print(f"figures written: {len(written)} files in {figures}/ ; total {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def _organism_run(args: argparse.Namespace) -> int:
+    from fullscale.organism.experiment import run_organism
+
+    cfg = _config(args)
+    out = Path(args.out or ("runs/organism_quick" if args.quick else "runs/organism"))
+    run = run_organism(cfg, out, probe=not args.no_probe)
+    if args.figures:
+        from fullscale.organism.figures import make_organism_figures
+
+        make_organism_figures(run, Path(args.figures))
+    print("\n".join(_summary_lines(run)))
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from fullscale.organism.experiment import OrganismConfig
+    from fullscale.organism.sweep import SweepConfig, plot_sweep, run_sweep
+
+    base = (OrganismConfig.quick() if args.quick else OrganismConfig()).with_overrides(args.set)
+    scfg = SweepConfig(
+        seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
+        rhos=tuple(float(r) for r in args.rhos.split(",") if r.strip()),
+        mitigations=not args.no_mitigations,
+    )
+    table = run_sweep(base, scfg, Path(args.out))
+    paths = plot_sweep(table, Path(args.figures))
+    print(table.groupby(["variant", "step"])["cf_acc"].mean().unstack("step").round(3).to_string())
+    print(f"figures: {', '.join(str(p) for p in paths)}")
+    return 0

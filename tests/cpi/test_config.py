@@ -47,6 +47,7 @@ def test_overrides_parse_types_and_copy():
     assert new.lr == 2.0 and isinstance(new.lr, float)
     assert (new.mode, new.flag, new.modules, new.limit) == ("qk", True, ("x", "y"), None)
     assert base == Example(), "the original must not be mutated"
+    assert base.with_overrides(["lr=1e-4"]).lr == 1e-4, "YAML 1.1 reads 1e-4 as a string"
     with pytest.raises(dataclasses.FrozenInstanceError):
         base.lr = 3.0  # type: ignore[misc]
 

@@ -34,3 +34,14 @@ def test_save_run_writes_tables_config_and_metadata(tmp_path):
     assert meta["meta"]["package"] == io.PACKAGE_NAME
     assert meta["meta"]["version"]
     assert "git_hash" in meta["meta"] and meta["meta"]["seeds"] == [0]
+
+
+def test_atomic_write_uses_normal_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        path = io.atomic_write_text(tmp_path / "x.txt", "hi")
+    finally:
+        os.umask(umask)
+    assert (path.stat().st_mode & 0o777) == 0o644

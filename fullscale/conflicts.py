@@ -1,0 +1,571 @@
+"""Knowledge-conflict sets: one JSONL schema, a loader, a validator and a converter.
+
+A knowledge-conflict item pairs a *context* that asserts a counterfactual
+answer with a question whose well-known (parametric) answer differs. A model
+that reads the context answers ``context_answer``; a model that falls back on
+its memory answers ``parametric_answer``. Measuring which one it gives, per
+checkpoint, is how the package tracks context-parametric inversion.
+
+Three sets ship with the package (``fullscale/data/*.jsonl``, built by
+:mod:`fullscale.conflict_sources`): ``CF_World_Facts``, ``CF_Bio`` and
+``CF_Quotes``. User files in the same schema load through the same path
+(:func:`load_conflicts`), and the paper authors' published files convert with
+:func:`convert_authors_records` / ``cpi data convert --from authors``.
+
+One JSON object per line; fields (see :class:`ConflictItem`)::
+
+    {"id": "wf-capital-0001", "dataset": "CF_World_Facts", "category": "capital",
+     "context": "...", "question": "...", "context_answer": "Lyon",
+     "parametric_answer": "Paris", "context_aliases": [], "parametric_aliases": [],
+     "context_answer_spans": [[12, 16]], "task": "qa",
+     "parametric_in_context": false, "version": "1"}
+
+Answer matching everywhere in this module is *whole-word*, case-insensitive:
+a phrase matches only where it is not preceded or followed by a letter, digit
+or underscore, so "Rome" does not match inside "Romeo".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from cpi.errors import CpiError
+
+__all__ = [
+    "ConflictItem",
+    "SHIPPED_DATASETS",
+    "TASKS",
+    "shipped_path",
+    "load_conflicts",
+    "parse_item",
+    "validate_file",
+    "validate_items",
+    "items_to_jsonl",
+    "contains_word",
+    "find_word_spans",
+    "convert_authors_records",
+    "read_authors_file",
+]
+
+logger = logging.getLogger(__name__)
+
+SHIPPED_DATASETS: tuple[str, ...] = ("CF_World_Facts", "CF_Bio", "CF_Quotes")
+TASKS: tuple[str, ...] = ("qa", "quote")
+_DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+@dataclass(frozen=True)
+class ConflictItem:
+    """One knowledge-conflict item.
+
+    ``context`` is the passage (task ``"qa"``) or the instruction that forces
+    an unusual ending (task ``"quote"``); ``question`` is the question or the
+    quote prefix to complete. ``context_answer`` is what the context asserts,
+    ``parametric_answer`` what the model is expected to know from pretraining;
+    the alias tuples hold further accepted surface forms. ``context_answer_spans``
+    are optional half-open character spans of the context answer in
+    ``context``. ``parametric_in_context`` marks items whose context may
+    legitimately mention the parametric answer (otherwise the validator
+    rejects such a context, since the item would not be a clean conflict).
+    """
+
+    id: str
+    dataset: str
+    category: str
+    context: str
+    question: str
+    context_answer: str
+    parametric_answer: str
+    context_aliases: tuple[str, ...] = ()
+    parametric_aliases: tuple[str, ...] = ()
+    context_answer_spans: tuple[tuple[int, int], ...] = ()
+    task: str = "qa"
+    parametric_in_context: bool = False
+    version: str = "1"
+
+    @property
+    def accepted_context(self) -> tuple[str, ...]:
+        """All accepted surface forms of the context answer (main form first)."""
+        return (self.context_answer, *self.context_aliases)
+
+    @property
+    def accepted_parametric(self) -> tuple[str, ...]:
+        """All accepted surface forms of the parametric answer (main form first)."""
+        return (self.parametric_answer, *self.parametric_aliases)
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON-ready dict written to a JSONL line (tuples become lists)."""
+        rec = asdict(self)
+        rec["context_aliases"] = list(self.context_aliases)
+        rec["parametric_aliases"] = list(self.parametric_aliases)
+        rec["context_answer_spans"] = [list(s) for s in self.context_answer_spans]
+        return rec
+
+
+_REQUIRED_STR = ("id", "dataset", "category", "context", "question", "context_answer", "parametric_answer")
+_ALL_FIELDS = tuple(f.name for f in fields(ConflictItem))
+
+
+# ---------------------------------------------------------------- matching
+
+
+def _phrase_pattern(phrase: str) -> re.Pattern[str]:
+    words = phrase.strip().split()
+    body = r"\s+".join(re.escape(w) for w in words)
+    return re.compile(rf"(?<!\w){body}(?!\w)", re.IGNORECASE)
+
+
+def find_word_spans(text: str, phrase: str) -> list[tuple[int, int]]:
+    """Half-open character spans of whole-word, case-insensitive occurrences of ``phrase``.
+
+    A match may not be preceded or followed by a word character, so "Rome" is
+    not found in "Romeo" and "Ur" is not found in "Uruguay". Runs of whitespace
+    inside ``phrase`` match any run of whitespace in ``text``.
+    """
+    if not phrase.strip():
+        return []
+    return [(m.start(), m.end()) for m in _phrase_pattern(phrase).finditer(text)]
+
+
+def contains_word(text: str, phrase: str) -> bool:
+    """Whether ``phrase`` occurs in ``text`` as a whole word (case-insensitive)."""
+    return bool(find_word_spans(text, phrase))
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _type_name(v: Any) -> str:
+    return "null" if v is None else type(v).__name__
+
+
+def parse_item(record: Any) -> ConflictItem:
+    """Build a :class:`ConflictItem` from one decoded JSON record.
+
+    Raises ``ValueError`` with a short reason (no file/line: callers add it)
+    for a non-object record, unknown fields, missing or empty required fields,
+    and fields of the wrong type.
+    """
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {_type_name(record)}")
+    unknown = sorted(set(record) - set(_ALL_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))} (allowed: {', '.join(_ALL_FIELDS)})")
+    for name in _REQUIRED_STR:
+        if name not in record:
+            raise ValueError(f"missing field '{name}'")
+        v = record[name]
+        if not isinstance(v, str):
+            raise ValueError(f"field '{name}': expected a string, got {_type_name(v)}")
+        if not v.strip():
+            raise ValueError(f"field '{name}' is empty")
+    kw: dict[str, Any] = {n: record[n] for n in _REQUIRED_STR}
+    for name in ("context_aliases", "parametric_aliases"):
+        v = record.get(name, [])
+        if not isinstance(v, list):
+            raise ValueError(f"field '{name}': expected a list of strings, got {_type_name(v)}")
+        for j, a in enumerate(v):
+            if not isinstance(a, str):
+                raise ValueError(f"field '{name}'[{j}]: expected a string, got {_type_name(a)}")
+            if not a.strip():
+                raise ValueError(f"field '{name}'[{j}] is empty")
+        kw[name] = tuple(v)
+    spans = record.get("context_answer_spans", [])
+    if not isinstance(spans, list):
+        raise ValueError(f"field 'context_answer_spans': expected a list of [start, end] pairs, got {_type_name(spans)}")
+    out_spans = []
+    for j, s in enumerate(spans):
+        ok = (
+            isinstance(s, list)
+            and len(s) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in s)
+        )
+        if not ok:
+            raise ValueError(f"field 'context_answer_spans'[{j}]: expected [start, end] integers, got {json.dumps(s)}")
+        out_spans.append((s[0], s[1]))
+    kw["context_answer_spans"] = tuple(out_spans)
+    task = record.get("task", "qa")
+    if not isinstance(task, str):
+        raise ValueError(f"field 'task': expected a string, got {_type_name(task)}")
+    if task not in TASKS:
+        raise ValueError(f"field 'task': {task!r} is not one of {', '.join(TASKS)}")
+    kw["task"] = task
+    pic = record.get("parametric_in_context", False)
+    if not isinstance(pic, bool):
+        raise ValueError(f"field 'parametric_in_context': expected true/false, got {_type_name(pic)}")
+    kw["parametric_in_context"] = pic
+    version = record.get("version", "1")
+    if not isinstance(version, str):
+        raise ValueError(f"field 'version': expected a string, got {_type_name(version)}")
+    if not version.strip():
+        raise ValueError("field 'version' is empty")
+    kw["version"] = version
+    return ConflictItem(**kw)
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise CpiError(f"{path}: no such conflict-set file (shipped sets: {', '.join(SHIPPED_DATASETS)})") from None
+    except UnicodeDecodeError as e:
+        raise CpiError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise CpiError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def _parse_lines(path: Path, lines: Sequence[str]) -> tuple[list[tuple[int, ConflictItem]], list[str]]:
+    """Parse every non-blank line; return (line number, item) pairs and problems."""
+    items: list[tuple[int, ConflictItem]] = []
+    problems: list[str] = []
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            problems.append(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})")
+            continue
+        try:
+            items.append((lineno, parse_item(rec)))
+        except ValueError as e:
+            problems.append(f"{path}:{lineno}: {e}")
+    return items, problems
+
+
+# ---------------------------------------------------------------- shipped sets
+
+
+def shipped_path(name: str) -> Path:
+    """Path of a shipped conflict set (``"CF_World_Facts"``, ``"CF_Bio"``, ``"CF_Quotes"``)."""
+    if name not in SHIPPED_DATASETS:
+        raise CpiError(f"unknown shipped dataset {name!r} (choose from {', '.join(SHIPPED_DATASETS)} or give a JSONL path)")
+    return _DATA_DIR / f"{name}.jsonl"
+
+
+def _resolve(source: str | Path) -> Path:
+    if isinstance(source, str) and source in SHIPPED_DATASETS:
+        return shipped_path(source)
+    return Path(source)
+
+
+def load_conflicts(source: str | Path, *, strict: bool = False) -> list[ConflictItem]:
+    """Load a conflict set: a shipped name or a JSONL path in the same schema.
+
+    Raises :class:`~cpi.errors.CpiError` ``"FILE:LINE: reason"`` for the first
+    malformed JSON line, missing/empty field, wrong type, or duplicate id (and
+    for an empty file). With ``strict=True`` every rule of
+    :func:`validate_file` is enforced as well (answer containment, spans).
+    """
+    path = _resolve(source)
+    lines = _read_lines(path)
+    parsed, problems = _parse_lines(path, lines)
+    if problems:
+        raise CpiError(problems[0] + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""))
+    seen: dict[str, int] = {}
+    for lineno, item in parsed:
+        if item.id in seen:
+            raise CpiError(f"{path}:{lineno}: duplicate id {item.id!r} (first on line {seen[item.id]})")
+        seen[item.id] = lineno
+    if not parsed:
+        raise CpiError(f"{path}: no items (empty conflict-set file)")
+    if strict:
+        problems = _semantic_problems(path, parsed)
+        if problems:
+            raise CpiError(problems[0] + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""))
+    return [item for _, item in parsed]
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _item_problems(item: ConflictItem) -> list[str]:
+    """Content rules for one parsed item (reasons without file:line)."""
+    out: list[str] = []
+    if not any(contains_word(item.context, a) for a in item.accepted_context):
+        out.append(
+            f"id {item.id!r}: context does not contain the context answer {item.context_answer!r}"
+            + (f" or an alias {list(item.context_aliases)}" if item.context_aliases else "")
+            + " as a whole word"
+        )
+    if not item.parametric_in_context:
+        for a in item.accepted_parametric:
+            if contains_word(item.context, a):
+                out.append(
+                    f"id {item.id!r}: context contains the parametric answer {a!r} as a whole word "
+                    "but parametric_in_context is false"
+                )
+                break
+    ctx_lower = {a.strip().casefold() for a in item.accepted_context}
+    par_lower = {a.strip().casefold() for a in item.accepted_parametric}
+    both = sorted(ctx_lower & par_lower)
+    if both:
+        out.append(f"id {item.id!r}: {both[0]!r} is accepted both as context and as parametric answer")
+    for s, e in item.context_answer_spans:
+        if not (0 <= s < e <= len(item.context)):
+            out.append(f"id {item.id!r}: span [{s}, {e}] is outside the context (length {len(item.context)})")
+            continue
+        text = item.context[s:e]
+        if " ".join(text.split()).casefold() not in {" ".join(a.split()) for a in ctx_lower}:
+            out.append(f"id {item.id!r}: span [{s}, {e}] is {text!r}, not an accepted context answer")
+    return out
+
+
+def _semantic_problems(path: Path | str, parsed: Iterable[tuple[int, ConflictItem]]) -> list[str]:
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for lineno, item in parsed:
+        if item.id in seen:
+            problems.append(f"{path}:{lineno}: duplicate id {item.id!r} (first on line {seen[item.id]})")
+        else:
+            seen[item.id] = lineno
+        problems.extend(f"{path}:{lineno}: {p}" for p in _item_problems(item))
+    return problems
+
+
+def validate_items(items: Sequence[ConflictItem], name: str = "<items>") -> list[str]:
+    """Validate in-memory items; problems read ``"NAME:N: reason"`` with N the 1-based position."""
+    return _semantic_problems(name, list(enumerate(items, start=1)))
+
+
+def validate_file(path: str | Path) -> list[str]:
+    """Every problem in a conflict-set JSONL file, as ``"FILE:LINE: reason"`` (empty list = valid).
+
+    Rules: each line is a JSON object with the schema's fields and types, no
+    empty fields; ids are unique; the context contains the context answer (or
+    an alias) as a whole word (case-insensitive); unless
+    ``parametric_in_context`` is true, the context contains neither the
+    parametric answer nor its aliases as a whole word; no surface form is
+    accepted as both answers; every span lies inside the context and its text
+    is an accepted context answer. A file with no items is a problem too.
+    """
+    path = Path(path)
+    try:
+        lines = _read_lines(path)
+    except CpiError as e:
+        return [str(e)]
+    parsed, problems = _parse_lines(path, lines)
+    problems.extend(_semantic_problems(path, parsed))
+    if not parsed and not problems:
+        problems.append(f"{path}:1: no items (empty conflict-set file)")
+
+    def _lineno(p: str) -> int:
+        try:
+            return int(p[len(str(path)) + 1 :].split(":", 1)[0])
+        except ValueError:
+            return 0
+
+    return sorted(problems, key=_lineno)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def items_to_jsonl(items: Iterable[ConflictItem], path: str | Path) -> Path:
+    """Write items as JSONL (one object per line, UTF-8), atomically."""
+    from cpi.io import atomic_write_text
+
+    lines = [json.dumps(it.to_record(), ensure_ascii=False) for it in items]
+    out = atomic_write_text(path, "".join(line + "\n" for line in lines))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(out, 0o666 & ~umask)  # the temp file behind the atomic write is private (0600)
+    return out
+
+
+# ---------------------------------------------------------------- converter
+
+
+def read_authors_file(path: str | Path) -> list[dict[str, Any]]:
+    """Read the paper authors' published evaluation file (JSON list, ``{"data": [...]}``, or JSONL)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CpiError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise CpiError(f"{path}: cannot read ({e})") from None
+    stripped = text.lstrip()
+    if stripped.startswith("[") or (stripped.startswith("{") and "\n{" not in stripped.strip()):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise CpiError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+        if isinstance(obj, dict):
+            for key in ("data", "examples", "items"):
+                if isinstance(obj.get(key), list):
+                    obj = obj[key]
+                    break
+            else:
+                obj = [obj]
+        if not isinstance(obj, list):
+            raise CpiError(f"{path}: expected a JSON list of records")
+        for i, rec in enumerate(obj):
+            if not isinstance(rec, dict):
+                raise CpiError(f"{path}: record {i}: expected a JSON object, got {_type_name(rec)}")
+        return obj
+    records = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CpiError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(rec, dict):
+            raise CpiError(f"{path}:{lineno}: expected a JSON object, got {_type_name(rec)}")
+        records.append(rec)
+    return records
+
+
+def _answers(v: Any, where: str) -> tuple[str, tuple[str, ...]]:
+    """Split an authors' answer field (string or list of strings) into (main, aliases)."""
+    if isinstance(v, str):
+        vals = [v]
+    elif isinstance(v, list) and v and all(isinstance(x, str) for x in v):
+        vals = list(v)
+    else:
+        raise ValueError(f"{where}: expected a string or a non-empty list of strings, got {_type_name(v)}")
+    vals = [x.strip() for x in vals if x.strip()]
+    if not vals:
+        raise ValueError(f"{where} is empty")
+    main, rest = vals[0], []
+    for x in vals[1:]:
+        if x.casefold() != main.casefold() and x not in rest:
+            rest.append(x)
+    return main, tuple(rest)
+
+
+_FORCE_RE = re.compile(r"\b(?:ends?|ending)\s+(?:in|with)\s+the\s+word\b", re.IGNORECASE)
+
+
+def _strip_punct(s: str) -> str:
+    return s.strip().strip(".,;:!?\"'").strip()
+
+
+_MEMO_RE = re.compile(r"^(?P<instr>.*?\bword\b[^:]*:)\s*(?P<prefix>.+)$", re.DOTALL)
+
+
+def convert_authors_records(
+    records: Sequence[Mapping[str, Any]],
+    dataset: str,
+    *,
+    category: str | None = None,
+    source: str = "<records>",
+    version: str = "authors-1",
+) -> list[ConflictItem]:
+    """Convert the paper authors' evaluation records to :class:`ConflictItem` s.
+
+    Field mapping (documented in ``docs/fullscale_datasets.md``):
+
+    - ``context`` -> ``context``; ``question`` -> ``question``;
+    - ``answer`` (string, or list: first = main form, rest = aliases) -> ``context_answer`` (+ ``context_aliases``);
+    - ``memory_answer`` or ``parametric_answer`` (same shapes) -> ``parametric_answer`` (+ ``parametric_aliases``);
+    - ``id`` if present (stringified), else ``"{dataset}-{index:05d}"``;
+    - ``category`` / ``type`` if present, else the ``category`` argument, else
+      ``"quote"`` for quote items and ``"general"`` otherwise.
+    - Memo-trap records in the inverse-scaling layout (``prompt``, ``classes``,
+      ``answer_index``) become task ``"quote"`` items: the prompt is split after
+      the instruction's colon ("Write a quote that ends in the word "heavy":")
+      into ``context`` (instruction) and ``question`` (quote prefix); the class
+      at ``answer_index`` is the context answer and the other class the
+      parametric answer (trailing punctuation stripped).
+    - Records whose ``dataset`` argument names a quote set (contains "quote",
+      "memo"), or whose context says "ends in the word", become task
+      ``"quote"`` too; if such a record has no ``question``, its ``context``
+      ("Write a quote that ends in the word "heavy": Absence makes the heart
+      grow", the authors' CF_Quotes layout) is split after the colon as above.
+      Quote answers lose trailing punctuation ("heavy." -> "heavy").
+
+    ``parametric_in_context`` is set per item to whether the context really
+    mentions the parametric answer (whole word), so the flag describes the
+    item truthfully; spans are the whole-word occurrences of the context answer.
+    Raises :class:`CpiError` ``"SOURCE: record N: reason"`` for a record that
+    lacks a needed field.
+    """
+    items: list[ConflictItem] = []
+    quote_set = any(k in dataset.casefold() for k in ("quote", "memo"))
+    for i, rec in enumerate(records):
+        where = f"{source}: record {i}"
+        if not isinstance(rec, Mapping):
+            raise CpiError(f"{where}: expected a JSON object, got {_type_name(rec)}")
+        try:
+            if "prompt" in rec and "classes" in rec and "answer_index" in rec:
+                task = "quote"
+                m = _MEMO_RE.match(str(rec["prompt"]).strip())
+                if not m:
+                    raise ValueError("memo-trap prompt has no 'word ...:' instruction to split on")
+                context, question = m.group("instr").strip(), m.group("prefix").strip()
+                classes = rec["classes"]
+                idx = rec["answer_index"]
+                if not (isinstance(classes, list) and len(classes) == 2 and isinstance(idx, int) and idx in (0, 1)):
+                    raise ValueError("memo-trap record needs two 'classes' and answer_index 0 or 1")
+                clean = [_strip_punct(str(c)) for c in classes]
+                ctx_main, ctx_alias = clean[idx], ()
+                par_main, par_alias = clean[1 - idx], ()
+            else:
+                for name in ("context", "answer"):
+                    if name not in rec:
+                        raise ValueError(f"missing field '{name}'")
+                pkey = "memory_answer" if "memory_answer" in rec else "parametric_answer"
+                if pkey not in rec:
+                    raise ValueError("missing field 'memory_answer' (or 'parametric_answer')")
+                for name in ("context", "question"):
+                    if name in rec and not isinstance(rec[name], str):
+                        raise ValueError(f"field '{name}': expected a string, got {_type_name(rec[name])}")
+                context, question = rec["context"].strip(), str(rec.get("question") or "").strip()
+                task = "quote" if quote_set or _FORCE_RE.search(context) else "qa"
+                if task == "quote" and not question:
+                    # authors' CF_Quotes layout: the whole prompt sits in `context`
+                    m = _MEMO_RE.match(context)
+                    if not m:
+                        raise ValueError("quote record has no question and its context has no 'word ...:' to split on")
+                    context, question = m.group("instr").strip(), m.group("prefix").strip()
+                elif "question" not in rec:
+                    raise ValueError("missing field 'question'")
+                ctx_main, ctx_alias = _answers(rec["answer"], "field 'answer'")
+                par_main, par_alias = _answers(rec[pkey], f"field '{pkey}'")
+                if task == "quote":  # "heavy." -> "heavy"
+                    ctx_main, par_main = _strip_punct(ctx_main), _strip_punct(par_main)
+                    ctx_alias = tuple(a for a in (_strip_punct(x) for x in ctx_alias) if a)
+                    par_alias = tuple(a for a in (_strip_punct(x) for x in par_alias) if a)
+            if not context or not question:
+                raise ValueError("empty context or question")
+            if not ctx_main or not par_main:
+                raise ValueError("empty answer")
+        except ValueError as e:
+            raise CpiError(f"{where}: {e}") from None
+        cat = rec.get("category", rec.get("type", category))
+        cat = str(cat) if cat else ("quote" if task == "quote" else "general")
+        item_id = str(rec["id"]) if rec.get("id") not in (None, "") else f"{dataset}-{i:05d}"
+        pic = any(contains_word(context, a) for a in (par_main, *par_alias))
+        spans: list[tuple[int, int]] = []
+        for a in (ctx_main, *ctx_alias):
+            spans.extend(find_word_spans(context, a))
+        items.append(
+            ConflictItem(
+                id=item_id,
+                dataset=dataset,
+                category=cat,
+                context=context,
+                question=question,
+                context_answer=ctx_main,
+                parametric_answer=par_main,
+                context_aliases=ctx_alias,
+                parametric_aliases=par_alias,
+                context_answer_spans=tuple(sorted(set(spans))),
+                task=task,
+                parametric_in_context=pic,
+                version=version,
+            )
+        )
+    n_pic = sum(it.parametric_in_context for it in items)
+    if n_pic:
+        logger.warning("%s: %d of %d converted items mention the parametric answer in the context", source, n_pic, len(items))
+    return items

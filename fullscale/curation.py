@@ -1,0 +1,286 @@
+"""Context-criticality of IFT examples: scoring, filtering and the dataset-composition histogram.
+
+The paper (§4.3–4.4) splits context-bearing IFT examples into *context-critical*
+ones (the response cannot be produced without the input context) and
+*non-context-critical* ones (the model's parametric knowledge, or teacher
+forcing on the response, makes the context redundant), and shows that
+dropping the 25% least context-critical examples keeps context reliance from
+falling during finetuning.
+
+:func:`score_context_criticality` measures it with the base model: the mean
+per-token loss of the response *with* the input context and *without* it;
+``gap = loss_without_context - loss_with_context`` is the example's
+context-criticality (how much the context helps predict the response). The
+paper's literal rule ranks by ``loss_without_context`` alone
+(``criterion="loss_without_context"``); ``gap`` (the default) additionally
+discounts responses that are just hard to predict either way. "Without context"
+means the Alpaca ``input`` removed; for evaluation-shaped QA records
+(``input`` = ``"Background: ...\nQuestion: ..."``) it is the closed-book form of
+the same question, so the question itself is never removed
+(:meth:`fullscale.ift_data.IFTExample.without_context`).
+
+:func:`lexical_overlap_scores` is a cheap model-free heuristic for when no
+model can be run: the share of the response's content words that appear in
+the context but not in the instruction.
+
+:func:`filter_examples` drops the lowest-scoring ``fraction`` of the examples
+that *have* a context; examples without a context have no criticality score
+and are kept (they are the paper's subject-only points; drop them separately
+if you want the paper's "context-only" subset).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from cpi.errors import CpiError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from fullscale.ift_data import IFTExample
+
+log = logging.getLogger(__name__)
+
+CRITERIA = ("gap", "loss_without_context")
+SCORE_COLUMNS = ("example_id", "has_context", "n_response_tokens", "loss_with_context", "loss_without_context",
+                 "gap", "method")
+
+_STOPWORDS = frozenset(
+    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that these "
+    "those there here he she they we you i me my your his her their our them us not no do does did so than then too "
+    "very can will would should could may might must have has had what which who whom whose when where why how all "
+    "any each few more most other some such only own same just into over under again further once about above below "
+    "up down out off".split()
+)
+
+
+def _response_losses(model: Any, tokenizer: Any, features: Sequence[dict[str, list[int]]], batch_size: int,
+                     desc: str) -> list[tuple[float, int]]:
+    """Mean next-token NLL over each feature's labelled (response) tokens, and their count.
+
+    ``features``: dicts with ``input_ids`` and ``labels`` (``-100`` = not scored), as made by
+    :func:`fullscale.ift_data.format_example`. Logits ``(batch, pos, d_vocab)`` are computed one
+    batch at a time; the loss at position ``pos`` predicts token ``pos + 1``.
+    """
+    import torch
+
+    from cpi.progress import progress
+
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
+    out: list[tuple[float, int]] = [(math.nan, 0)] * len(features)
+    batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in progress(batches, desc=desc, total=len(batches)):
+            width = max(len(features[i]["input_ids"]) for i in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            labels = torch.full((len(batch), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, i in enumerate(batch):
+                f = features[i]
+                n = len(f["input_ids"])
+                ids[r, :n] = torch.tensor(f["input_ids"])
+                labels[r, :n] = torch.tensor(f["labels"])
+                mask[r, :n] = 1
+            with torch.no_grad():
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            shift_logits = logits[:, :-1, :]  # (batch, pos-1, d_vocab)
+            shift_labels = labels[:, 1:].to(device)  # (batch, pos-1)
+            nll = torch.nn.functional.cross_entropy(
+                shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+                ignore_index=-100, reduction="none").view(shift_labels.shape)
+            valid = shift_labels != -100
+            counts = valid.sum(dim=1)
+            sums = (nll * valid).sum(dim=1)
+            for r, i in enumerate(batch):
+                c = int(counts[r])
+                out[i] = (float(sums[r]) / c if c else math.nan, c)
+    finally:
+        model.train(was_training)
+    return out
+
+
+def score_context_criticality(model: Any, tokenizer: Any, examples: Sequence["IFTExample"], template: str = "alpaca",
+                              batch_size: int = 8, max_length: int | None = 1024) -> "pd.DataFrame":
+    """Per-example response loss with and without the input context (the base model's).
+
+    One row per example: ``example_id``, ``has_context``, ``n_response_tokens``
+    (scored tokens of the final response), ``loss_with_context``,
+    ``loss_without_context`` (mean NLL per response token, nats), ``gap`` =
+    without − with (NaN without a context), ``method`` = ``"loss"``. Only the
+    *final* response is scored (for multi-turn chats the earlier turns are the
+    context). Examples whose response does not fit ``max_length`` get NaN.
+    """
+    import pandas as pd
+
+    from fullscale.ift_data import format_example
+
+    feats_with, feats_without = [], []
+    for ex in examples:
+        f = format_example(ex, tokenizer, template, max_length)
+        feats_with.append(_last_response_only(f))
+        g = format_example(ex.without_context(), tokenizer, template, max_length) if ex.has_context else None
+        feats_without.append(_last_response_only(g))
+    idx_with = [i for i, f in enumerate(feats_with) if f is not None]
+    idx_without = [i for i, f in enumerate(feats_without) if f is not None]
+    with_l = _response_losses(model, tokenizer, [feats_with[i] for i in idx_with], batch_size, "loss with context")
+    without_l = _response_losses(model, tokenizer, [feats_without[i] for i in idx_without], batch_size,
+                                 "loss without context")
+    lw = {i: v for i, v in zip(idx_with, with_l)}
+    lwo = {i: v for i, v in zip(idx_without, without_l)}
+    rows = []
+    for i, ex in enumerate(examples):
+        w, n = lw.get(i, (math.nan, 0))
+        wo = lwo[i][0] if i in lwo else (w if not ex.has_context else math.nan)
+        rows.append({"example_id": ex.id, "has_context": ex.has_context, "n_response_tokens": n,
+                     "loss_with_context": w, "loss_without_context": wo,
+                     "gap": (wo - w) if ex.has_context else math.nan, "method": "loss"})
+    return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
+
+
+def _last_response_only(feat: dict[str, list[int]] | None) -> dict[str, list[int]] | None:
+    """Keep only the last contiguous run of labelled tokens (the final response)."""
+    if feat is None:
+        return None
+    labels = list(feat["labels"])
+    idx = [i for i, lab in enumerate(labels) if lab != -100]
+    if not idx:
+        return None
+    end = idx[-1]
+    start = end
+    while start - 1 >= 0 and labels[start - 1] != -100:
+        start -= 1
+    new = [-100] * len(labels)
+    new[start: end + 1] = labels[start: end + 1]
+    return {**feat, "labels": new}
+
+
+def _content_words(text: str) -> list[str]:
+    return [w for w in re.findall(r"[\w']+", text.lower()) if w not in _STOPWORDS]
+
+
+def lexical_overlap_scores(examples: Sequence["IFTExample"]) -> "pd.DataFrame":
+    """Model-free context-criticality: share of the response's content words found in the context
+    but not in the instruction.
+
+    Same columns as :func:`score_context_criticality`; ``gap`` holds the share
+    (0–1, NaN without context), the loss columns are NaN and ``method`` is
+    ``"lexical"``. High = the response copies from the context.
+    """
+    import pandas as pd
+
+    rows = []
+    for ex in examples:
+        resp = _content_words(ex.response)
+        if ex.is_chat:
+            last_user = max(i for i, (r, _) in enumerate(ex.messages) if r == "user")
+            instr = ex.messages[last_user][1]
+        else:
+            instr = ex.instruction + " " + (ex.qa_question or "")
+        ctx = set(_content_words(ex.context))
+        ins = set(_content_words(instr))
+        share = (sum(1 for w in resp if w in ctx and w not in ins) / len(resp)) if resp else 0.0
+        rows.append({"example_id": ex.id, "has_context": ex.has_context, "n_response_tokens": len(resp),
+                     "loss_with_context": math.nan, "loss_without_context": math.nan,
+                     "gap": share if ex.has_context else math.nan, "method": "lexical"})
+    return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
+
+
+def read_scores(path: str | Path) -> "pd.DataFrame":
+    """Read a score table written by ``cpi data score-context`` (CSV or Parquet)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise CpiError(f"{path}: score table not found (make one with `cpi data score-context`)")
+    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"example_id": str})
+    missing = [c for c in ("example_id", "has_context") if c not in table.columns]
+    if missing:
+        raise CpiError(f"{path}: score table lacks column '{missing[0]}'")
+    table["example_id"] = table["example_id"].astype(str)
+    return table
+
+
+def select_lowest(scores: "pd.DataFrame", fraction: float = 0.25, criterion: str = "gap") -> set[str]:
+    """Ids of the ``fraction`` of context-bearing examples with the lowest criticality.
+
+    ``criterion``: ``gap`` (low = context helps least) or ``loss_without_context``
+    (low = response predictable without context; the paper's rule). Ties are
+    broken by ``example_id`` so the selection is deterministic.
+    """
+    if criterion not in CRITERIA:
+        raise CpiError(f"unknown criterion {criterion!r} (choose from: {', '.join(CRITERIA)})")
+    if not 0 <= fraction < 1:
+        raise CpiError(f"fraction must be in [0, 1), got {fraction}")
+    if criterion not in scores.columns:
+        raise CpiError(f"score table has no column {criterion!r}")
+    pool = scores[scores["has_context"].astype(bool) & scores[criterion].notna()]
+    n_drop = int(math.floor(fraction * len(pool) + 1e-9))
+    if n_drop == 0:
+        return set()
+    ranked = pool.assign(_id=pool["example_id"].astype(str)).sort_values([criterion, "_id"], kind="mergesort")
+    return set(ranked["_id"].iloc[:n_drop])
+
+
+def filter_examples(examples: Sequence["IFTExample"], scores: "pd.DataFrame", fraction: float = 0.25,
+                    criterion: str = "gap", source: str = "score table") -> tuple[list["IFTExample"], list["IFTExample"]]:
+    """Split ``examples`` into ``(kept, dropped)`` by :func:`select_lowest` on ``scores``.
+
+    Every example id must appear in ``scores`` (else :class:`CpiError` naming
+    the first missing id and ``source``).
+    """
+    known = set(scores["example_id"].astype(str))
+    for ex in examples:
+        if ex.id not in known:
+            raise CpiError(f"{source}: no score for example {ex.id!r} ({ex.where}); re-run `cpi data score-context` "
+                           "on this data file")
+    drop = select_lowest(scores[scores["example_id"].astype(str).isin({ex.id for ex in examples})], fraction,
+                         criterion)
+    kept = [ex for ex in examples if ex.id not in drop]
+    dropped = [ex for ex in examples if ex.id in drop]
+    log.info("context-criticality filter (%s, fraction %.2f): dropped %d of %d examples", criterion, fraction,
+             len(dropped), len(examples))
+    return kept, dropped
+
+
+def plot_criticality_histogram(table: "pd.DataFrame", ax: Any = None, column: str = "gap",
+                               fraction: float | None = None, bins: int = 40) -> Any:
+    """Histogram of ``column`` over context-bearing examples (the dataset's composition).
+
+    With ``fraction``, a dashed line marks the filter threshold (the
+    ``fraction`` quantile) and the text gives how many examples fall below it.
+    Examples without context are counted in the title. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+    else:
+        fig = ax.figure
+    has = table["has_context"].astype(bool)
+    values = table.loc[has, column].dropna().to_numpy(dtype=float)
+    n_none = int((~has).sum())
+    if len(values):
+        ax.hist(values, bins=bins, color="#4C72B0", alpha=0.85)
+    method = str(table["method"].iloc[0]) if "method" in table.columns and len(table) else "loss"
+    label = {"gap": "context-criticality: loss without − with context (nats/token)" if method == "loss"
+             else "context-criticality: response words found in context (share)",
+             "loss_without_context": "response loss without context (nats/token)"}.get(column, column)
+    ax.set_xlabel(label)
+    ax.set_ylabel("examples")
+    ax.set_title(f"{len(values)} examples with context, {n_none} without")
+    if fraction and len(values):
+        thr = float(np.quantile(values, fraction))
+        ax.axvline(thr, color="#C44E52", linestyle="--", label=f"lowest {fraction:.0%} (≤ {thr:.3g}) filtered")
+        ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,250 @@
+"""Context reliance over a finetuning trajectory: every checkpoint x dataset x item.
+
+:func:`evaluate_trajectory` streams the checkpoints one at a time (only one
+model in memory), scores every item of every dataset with the modes of
+:mod:`fullscale.scoring`, and writes into ``out``:
+
+``items/<checkpoint>.csv`` + ``items/<checkpoint>.json``
+    The rows of one checkpoint (all datasets), written atomically, then a
+    marker with the run fingerprint and the row count. A checkpoint whose
+    marker matches is skipped on a re-run, so an interrupted run resumes where
+    it stopped and never loses or duplicates rows.
+``items.csv``
+    One row per checkpoint × dataset × item (prompt, output, both scores, the
+    closed-book check), rebuilt from ``items/`` after each checkpoint.
+``summary.csv``
+    One row per checkpoint × dataset × category (+ ``category == "ALL"``):
+    ``cf_acc``, ``param_acc`` with bootstrap bands, ``mean_margin``...
+``config.json``
+    The :class:`EvalConfig`, package version and git hash (``cpi.io.save_run``).
+``inversion.png``
+    :func:`fullscale.plots.plot_inversion` of the summary (``plot=True``).
+
+Example::
+
+    from fullscale.evaluate import EvalConfig, evaluate_trajectory
+    out = evaluate_trajectory(EvalConfig(checkpoints=("runs/alpaca",), datasets=("CF_World_Facts",), out="eval"))
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from cpi.config import Config
+from cpi.errors import ConfigError, CpiError
+from cpi.io import atomic_save_figure, atomic_write_json, atomic_write_table, save_run
+from cpi.progress import progress
+from fullscale.prompts import TEMPLATES
+from fullscale.scoring import MODES
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+ITEM_KEY = ("checkpoint", "dataset", "item_id")
+
+
+@dataclass(frozen=True)
+class EvalConfig(Config):
+    """What to evaluate and how.
+
+    ``checkpoints``: folders (Trainer layout, model or LoRA adapter folders);
+    ``datasets``: shipped names or JSONL paths; ``max_items``: a seeded random
+    subset of that many items per dataset (original order kept);
+    ``max_length``: prompt + answer token budget (default: the model's
+    context length; longer contexts are cut from the left and flagged).
+    """
+
+    checkpoints: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = ("CF_World_Facts", "CF_Bio", "CF_Quotes")
+    out: str = "eval"
+    template: str = "alpaca"
+    modes: tuple[str, ...] = MODES
+    batch_size: int = 16
+    device: Optional[str] = None
+    dtype: Optional[str] = None
+    tokenizer: Optional[str] = None
+    max_items: Optional[int] = None
+    max_new_tokens: int = 24
+    max_length: Optional[int] = None
+    n_boot: int = 1000
+    seed: int = 0
+    plot: bool = True
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        if not self.checkpoints:
+            raise ConfigError("field 'checkpoints': give at least one checkpoint folder")
+        if not self.datasets:
+            raise ConfigError("field 'datasets': give at least one dataset name or JSONL file")
+        if self.template not in TEMPLATES:
+            raise ConfigError(f"field 'template': {self.template!r} is not one of {', '.join(TEMPLATES)}")
+        bad = [m for m in self.modes if m not in MODES]
+        if bad or not self.modes:
+            raise ConfigError(f"field 'modes': {bad[0] if bad else '(empty)'!r} is not one of {', '.join(MODES)}")
+        if self.batch_size < 1:
+            raise ConfigError("field 'batch_size': must be >= 1")
+        if self.max_items is not None and self.max_items < 1:
+            raise ConfigError("field 'max_items': must be >= 1")
+        if self.max_new_tokens < 1:
+            raise ConfigError("field 'max_new_tokens': must be >= 1")
+        if self.max_length is not None and self.max_length < 8:
+            raise ConfigError("field 'max_length': must be >= 8")
+        if self.n_boot < 0:
+            raise ConfigError("field 'n_boot': must be >= 0")
+
+
+def _load_datasets(cfg: EvalConfig) -> dict[str, list]:
+    """Every dataset's (sub-sampled) items, keyed by the items' dataset name; errors before any model loads."""
+    import random
+
+    from fullscale.conflicts import load_conflicts
+
+    out: dict[str, list] = {}
+    for source in cfg.datasets:
+        items = load_conflicts(source)
+        names = sorted({it.dataset for it in items})
+        for name in names:
+            if name in out:
+                raise CpiError(f"dataset {source}: dataset name {name!r} is also used by another --datasets entry")
+        if cfg.max_items is not None and len(items) > cfg.max_items:
+            keep = sorted(random.Random(cfg.seed).sample(range(len(items)), cfg.max_items))
+            items = [items[i] for i in keep]
+        for name in names:
+            out[name] = [it for it in items if it.dataset == name]
+    return out
+
+
+def _fingerprint(cfg: EvalConfig, data: dict[str, list], dtype: str) -> str:
+    """Hash of everything that changes a checkpoint's rows (not batch size, device or the checkpoint list)."""
+    h = hashlib.sha256()
+    spec = {k: getattr(cfg, k) for k in ("template", "modes", "max_new_tokens", "max_length", "max_items", "seed")}
+    spec["dtype"] = dtype
+    h.update(json.dumps(spec, sort_keys=True, default=list).encode())
+    for name in sorted(data):
+        for it in data[name]:
+            h.update(json.dumps([name, it.id, it.version, it.context, it.question, it.context_answer,
+                                 it.parametric_answer, list(it.context_aliases), list(it.parametric_aliases)]).encode())
+    return h.hexdigest()[:16]
+
+
+def _done(items_dir: Path, name: str, fp: str, overwrite: bool) -> bool:
+    csv, marker = items_dir / f"{name}.csv", items_dir / f"{name}.json"
+    if not (csv.is_file() and marker.is_file()):
+        return False
+    try:
+        meta = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    if meta.get("fingerprint") != fp:
+        if overwrite:
+            return False
+        raise CpiError(
+            f"{marker}: results of checkpoint {name} were made with different settings or data "
+            f"(fingerprint {meta.get('fingerprint')} != {fp}); use a fresh --out or --overwrite"
+        )
+    return True
+
+
+def _read_items(items_dir: Path, names: list[str]) -> "pd.DataFrame":
+    import pandas as pd
+
+    frames = [pd.read_csv(items_dir / f"{n}.csv", keep_default_na=False, na_values=[""])
+              for n in names if (items_dir / f"{n}.json").is_file() and (items_dir / f"{n}.csv").is_file()]
+    if not frames:
+        return pd.DataFrame()
+    table = pd.concat(frames, ignore_index=True)
+    return table.drop_duplicates(subset=list(ITEM_KEY), keep="last")
+
+
+def _write_combined(cfg: EvalConfig, out: Path, names: list[str], meta: dict[str, Any]) -> "tuple[pd.DataFrame, pd.DataFrame]":
+    from fullscale.scoring import summarize_items
+
+    items = _read_items(out / "items", names)
+    summary = summarize_items(items, n_boot=cfg.n_boot, seed=cfg.seed) if len(items) else items
+    save_run(out, cfg, tables={"items": items, "summary": summary}, **meta)
+    return items, summary
+
+
+def evaluate_trajectory(config: EvalConfig | None = None, **kwargs: Any) -> Path:
+    """Evaluate every checkpoint of ``config`` (or ``EvalConfig(**kwargs)``); returns the results folder.
+
+    One checkpoint is loaded at a time. Bad input (dataset, checkpoint,
+    tokenizer) raises :class:`CpiError`; everything written before stays.
+    """
+    import pandas as pd
+    import torch
+
+    from fullscale.checkpoints import discover_checkpoints, load_checkpoint, resolve_device_dtype
+    from fullscale.scoring import score_items
+
+    cfg = config if config is not None else EvalConfig(**kwargs)
+    if config is not None and kwargs:
+        cfg = cfg.replace(**kwargs)
+    data = _load_datasets(cfg)
+    ckpts = discover_checkpoints(list(cfg.checkpoints))
+    device, dtype = resolve_device_dtype(cfg.device, cfg.dtype)
+    fp = _fingerprint(cfg, data, str(dtype))
+    out = Path(cfg.out)
+    items_dir = out / "items"
+    items_dir.mkdir(parents=True, exist_ok=True)
+    names = [c.name for c in ckpts]
+    meta = {"fingerprint": fp, "checkpoints": [{"name": c.name, "path": str(c.path), "step": c.step,
+                                                "adapter": c.adapter} for c in ckpts],
+            "device": str(device), "dtype": str(dtype),
+            "n_items": {k: len(v) for k, v in data.items()}}
+    all_items = [it for name in data for it in data[name]]
+    for ck in progress(ckpts, desc="checkpoints", total=len(ckpts)):
+        if _done(items_dir, ck.name, fp, cfg.overwrite):
+            log.info("checkpoint %s: already evaluated, skipped", ck.name)
+            continue
+        model, tok = load_checkpoint(ck, device=str(device), dtype=dtype, tokenizer=cfg.tokenizer)
+        try:
+            table = score_items(model, tok, all_items, template=cfg.template, modes=cfg.modes,
+                                batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+                                max_length=cfg.max_length)
+        except CpiError as exc:
+            raise CpiError(f"checkpoint {ck.name}: {exc}") from exc
+        finally:
+            del model
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        table.insert(0, "checkpoint", ck.name)
+        table.insert(1, "step", pd.array([ck.step] * len(table), dtype="Int64"))
+        table.insert(2, "template", cfg.template)
+        # rows first, then the marker that says they are complete
+        atomic_write_table(table, items_dir / f"{ck.name}.csv")
+        atomic_write_json(items_dir / f"{ck.name}.json", {"checkpoint": ck.name, "path": str(ck.path),
+                                                          "step": ck.step, "fingerprint": fp, "n_rows": len(table)})
+        _write_combined(cfg, out, names, meta)
+    items, summary = _write_combined(cfg, out, names, meta)
+    if cfg.plot and len(summary) and "cf_acc" in summary:
+        import matplotlib.pyplot as plt
+
+        from fullscale.plots import plot_inversion
+
+        fig = plot_inversion(summary)
+        atomic_save_figure(fig, out / "inversion.png", dpi=150)
+        plt.close(fig)
+    return out
+
+
+def load_results(out: str | Path) -> "tuple[pd.DataFrame, pd.DataFrame]":
+    """``(items, summary)`` tables of a results folder."""
+    import pandas as pd
+
+    out = Path(out)
+    for name in ("items.csv", "summary.csv"):
+        if not (out / name).is_file():
+            raise CpiError(f"{out}: no {name} (not an evaluation results folder?)")
+    # outputs such as "None" or "NA" are text, not missing values
+    items = pd.read_csv(out / "items.csv", keep_default_na=False, na_values=[""])
+    return items, pd.read_csv(out / "summary.csv")

@@ -1,0 +1,986 @@
+"""Instruction finetuning that saves checkpoint trajectories, on the Hugging Face ``Trainer``.
+
+:func:`run_finetune` runs ``transformers.Trainer`` (which runs on Accelerate)
+and adds nothing to the training loop that Trainer/Accelerate already do: the
+optimizer, learning-rate schedule, gradient accumulation, mixed precision,
+checkpointing, resuming and DDP/FSDP all come from them, so the same code runs
+on one CPU process (tests) and under ``accelerate launch``/``torchrun``.
+
+What this module adds, as Trainer callbacks and one small subclass:
+
+- :class:`CpiTrainer` — (1) *atomic checkpoints*: Trainer writes each
+  checkpoint into ``.tmp-checkpoint-<step>/`` and it is renamed to
+  ``checkpoint-<step>/`` only once complete (transformers' own
+  ``_save_checkpoint`` writes straight into the final folder, and its SIGTERM
+  "JIT checkpoint" marks incomplete folders with a sentinel file that
+  ``get_last_checkpoint`` does not check); (2) records whether any micro-batch
+  loss was non-finite; (3) excludes partially-frozen (QK-only fused QKV)
+  matrices from weight decay so their frozen slices stay bit-identical.
+- :class:`TrainingGuard` callback — stops on a non-finite loss or gradient
+  *before* the optimizer step (gradients are dropped, nothing is saved), and on
+  SIGINT/SIGTERM finishes the current step, saves a checkpoint and stops (a
+  second signal aborts at once). In multi-process runs the stop flags are
+  all-reduced so every rank stops at the same step.
+- :class:`RelianceTracker` callback — every N steps scores a small
+  knowledge-conflict subset with :func:`fullscale.scoring.score_logprob`, logs
+  it to ``reliance.csv`` and optionally keeps the checkpoint with the highest
+  context reliance (an early-stopping mitigation the paper hints at).
+
+Output folder layout (``output_dir``): ``checkpoint-<step>/`` (Trainer layout:
+a reloadable model or LoRA-adapter folder with tokenizer, optimizer, scheduler,
+RNG and ``trainer_state.json``), ``finetune_config.json`` (config + run
+metadata), ``train_log.csv`` (one row per logged step), ``data_summary.json``,
+and with tracking ``reliance.csv``, ``reliance_items.csv``,
+``best_reliance.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Sequence
+
+from cpi.config import Config
+from cpi.errors import ConfigError, CpiError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_PREFIX = "checkpoint"
+STAGING_PREFIX = ".tmp-checkpoint"
+CONFIG_FILE = "finetune_config.json"
+_CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
+_EXP_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+_SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+              "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay")
+
+
+class FinetuneInterrupted(CpiError):
+    """SIGINT/SIGTERM stopped the run; a checkpoint of the last finished step was saved."""
+
+
+class NonFiniteLossError(CpiError):
+    """A non-finite loss or gradient stopped the run; nothing was saved after the last good checkpoint."""
+
+
+class _RunComplete(Exception):
+    """Raised at train begin when the resumed checkpoint already reached max_steps (nothing to do)."""
+
+
+# ---------------------------------------------------------------------------
+# config
+
+
+@dataclass(frozen=True)
+class LoraSettings(Config):
+    """LoRA adapter settings (PEFT). Omit the whole ``lora`` block for full finetuning.
+
+    - ``rank``: adapter rank r (the paper used 128).
+    - ``alpha``: LoRA scaling numerator (update scaled by alpha / rank).
+    - ``dropout``: dropout on the adapter input.
+    - ``target_modules``: module names to adapt (leaf names such as ``q_proj``,
+      ``query_key_value``, or ``all-linear`` = every linear layer but the output
+      head). A name that matches no module is an error listing the candidates.
+    """
+
+    rank: int = 128
+    alpha: float = 256.0
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("all-linear",)
+
+    def validate(self) -> None:
+        if self.rank < 1:
+            raise ConfigError(f"field 'lora.rank': must be >= 1, got {self.rank}")
+        if self.alpha <= 0:
+            raise ConfigError(f"field 'lora.alpha': must be > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"field 'lora.dropout': must be in [0, 1), got {self.dropout}")
+        if not self.target_modules:
+            raise ConfigError("field 'lora.target_modules': give at least one module name (or 'all-linear')")
+
+
+@dataclass(frozen=True)
+class TrackingSettings(Config):
+    """In-loop context-reliance tracking on a knowledge-conflict subset.
+
+    - ``conflicts``: conflict sets (shipped names such as ``CF_World_Facts`` or
+      JSONL files in the conflict schema).
+    - ``n_items``: items scored each time (a seeded random subset of all items;
+      all items if fewer). These items are also excluded from augmentation.
+    - ``every_steps``: score every N optimizer steps (and once at step 0).
+    - ``template``: prompt template for scoring (default: the finetuning template).
+    - ``batch_size``: scoring batch size.
+    - ``keep_best``: also save a checkpoint whenever ``metric`` reaches a new
+      maximum, record it in ``best_reliance.json`` and protect it from
+      ``save_total_limit`` rotation.
+    - ``metric``: ``mean_reliance``, ``context_pref_rate`` or ``mean_margin``
+      (from :func:`fullscale.scoring.summarize_reliance`).
+    """
+
+    conflicts: tuple[str, ...] = ("CF_World_Facts",)
+    n_items: int = 64
+    every_steps: int = 50
+    template: str | None = None
+    batch_size: int = 16
+    keep_best: bool = False
+    metric: Literal["mean_reliance", "context_pref_rate", "mean_margin"] = "mean_reliance"
+
+    def validate(self) -> None:
+        if not self.conflicts:
+            raise ConfigError("field 'tracking.conflicts': give at least one conflict set")
+        if self.n_items < 1:
+            raise ConfigError(f"field 'tracking.n_items': must be >= 1, got {self.n_items}")
+        if self.every_steps < 1:
+            raise ConfigError(f"field 'tracking.every_steps': must be >= 1, got {self.every_steps}")
+        if self.batch_size < 1:
+            raise ConfigError(f"field 'tracking.batch_size': must be >= 1, got {self.batch_size}")
+        if self.template is not None:
+            _check_template_field("tracking.template", self.template)
+
+
+def _check_template_field(name: str, value: str) -> None:
+    from fullscale.ift_data import TEMPLATES
+
+    if value not in TEMPLATES:
+        raise ConfigError(f"field '{name}': unknown template {value!r} (known templates: {', '.join(TEMPLATES)})")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(Config):
+    """Everything an instruction-finetuning run needs. Defaults follow OpenInstruct where the
+    paper is silent (linear schedule, 3% warm-up, effective batch 128 = 8 x 16 on one device).
+
+    Model and data
+    - ``base_model``: local model folder or hub name (hub needs the network).
+    - ``tokenizer``: tokenizer folder/name if not the base model's.
+    - ``data``: IFT data: local ``.jsonl``/``.json``/``.parquet`` or a hub dataset name.
+    - ``data_format``: ``auto`` (per record), ``alpaca`` (instruction/input/output),
+      ``tulu`` or ``ultrachat`` (``messages``).
+    - ``data_split``: split of a hub dataset.
+    - ``max_examples``: use only the first N records (None = all).
+    - ``template``: ``plain``, ``alpaca`` or ``chat`` (the tokenizer's chat template).
+    - ``max_seq_length``: tokens per example; longer ones are cut on the right.
+    - ``response_only_loss``: loss on response tokens only (prompt labels = -100).
+    - ``add_eos``: append EOS to responses (``plain``/``alpaca`` templates).
+
+    What trains
+    - ``lora``: a :class:`LoraSettings` block, or None for full finetuning.
+    - ``qk_only``: train only attention query/key projections (full finetuning only).
+
+    Optimisation (Trainer arguments)
+    - ``learning_rate`` (paper: picked from 1e-4 / 1e-5), ``lr_scheduler``
+      (transformers scheduler name), ``warmup_ratio`` (fraction of steps) or
+      ``warmup_steps`` (> 0 overrides the ratio), ``weight_decay``,
+      ``max_grad_norm`` (0 = no clipping), ``optim`` (Trainer optimizer name).
+    - ``per_device_batch_size`` and ``gradient_accumulation_steps``: effective
+      batch = their product x number of processes.
+    - ``num_epochs`` or ``max_steps`` (> 0 overrides epochs; the paper ran up to 2 epochs).
+    - ``precision``: ``auto`` (the accelerate launcher's setting if any, else bf16
+      on a GPU that supports it, else fp32), ``fp32``, ``bf16`` or ``fp16``.
+    - ``model_dtype``: dtype the weights are loaded in (``auto`` = float32, or
+      bfloat16 for LoRA on a bf16 GPU).
+    - ``gradient_checkpointing``: trade compute for memory.
+    - ``dataloader_num_workers``.
+
+    Checkpoints and logging
+    - ``output_dir``: run folder (``checkpoint-<step>/`` inside).
+    - ``save_steps``: checkpoint every N optimizer steps (paper: 50); the final step is saved too.
+    - ``save_total_limit``: keep at most N checkpoints (None = all; a trajectory needs all).
+    - ``keep_optimizer_states``: ``last`` (default) deletes the optimizer/scheduler state of
+      every checkpoint but the newest once a newer one is complete (a 7B Adam state is about
+      twice the fp32 model; resuming needs only the newest); ``all`` keeps them.
+    - ``logging_steps``: log the loss every N steps.
+    - ``resume``: continue from the last complete checkpoint in ``output_dir``
+      when one exists (False with existing checkpoints is an error).
+    - ``seed``: seeds model init (LoRA), data order and dropout.
+    - ``report_to``: Trainer reporting integrations (e.g. ``["wandb"]``; default none).
+
+    Paper mitigations
+    - ``filter_fraction``: drop this fraction of context-bearing examples with the
+      lowest context-criticality before training (paper: 0.25; 0 = off).
+    - ``filter_scores``: score table from ``cpi data score-context`` (``example_id`` +
+      criterion column); None = score now with ``filter_method``.
+    - ``filter_method``: ``loss`` (base-model response loss with vs without context) or ``lexical``.
+    - ``filter_criterion``: ``gap`` (loss without - with context) or ``loss_without_context``
+      (the paper's literal rule: lowest target loss without context).
+    - ``augment_fraction``: share of the final training set made of counterfactual
+      (entity-swapped) context-QA examples (paper: 0.10 Alpaca, 0.01 TULU; 0 = off).
+    - ``augment_sources``: conflict sets to generate them from.
+    - ``augment_exclude``: evaluation sets/files whose items (by id and by
+      context text) must not be used; tracking sets are always excluded.
+    - ``tracking``: a :class:`TrackingSettings` block or None.
+    """
+
+    base_model: str = ""
+    tokenizer: str | None = None
+    data: str = ""
+    data_format: Literal["auto", "alpaca", "tulu", "ultrachat"] = "auto"
+    data_split: str = "train"
+    max_examples: int | None = None
+    template: str = "alpaca"
+    max_seq_length: int = 1024
+    response_only_loss: bool = True
+    add_eos: bool = True
+    lora: LoraSettings | None = None
+    qk_only: bool = False
+    learning_rate: float = 2e-5
+    lr_scheduler: str = "linear"
+    warmup_ratio: float = 0.03
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    per_device_batch_size: int = 8
+    gradient_accumulation_steps: int = 16
+    num_epochs: float = 2.0
+    max_steps: int = -1
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    model_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    gradient_checkpointing: bool = False
+    dataloader_num_workers: int = 0
+    output_dir: str = ""
+    save_steps: int = 50
+    save_total_limit: int | None = None
+    keep_optimizer_states: Literal["last", "all"] = "last"
+    logging_steps: int = 10
+    resume: bool = True
+    seed: int = 0
+    report_to: tuple[str, ...] = ()
+    filter_fraction: float = 0.0
+    filter_scores: str | None = None
+    filter_method: Literal["loss", "lexical"] = "loss"
+    filter_criterion: Literal["gap", "loss_without_context"] = "gap"
+    augment_fraction: float = 0.0
+    augment_sources: tuple[str, ...] = ()
+    augment_exclude: tuple[str, ...] = ()
+    tracking: TrackingSettings | None = None
+
+    def __post_init__(self) -> None:
+        # accept plain mappings/lists from Python callers too (from_dict/replace already convert them)
+        if isinstance(self.lora, dict):
+            object.__setattr__(self, "lora", LoraSettings.from_dict(self.lora, source="lora"))
+        if isinstance(self.tracking, dict):
+            object.__setattr__(self, "tracking", TrackingSettings.from_dict(self.tracking, source="tracking"))
+        for name in ("report_to", "augment_sources", "augment_exclude"):
+            value = getattr(self, name)
+            if isinstance(value, (list, str)):
+                object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+        super().__post_init__()
+
+    def with_overrides(self, assignments: Sequence[str]) -> "FinetuneConfig":
+        """``Config.with_overrides``, plus: ``1e-4``-style numbers count as floats (YAML 1.1 reads
+        them as strings), and ``lora.rank=16`` / ``tracking.every_steps=10`` set one field of a block
+        (a missing block starts from its defaults)."""
+        fixed, nested = [], {}
+        for item in assignments:
+            key, sep, raw = item.partition("=")
+            if sep and _EXP_FLOAT.fullmatch(raw.strip()):
+                raw = repr(float(raw))
+            head, dot, sub = key.strip().partition(".")
+            if sep and dot and head in ("lora", "tracking"):
+                nested.setdefault(head, []).append(f"{sub}={raw}")
+            else:
+                fixed.append(f"{key}{sep}{raw}")
+        cfg = super().with_overrides(fixed)
+        for head, items in nested.items():
+            block = getattr(cfg, head) or (LoraSettings() if head == "lora" else TrackingSettings())
+            cfg = cfg.replace(**{head: block.with_overrides(items)})
+        return cfg
+
+    def validate(self) -> None:
+        if not self.base_model:
+            raise ConfigError("field 'base_model': required (a model folder or hub name)")
+        if not self.data:
+            raise ConfigError("field 'data': required (an IFT data file or hub dataset name)")
+        if not self.output_dir:
+            raise ConfigError("field 'output_dir': required")
+        _check_template_field("template", self.template)
+        if self.lr_scheduler not in _SCHEDULES:
+            raise ConfigError(f"field 'lr_scheduler': unknown schedule {self.lr_scheduler!r} "
+                              f"(known: {', '.join(_SCHEDULES)})")
+        positive = {"max_seq_length": self.max_seq_length, "per_device_batch_size": self.per_device_batch_size,
+                    "gradient_accumulation_steps": self.gradient_accumulation_steps, "save_steps": self.save_steps,
+                    "logging_steps": self.logging_steps}
+        for name, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"field '{name}': must be >= 1, got {value}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"field 'learning_rate': must be > 0, got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"field 'warmup_ratio': must be in [0, 1), got {self.warmup_ratio}")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise ConfigError("fields 'warmup_steps', 'weight_decay', 'max_grad_norm' must be >= 0")
+        if self.max_steps <= 0 and self.num_epochs <= 0:
+            raise ConfigError("fields 'num_epochs'/'max_steps': set num_epochs > 0 or max_steps > 0")
+        if self.max_examples is not None and self.max_examples < 1:
+            raise ConfigError(f"field 'max_examples': must be >= 1, got {self.max_examples}")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise ConfigError(f"field 'save_total_limit': must be >= 1 or null, got {self.save_total_limit}")
+        if self.dataloader_num_workers < 0:
+            raise ConfigError("field 'dataloader_num_workers': must be >= 0")
+        if self.qk_only and self.lora is not None:
+            raise ConfigError("field 'qk_only': QK-only finetuning is full finetuning of the q/k projections; "
+                              "remove the 'lora' block (or give lora.target_modules: [q_proj, k_proj] instead)")
+        if not 0 <= self.filter_fraction < 1:
+            raise ConfigError(f"field 'filter_fraction': must be in [0, 1), got {self.filter_fraction}")
+        if not 0 <= self.augment_fraction < 1:
+            raise ConfigError(f"field 'augment_fraction': must be in [0, 1), got {self.augment_fraction}")
+        if self.augment_fraction > 0 and not self.augment_sources:
+            raise ConfigError("field 'augment_sources': needed when augment_fraction > 0 (conflict sets to swap)")
+
+
+# ---------------------------------------------------------------------------
+# output folder: complete checkpoints, stale staging folders
+
+
+def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every ``checkpoint-<step>/`` folder, sorted by step."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return []
+    found = []
+    for p in out.iterdir():
+        m = _CKPT_RE.match(p.name)
+        if m and p.is_dir():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def is_complete_checkpoint(path: str | Path) -> bool:
+    """True if ``path`` holds a trainer state and model (or adapter) weights."""
+    p = Path(path)
+    if not (p / "trainer_state.json").is_file():
+        return False
+    weights = list(p.glob("*.safetensors")) + list(p.glob("pytorch_model*.bin")) + list(p.glob("adapter_model.*"))
+    sharded_fsdp = any(p.glob("pytorch_model_fsdp*"))
+    return bool(weights) or sharded_fsdp
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
+    """The highest-step complete checkpoint in ``output_dir`` (None if none)."""
+    for step, path in reversed(list_checkpoints(output_dir)):
+        if is_complete_checkpoint(path):
+            return path
+        log.warning("%s: incomplete checkpoint (no trainer_state.json or weights); skipped", path)
+    return None
+
+
+def remove_stale_staging(output_dir: str | Path) -> list[Path]:
+    """Delete ``.tmp-checkpoint-*`` folders left by a run killed while saving."""
+    out = Path(output_dir)
+    removed = []
+    if out.is_dir():
+        for p in out.iterdir():
+            if p.name.startswith((STAGING_PREFIX, ".old-checkpoint")) and p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    if removed:
+        log.warning("removed %d incomplete checkpoint folder(s) left by an interrupted save: %s",
+                    len(removed), ", ".join(p.name for p in removed))
+    return removed
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def publish_checkpoint(staged: Path, final: Path) -> None:
+    """Move a finished checkpoint folder into place with a rename (replacing an older one of the same step)."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".old-{final.name}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(staged, final)
+    _fsync_dir(final.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+_OPTIMIZER_STATE = ("optimizer.pt", "optimizer.bin", "scheduler.pt", "scaler.pt")
+
+
+def prune_optimizer_states(output_dir: str | Path, keep: str | Path) -> int:
+    """Delete optimizer/scheduler/scaler states from every checkpoint but ``keep`` (the newest);
+    model weights, tokenizer, RNG and trainer state stay. Returns the number of paths removed."""
+    removed = 0
+    for _, ck in list_checkpoints(output_dir):
+        if ck.resolve() == Path(keep).resolve():
+            continue
+        for p in ck.iterdir():
+            if p.name in _OPTIMIZER_STATE or (p.name.startswith("optimizer_") and p.is_dir()):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+                removed += 1
+    return removed
+
+
+# ---------------------------------------------------------------------------
+# Trainer subclass and callbacks (built lazily: transformers is imported inside functions)
+
+
+def _trainer_classes():
+    """Define the Trainer subclass and callbacks (imports transformers on first use)."""
+    global _CLASSES
+    if _CLASSES is not None:
+        return _CLASSES
+    import torch
+    from transformers import Trainer, TrainerCallback
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+    class CpiTrainer(Trainer):
+        """``transformers.Trainer`` with atomic checkpoints (see module docstring)."""
+
+        def __init__(self, *args: Any, guard: "TrainingGuard | None" = None, no_decay: set[str] | None = None,
+                     prune_optimizer_states: bool = False, **kwargs: Any) -> None:
+            self._cpi_staging: str | None = None
+            self._cpi_prune = prune_optimizer_states
+            self._cpi_guard = guard
+            self._cpi_no_decay = set(no_decay or ())
+            super().__init__(*args, **kwargs)
+
+        def _get_output_dir(self, trial: Any) -> str:
+            if self._cpi_staging is not None:
+                return self._cpi_staging
+            return super()._get_output_dir(trial)
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            run_dir = super()._get_output_dir(trial)
+            name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            staging = os.path.join(run_dir, f"{STAGING_PREFIX}-{self.state.global_step}")
+            if self.args.should_save:
+                shutil.rmtree(staging, ignore_errors=True)
+                os.makedirs(staging, exist_ok=True)
+            self.accelerator.wait_for_everyone()
+            self._cpi_staging = staging
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self._cpi_staging = None
+            self.accelerator.wait_for_everyone()
+            if self.args.should_save:
+                publish_checkpoint(Path(staging) / name, Path(run_dir) / name)
+                shutil.rmtree(staging, ignore_errors=True)
+                rotate_checkpoints(output_dir=run_dir, save_total_limit=self.args.save_total_limit,
+                                   best_model_checkpoint=self.state.best_model_checkpoint)
+                if self._cpi_prune:
+                    prune_optimizer_states(run_dir, keep=Path(run_dir) / name)
+                log.info("saved %s", Path(run_dir) / name)
+            self.accelerator.wait_for_everyone()
+
+        def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> "torch.Tensor":
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            if self._cpi_guard is not None:
+                self._cpi_guard.observe_loss(loss)
+            return loss
+
+        def get_decay_parameter_names(self, model: Any) -> list[str]:
+            names = super().get_decay_parameter_names(model)
+            if not self._cpi_no_decay:
+                return names
+            return [n for n in names if not any(n == m or n.endswith("." + m) or m.endswith("." + n)
+                                                for m in self._cpi_no_decay)]
+
+    class TrainingGuard(TrainerCallback):
+        """Stops on a non-finite loss/gradient (before the optimizer step, saving nothing)
+        and on SIGINT/SIGTERM (after the current step, saving a checkpoint)."""
+
+        def __init__(self, check_grads: bool = True, handle_signals: bool = True) -> None:
+            self.check_grads = check_grads
+            self.handle_signals = handle_signals
+            self.signal_received: int | None = None
+            self.nonfinite_step: int | None = None
+            self.nonfinite_what = ""
+            self._loss_bad: "torch.Tensor | None" = None
+            self._old_handlers: dict[int, Any] = {}
+
+        # -- signals ------------------------------------------------------
+        def _on_signal(self, signum: int, frame: Any) -> None:
+            if self.signal_received is not None:
+                self.restore_signal_handlers()
+                raise KeyboardInterrupt
+            self.signal_received = signum
+            log.warning("received %s: finishing the current step, saving a checkpoint and stopping "
+                        "(send it again to abort at once)", signal.Signals(signum).name)
+
+        def install_signal_handlers(self) -> None:
+            if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+                return
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+
+        def restore_signal_handlers(self) -> None:
+            for sig, handler in self._old_handlers.items():
+                signal.signal(sig, handler)
+            self._old_handlers = {}
+
+        # -- non-finite loss ----------------------------------------------
+        def observe_loss(self, loss: "torch.Tensor") -> None:
+            bad = ~torch.isfinite(loss.detach()).all()
+            self._loss_bad = bad if self._loss_bad is None else (self._loss_bad | bad)
+
+        def _flags(self, args: Any, model: Any) -> tuple[bool, bool, bool]:
+            loss_bad = self._loss_bad if self._loss_bad is not None else torch.tensor(False)
+            self._loss_bad = None
+            grad_bad = torch.tensor(False)
+            if self.check_grads and not args.fp16 and model is not None:
+                grads = [p.grad for p in model.parameters() if p.grad is not None]
+                if grads:
+                    grad_bad = ~torch.isfinite(torch.nn.utils.get_total_norm(grads, norm_type=2.0))
+            flags = torch.stack([loss_bad.to(args.device), grad_bad.to(args.device),
+                                 torch.tensor(self.signal_received is not None, device=args.device)]).to(torch.int32)
+            if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                    and torch.distributed.get_world_size() > 1:
+                torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+            a, b, c = (bool(x) for x in flags.tolist())
+            return a, b, c
+
+        # -- Trainer events -----------------------------------------------
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.max_steps > 0 and state.global_step >= state.max_steps:
+                # Trainer would run one more step before checking (resuming a run that ended mid-epoch)
+                raise _RunComplete(state.global_step)
+            self.install_signal_handlers()
+
+        def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None,
+                                  optimizer: Any = None, **kwargs: Any) -> None:
+            loss_bad, grad_bad, sig = self._flags(args, model)
+            if sig and self.signal_received is None:
+                self.signal_received = int(signal.SIGTERM)  # another rank got it
+            if loss_bad or grad_bad:
+                self.nonfinite_step = state.global_step + 1
+                self.nonfinite_what = "loss" if loss_bad else "gradient"
+                if optimizer is not None and not args.fp16:
+                    optimizer.zero_grad(set_to_none=True)  # the optimizer step becomes a no-op
+                log.error("non-finite %s at step %d: stopping without saving", self.nonfinite_what,
+                          self.nonfinite_step)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if self.nonfinite_step is not None:
+                control.should_save = False
+                control.should_training_stop = True
+            elif self.signal_received is not None:
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+        def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if self.nonfinite_step is not None:
+                control.should_save = False
+            return control
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            if logs and state.is_world_process_zero:
+                log.info("step %d: %s", state.global_step,
+                         ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in logs.items()))
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.restore_signal_handlers()
+
+    class RelianceTracker(TrainerCallback):
+        """Scores a conflict subset every N steps (see :class:`TrackingSettings`)."""
+
+        def __init__(self, settings: TrackingSettings, items: Sequence[Any], tokenizer: Any, template: str,
+                     output_dir: Path) -> None:
+            self.settings = settings
+            self.items = list(items)
+            self.tokenizer = tokenizer
+            self.template = template
+            self.output_dir = Path(output_dir)
+            self.rows: list[dict[str, Any]] = []
+            self.item_rows: list["pd.DataFrame"] = []
+            self.best: tuple[float, int] | None = None
+            self._pending_best: int | None = None
+
+        def _restore(self, step: int) -> None:
+            import pandas as pd
+
+            summ = self.output_dir / "reliance.csv"
+            items = self.output_dir / "reliance_items.csv"
+            if summ.is_file():
+                t = pd.read_csv(summ)
+                t = t[t["step"] <= step]
+                self.rows = t.to_dict(orient="records")
+            if items.is_file():
+                t = pd.read_csv(items)
+                self.item_rows = [t[t["step"] <= step]]
+            best_file = self.output_dir / "best_reliance.json"
+            if best_file.is_file():
+                b = json.loads(best_file.read_text())
+                if b.get("step", step + 1) <= step:
+                    self.best = (float(b["value"]), int(b["step"]))
+
+        def measure(self, model: Any, step: int, is_main: bool) -> float:
+            import pandas as pd
+
+            from fullscale.scoring import score_logprob, summarize_reliance
+
+            was_training = model.training
+            model.eval()
+            try:
+                with torch.no_grad():
+                    table = score_logprob(model, self.tokenizer, self.items, template=self.template,
+                                          batch_size=self.settings.batch_size)
+            finally:
+                model.train(was_training)
+            summary = summarize_reliance(table)
+            row = {"step": step, "datasets": "+".join(self.settings.conflicts),
+                   **{k: (float(v) if isinstance(v, (int, float)) else v) for k, v in summary.items()}}
+            self.rows = [r for r in self.rows if r["step"] != step] + [row]
+            table = table.drop(columns=[c for c in ("prompt",) if c in table.columns])
+            table.insert(0, "step", step)
+            self.item_rows.append(table)
+            if is_main:
+                from cpi.io import atomic_write_table
+
+                atomic_write_table(pd.DataFrame(self.rows), self.output_dir / "reliance.csv")
+                atomic_write_table(pd.concat(self.item_rows, ignore_index=True), self.output_dir / "reliance_items.csv")
+            value = float(summary[self.settings.metric])
+            log.info("step %d: context reliance %s=%.4f (n=%s)", step, self.settings.metric, value, summary.get("n"))
+            return value
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            self._restore(state.global_step)
+            if state.global_step == 0 and not any(r["step"] == 0 for r in self.rows):
+                self.measure(model, 0, state.is_world_process_zero)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> Any:
+            if state.global_step % self.settings.every_steps != 0:
+                return control
+            value = self.measure(model, state.global_step, state.is_world_process_zero)
+            if self.settings.keep_best and (self.best is None or value > self.best[0]):
+                self.best = (value, state.global_step)
+                self._pending_best = state.global_step
+                control.should_save = True
+            return control
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self._pending_best is None or self._pending_best != state.global_step:
+                return
+            path = self.output_dir / f"{CHECKPOINT_PREFIX}-{state.global_step}"
+            state.best_model_checkpoint = str(path)
+            if state.is_world_process_zero:
+                from cpi.io import atomic_write_json
+
+                atomic_write_json(self.output_dir / "best_reliance.json", {
+                    "step": state.global_step, "checkpoint": path.name, "metric": self.settings.metric,
+                    "value": self.best[0] if self.best else None})
+            self._pending_best = None
+
+    _CLASSES = {"CpiTrainer": CpiTrainer, "TrainingGuard": TrainingGuard, "RelianceTracker": RelianceTracker}
+    return _CLASSES
+
+
+_CLASSES: dict[str, Any] | None = None
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("CpiTrainer", "TrainingGuard", "RelianceTracker"):
+        return _trainer_classes()[name]
+    raise AttributeError(f"module 'fullscale.finetune' has no attribute {name!r}")
+
+
+# ---------------------------------------------------------------------------
+# the run
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    xpu = getattr(torch, "xpu", None)
+    mps = getattr(torch.backends, "mps", None)
+    return bool(torch.cuda.is_available() or (xpu is not None and xpu.is_available())
+                or (mps is not None and mps.is_available()))
+
+
+def _precision(config: FinetuneConfig) -> str:
+    import torch
+
+    if config.precision != "auto":
+        return config.precision
+    env = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if env in ("bf16", "fp16"):
+        return env
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
+def _load_dtype(config: FinetuneConfig):
+    import torch
+
+    if config.model_dtype != "auto":
+        return getattr(torch, config.model_dtype)
+    if config.lora is not None and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_base(config: FinetuneConfig) -> tuple[Any, Any]:
+    """Load the base model and tokenizer (pad token = EOS if the tokenizer has none)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = config.base_model
+    if Path(base).exists():
+        base = str(Path(base).resolve())  # so a LoRA adapter's base_model_name_or_path is absolute
+    tok_src = config.tokenizer or base
+    if config.tokenizer and Path(config.tokenizer).exists():
+        tok_src = str(Path(config.tokenizer).resolve())
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tok_src)
+    except (OSError, ValueError) as exc:
+        raise CpiError(f"tokenizer {tok_src!r}: cannot load: {str(exc).splitlines()[0]}") from exc
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise CpiError(f"tokenizer {tok_src!r}: has neither a pad nor an EOS token")
+        tokenizer.pad_token = tokenizer.eos_token
+        log.info("tokenizer has no pad token; using EOS %r for padding", tokenizer.eos_token)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=_load_dtype(config))
+    except (OSError, ValueError) as exc:
+        raise CpiError(f"base_model {config.base_model!r}: cannot load: {str(exc).splitlines()[0]}") from exc
+    model.config.use_cache = False
+    return model, tokenizer
+
+
+def prepare_model(config: FinetuneConfig, model: Any) -> tuple[Any, set[str]]:
+    """Apply QK-only freezing or LoRA; returns ``(model, names excluded from weight decay)``."""
+    from fullscale.qk_only import apply_qk_only, masked_parameter_names, validate_lora_targets
+
+    no_decay: set[str] = set()
+    if config.qk_only:
+        plan = apply_qk_only(model)
+        no_decay = masked_parameter_names(plan)
+    if config.lora is not None:
+        from peft import LoraConfig, get_peft_model
+
+        targets = list(config.lora.target_modules)
+        validate_lora_targets(model, targets)
+        lcfg = LoraConfig(r=config.lora.rank, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+                          target_modules="all-linear" if targets == ["all-linear"] else targets,
+                          task_type="CAUSAL_LM")
+        model = get_peft_model(model, lcfg)
+        if config.gradient_checkpointing:
+            model.enable_input_require_grads()
+    return model, no_decay
+
+
+def prepare_examples(config: FinetuneConfig, model: Any = None, tokenizer: Any = None,
+                     out_dir: Path | None = None, is_main: bool = True, device: Any = None
+                     ) -> tuple[list[Any], dict[str, Any]]:
+    """Load the IFT data and apply filtering then augmentation; returns ``(examples, summary)``.
+
+    Filtering with ``filter_method: loss`` and no ``filter_scores`` scores every
+    example with the base ``model`` here (moved to ``device`` first; in a
+    multi-process launch every process scores, so prefer ``cpi data
+    score-context`` once and pass its table as ``filter_scores``).
+    """
+    from fullscale.ift_data import load_ift_data
+
+    examples = load_ift_data(config.data, config.data_format, config.data_split, config.max_examples)
+    summary: dict[str, Any] = {"n_loaded": len(examples), "n_filtered_out": 0, "n_augmented": 0}
+    if config.filter_fraction > 0:
+        from fullscale.curation import filter_examples, lexical_overlap_scores, read_scores, score_context_criticality
+
+        if config.filter_scores:
+            scores = read_scores(config.filter_scores)
+        elif config.filter_method == "lexical":
+            scores = lexical_overlap_scores(examples)
+        else:
+            if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+                raise CpiError("filter_method 'loss' without filter_scores cannot run under FSDP (the base model "
+                               "is not materialised on every rank yet); run `cpi data score-context` once and "
+                               "set filter_scores to its scores.csv")
+            if device is not None:
+                model.to(device)
+            scores = score_context_criticality(model, tokenizer, examples, template=config.template,
+                                               max_length=config.max_seq_length)
+        if is_main and out_dir is not None:
+            from cpi.io import atomic_write_table
+
+            atomic_write_table(scores, out_dir / "curation_scores.csv")
+        criterion = config.filter_criterion if config.filter_method == "loss" or config.filter_scores else "gap"
+        kept, dropped = filter_examples(examples, scores, config.filter_fraction, criterion=criterion,
+                                        source=str(config.filter_scores or "computed scores"))
+        summary["n_filtered_out"] = len(dropped)
+        examples = kept
+    if config.augment_fraction > 0:
+        from fullscale.augment import augment_data
+
+        exclude = list(config.augment_exclude) + (list(config.tracking.conflicts) if config.tracking else [])
+        examples, n_aug = augment_data(examples, config.augment_sources, exclude, config.augment_fraction,
+                                       seed=config.seed)
+        summary["n_augmented"] = n_aug
+    return examples, summary
+
+
+def _tracking_items(config: FinetuneConfig) -> list[Any]:
+    import random
+
+    from fullscale.conflicts import load_conflicts
+
+    items = [it for src in config.tracking.conflicts for it in load_conflicts(src)]
+    if len(items) > config.tracking.n_items:
+        rng = random.Random(config.seed)
+        items = sorted(rng.sample(items, config.tracking.n_items), key=lambda it: (it.dataset, it.id))
+    return items
+
+
+def _config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def run_finetune(config: FinetuneConfig, callbacks: Sequence[Any] = ()) -> Path:
+    """Instruction-finetune ``config.base_model`` on ``config.data``; returns ``config.output_dir``.
+
+    Resumes from the last complete ``checkpoint-<step>/`` when ``config.resume``.
+    ``callbacks``: extra ``transformers.TrainerCallback`` objects (run before the
+    guard, so its stop decisions win). Raises :class:`NonFiniteLossError` or
+    :class:`FinetuneInterrupted` (both :class:`CpiError`) after saving what can
+    be saved; other bad input raises :class:`CpiError`.
+    """
+    import transformers
+    from transformers import DataCollatorForSeq2Seq, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
+
+    from cpi.io import atomic_write_json, atomic_write_table, run_metadata
+    from cpi.progress import progress_enabled
+    from fullscale.ift_data import tokenize_examples
+
+    import torch
+
+    if not progress_enabled():
+        transformers.utils.logging.disable_progress_bar()
+    out = Path(config.output_dir)
+    precision = _precision(config)
+    args = TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps if config.warmup_steps > 0 else config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        optim=config.optim,
+        num_train_epochs=config.num_epochs,
+        max_steps=config.max_steps,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        activation_checkpointing=config.gradient_checkpointing,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_strategy="steps",
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to=list(config.report_to) or "none",
+        disable_tqdm=not progress_enabled(),
+        dataloader_num_workers=config.dataloader_num_workers,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        ddp_find_unused_parameters=False,
+        # without an accelerator, tell Accelerate to use the CPU: then `torchrun --nproc_per_node N` on a
+        # CPU-only machine runs real multi-process DDP (gloo) instead of N independent single-process runs
+        use_cpu=not _has_accelerator(),
+    )
+    is_main = args.process_index == 0
+
+    # output folder: stale staging folders, resume point, config record
+    with args.main_process_first(desc="prepare output folder"):
+        if is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            remove_stale_staging(out)
+        resume_from = last_complete_checkpoint(out)
+        if resume_from is not None and not config.resume:
+            raise CpiError(f"{out}: already holds checkpoints (last: {resume_from.name}); set resume: true to "
+                           "continue, or choose another output_dir")
+        if is_main:
+            cfg_path = out / CONFIG_FILE
+            if resume_from is not None and cfg_path.is_file():
+                old = json.loads(cfg_path.read_text()).get("config", {})
+                changed = _config_diff(old, config.to_dict())
+                if changed:
+                    log.warning("resuming with a changed config (fields: %s)", ", ".join(changed))
+            atomic_write_json(cfg_path, {"config": config.to_dict(), "meta": run_metadata(
+                resumed_from=resume_from.name if resume_from else None, transformers=transformers.__version__)})
+
+    transformers.set_seed(config.seed)
+    model, tokenizer = load_base(config)
+    examples, summary = prepare_examples(config, model, tokenizer, out, is_main, device=args.device)
+    model, no_decay = prepare_model(config, model)
+    features, dropped = tokenize_examples(examples, tokenizer, config.template, config.max_seq_length,
+                                          config.response_only_loss, config.add_eos)
+    if not features:
+        raise CpiError(f"{config.data}: no example has a response token within max_seq_length={config.max_seq_length}")
+    summary.update(n_dropped_too_long=len(dropped), n_train=len(features),
+                   n_trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad))
+    if is_main:
+        atomic_write_json(out / "data_summary.json", summary)
+    log.info("training on %d examples (%s)", len(features), summary)
+
+    classes = _trainer_classes()
+    guard = classes["TrainingGuard"]()
+    cbs: list[Any] = []
+    if config.tracking is not None:
+        cbs.append(classes["RelianceTracker"](config.tracking, _tracking_items(config), tokenizer,
+                                              config.tracking.template or config.template, out))
+    cbs += list(callbacks) + [guard]
+    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100,
+                                      pad_to_multiple_of=8 if torch.cuda.is_available() else None)
+    trainer = classes["CpiTrainer"](model=model, args=args, train_dataset=features, data_collator=collator,
+                                    processing_class=tokenizer, callbacks=cbs, guard=guard, no_decay=no_decay,
+                                    prune_optimizer_states=config.keep_optimizer_states == "last")
+    trainer.remove_callback(PrinterCallback)  # it prints log dicts to stdout; the guard logs them instead
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
+    except _RunComplete as done:
+        log.info("%s: already trained to step %s (max_steps reached); nothing to do", out, done.args[0])
+    finally:
+        guard.restore_signal_handlers()
+        if is_main and trainer.state.log_history:
+            import pandas as pd
+
+            atomic_write_table(pd.DataFrame(trainer.state.log_history), out / "train_log.csv")
+    last = last_complete_checkpoint(out)
+    if guard.nonfinite_step is not None:
+        raise NonFiniteLossError(
+            f"non-finite {guard.nonfinite_what} at step {guard.nonfinite_step} (lr={config.learning_rate}); training "
+            f"stopped and nothing was saved after it; last good checkpoint: {last if last else 'none'}"
+        )
+    if guard.signal_received is not None and trainer.state.global_step < trainer.state.max_steps:
+        raise FinetuneInterrupted(
+            f"interrupted by {signal.Signals(guard.signal_received).name} at step {trainer.state.global_step}; "
+            f"saved {last if last else 'nothing'}; run the same command again to resume"
+        )
+    return out
+
+
+def read_train_log(output_dir: str | Path) -> "pd.DataFrame":
+    """The run's ``train_log.csv`` (one row per logged step: ``step, loss, learning_rate, grad_norm, epoch``)."""
+    import pandas as pd
+
+    path = Path(output_dir) / "train_log.csv"
+    if not path.is_file():
+        raise CpiError(f"{path}: no training log (has the run started?)")
+    return pd.read_csv(path)

@@ -1,0 +1,405 @@
+"""The organism pipeline: world -> pretrain -> finetune with checkpoints -> evaluate -> probe -> figures.
+
+Every stage writes into one run folder and is skipped when its output is
+already there (a run interrupted anywhere resumes):
+
+``data/``      ``ift.jsonl`` (Alpaca records), ``ift_meta.csv`` (kind/subject per record),
+               ``eval.jsonl`` (held-out counterfactual ``ConflictItem`` JSONL), ``world.json``
+``base/checkpoint-0/``  the pretrained model + tokenizer (step 0 of the trajectory);
+               ``pretrain/`` its loss curve and closed-book recall table
+``finetune/``  ``fullscale.finetune.run_finetune`` output (``checkpoint-<step>/``)
+``eval/``      ``fullscale.evaluate.evaluate_trajectory`` output (``items.csv``, ``summary.csv``)
+``probe/``     ``mechinterp.probe_trajectory`` output (``probe.csv``)
+``timings.csv`` wall time and peak resident memory of each stage
+
+Finetuning, evaluation and probing use exactly the code a user runs on a 7B
+model (``cpi finetune``, ``cpi evaluate``, ``cpi probe``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from cpi.config import Config
+from cpi.errors import ConfigError, CpiError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OrganismConfig(Config):
+    """One organism run. Field groups: world, model + pretraining, IFT data, finetuning, evaluation.
+
+    World: ``n_known_*`` subjects with facts in pretraining, ``n_new_*`` subjects only seen in
+    context-critical finetuning contexts, ``eval_fraction`` of known subjects held out for the
+    counterfactual evaluation.
+    Pretraining: Llama-style decoder ``n_layers`` x ``d_model`` (``n_heads``, ``d_mlp``), trained
+    ``pretrain_steps`` steps of ``pretrain_batch_size`` documents at ``pretrain_lr``;
+    ``copy_fraction`` of documents state a throw-away fact twice (with up to ``copy_filler``
+    unrelated statements between) and ``qa_fraction`` are short question-answer documents (half
+    answered from a throw-away fact stated just before, half closed-book about a known fact):
+    these give the base model in-context reading.
+    IFT data: ``n_ift_examples`` records, ``rho`` = fraction context-critical among
+    context-bearing ones, ``recall_fraction`` no-context recall records, ``augment_fraction``
+    counterfactual records (mitigation).
+    Finetuning (``fullscale.finetune``): full finetuning (or ``qk_only``), ``ft_lr``,
+    ``ft_steps`` optimizer steps of ``ft_batch_size``, checkpoint every ``save_steps``,
+    ``filter_fraction`` = the paper's filter (base-model loss without context, driver's rule).
+    Evaluation: ``eval_modes`` of ``cpi evaluate``; probing on ``probe_items`` items (0 = all).
+    """
+
+    # world
+    n_known_countries: int = 40
+    n_known_people: int = 80
+    n_new_countries: int = 40
+    n_new_people: int = 80
+    n_cities: int = 100
+    n_throwaway: int = 200
+    eval_fraction: float = 0.3
+    # model + pretraining
+    n_layers: int = 4
+    d_model: int = 128
+    n_heads: int = 4
+    d_mlp: int = 512
+    tie_embeddings: bool = False
+    pretrain_steps: int = 1500
+    pretrain_batch_size: int = 32
+    pretrain_lr: float = 3e-3
+    copy_fraction: float = 0.3
+    qa_fraction: float = 0.3
+    copy_filler: int = 0
+    # IFT data
+    n_ift_examples: int = 2000
+    rho: float = 0.3
+    recall_fraction: float = 0.0
+    augment_fraction: float = 0.0
+    # finetuning
+    ft_lr: float = 1e-3
+    ft_steps: int = 300
+    ft_batch_size: int = 16
+    ft_scheduler: str = "constant"
+    save_steps: int = 25
+    qk_only: bool = False
+    filter_fraction: float = 0.0
+    filter_criterion: Literal["gap", "loss_without_context"] = "loss_without_context"
+    # evaluation / probing
+    eval_modes: tuple[str, ...] = ("generate", "logprob", "closed_book")
+    eval_batch_size: int = 64
+    probe_items: int = 0
+    probe_batch_size: int = 32
+    seed: int = 0
+    threads: int = 1  # torch intra-op threads; 1 is robust on a shared machine, 2 is 1.7x faster on an idle one
+
+    def validate(self) -> None:
+        if not 0.0 <= self.rho <= 1.0:
+            raise ConfigError(f"field 'rho': must be in [0, 1], got {self.rho}")
+        for name in ("pretrain_steps", "ft_steps", "save_steps", "ft_batch_size", "n_ift_examples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"field '{name}': must be >= 1, got {getattr(self, name)}")
+        if self.save_steps > self.ft_steps:
+            raise ConfigError(f"field 'save_steps': must be <= ft_steps={self.ft_steps}, got {self.save_steps}")
+        if self.ft_lr <= 0:
+            raise ConfigError(f"field 'ft_lr': must be > 0, got {self.ft_lr}")
+        if not 0.0 <= self.filter_fraction < 1.0:
+            raise ConfigError(f"field 'filter_fraction': must be in [0, 1), got {self.filter_fraction}")
+        if self.probe_items < 0:
+            raise ConfigError(f"field 'probe_items': must be >= 0, got {self.probe_items}")
+        # the sub-configs validate the rest
+        self.world_config()
+        self.pretrain_config()
+        self.ift_config()
+
+    @classmethod
+    def quick(cls, **changes: Any) -> "OrganismConfig":
+        """The ``--quick`` variant (< 2 min on 2 cores): a smaller world, fewer steps.
+
+        Its base model knows its facts but cannot read its context (no QA / filler-free copy
+        documents; see docs/organism.md): a smoke test of the pipeline, not of the science.
+        """
+        base = dict(
+            n_known_countries=16, n_known_people=24, n_new_countries=16, n_new_people=24, n_cities=40,
+            n_throwaway=60, pretrain_steps=500, n_ift_examples=600, ft_steps=120, save_steps=20,
+            # fewer non-fact documents than the default so that 500 steps reach full recall
+            # (measured: 100 % here; with the default's 30 % copy + 30 % QA documents only 44 %)
+            copy_fraction=0.2, qa_fraction=0.0, copy_filler=2,
+            eval_modes=("generate", "logprob"),
+        )
+        base.update(changes)
+        return cls(**base)
+
+    # -- sub-configs -------------------------------------------------------
+    def world_config(self):
+        from fullscale.organism.world import WorldConfig
+
+        return WorldConfig(
+            n_known_countries=self.n_known_countries, n_known_people=self.n_known_people,
+            n_new_countries=self.n_new_countries, n_new_people=self.n_new_people, n_cities=self.n_cities,
+            n_throwaway=self.n_throwaway, eval_fraction=self.eval_fraction, seed=self.seed,
+        )
+
+    def pretrain_config(self):
+        from fullscale.organism.pretrain import PretrainConfig
+
+        return PretrainConfig(
+            n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads, n_kv_heads=self.n_heads,
+            d_mlp=self.d_mlp, tie_embeddings=self.tie_embeddings, steps=self.pretrain_steps,
+            batch_size=self.pretrain_batch_size, lr=self.pretrain_lr,
+            warmup=min(100, max(1, self.pretrain_steps // 10)), copy_fraction=self.copy_fraction,
+            qa_fraction=self.qa_fraction, copy_filler=self.copy_filler, seed=self.seed,
+            threads=self.threads,
+        )
+
+    def ift_config(self):
+        from fullscale.organism.ift import IFTConfig
+
+        return IFTConfig(
+            n_examples=self.n_ift_examples, rho=self.rho, recall_fraction=self.recall_fraction,
+            augment_fraction=self.augment_fraction, seed=self.seed,
+        )
+
+    def finetune_config(self, base_model: Path, data: Path, output_dir: Path, filter_scores: Path | None = None):
+        """The ``fullscale.finetune`` config of this run (``filter_scores``: a ``score-context`` table)."""
+        from fullscale.finetune import FinetuneConfig
+
+        return FinetuneConfig(
+            base_model=str(base_model), data=str(data), data_format="alpaca", template="alpaca",
+            max_seq_length=256, learning_rate=self.ft_lr, lr_scheduler=self.ft_scheduler, warmup_ratio=0.0,
+            weight_decay=0.0, per_device_batch_size=self.ft_batch_size, gradient_accumulation_steps=1,
+            max_steps=self.ft_steps, precision="fp32", output_dir=str(output_dir), save_steps=self.save_steps,
+            logging_steps=max(1, self.save_steps // 2), seed=self.seed, qk_only=self.qk_only,
+            filter_fraction=self.filter_fraction, filter_method="loss", filter_criterion=self.filter_criterion,
+            filter_scores=str(filter_scores) if (filter_scores is not None and self.filter_fraction > 0) else None,
+        )
+
+
+@dataclass
+class StageTimer:
+    """Wall time and peak resident memory (process high-water mark, MiB) per stage."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def run(self, stage: str, fn, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        result = fn(*args, **kwargs)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        self.rows.append({"stage": stage, "wall_s": time.perf_counter() - t0, "peak_rss_mib": peak})
+        return result
+
+    def table(self) -> "pd.DataFrame":
+        import pandas as pd
+
+        return pd.DataFrame(self.rows, columns=["stage", "wall_s", "peak_rss_mib"])
+
+
+@dataclass
+class OrganismRun:
+    """Paths and headline tables of one finished run."""
+
+    out: Path
+    config: OrganismConfig
+    recall: "pd.DataFrame"
+    eval_summary: "pd.DataFrame"
+    eval_items: "pd.DataFrame"
+    probe: "pd.DataFrame | None"
+    timings: "pd.DataFrame"
+    pretrain_tokens_per_s: float | None
+
+    @property
+    def closed_book_recall(self) -> float:
+        return float(self.recall["correct"].mean())
+
+    def trajectory(self) -> "pd.DataFrame":
+        """One row per step: ``cf_acc``, ``param_acc``, ``mean_margin`` over all evaluation items."""
+        s = self.eval_summary
+        s = s[s["category"].astype(str).str.upper() == "ALL"] if "category" in s.columns else s
+        cols = [c for c in ("cf_acc", "param_acc", "mean_margin", "mean_reliance") if c in s.columns]
+        return s.groupby("step")[cols].mean().reset_index().sort_values("step")
+
+
+# ---------------------------------------------------------------------------------------------
+# stages
+
+
+def _stage_data(cfg: OrganismConfig, out: Path) -> tuple[Any, Any]:
+    """World, tokenizer, IFT mixture and evaluation items (always regenerated: cheap and deterministic)."""
+    import pandas as pd
+
+    from cpi.io import atomic_write_json, atomic_write_table
+    from fullscale.organism.ift import make_eval_items, make_ift_records, write_eval_jsonl, write_ift_jsonl
+    from fullscale.organism.world import build_tokenizer, build_world
+
+    world = build_world(cfg.world_config())
+    tokenizer = build_tokenizer(world, extra_texts=_template_texts())
+    data = out / "data"
+    records = make_ift_records(world, cfg.ift_config())
+    write_ift_jsonl(records, data / "ift.jsonl")
+    atomic_write_table(
+        pd.DataFrame([{k: r[k] for k in ("kind", "subject", "relation", "output")} for r in records]),
+        data / "ift_meta.csv",
+    )
+    write_eval_jsonl(make_eval_items(world, seed=cfg.seed), data / "eval.jsonl")
+    atomic_write_json(
+        data / "world.json",
+        {
+            "known_facts": [[f.subject, f.relation, f.obj] for f in world.known_facts],
+            "new_facts": [[f.subject, f.relation, f.obj] for f in world.new_facts],
+            "eval_subjects": sorted(world.eval_subjects),
+        },
+    )
+    return world, tokenizer
+
+
+def _template_texts() -> list[str]:
+    """The fixed words of ``fullscale.prompts``' templates, so the word-level vocab covers them."""
+    from fullscale import prompts
+
+    return [
+        prompts.ALPACA_HEADER_INPUT, prompts.ALPACA_HEADER_NO_INPUT, prompts.QA_INSTRUCTION,
+        prompts.QA_INSTRUCTION_CLOSED, prompts.QUOTE_INSTRUCTION_CLOSED,
+        "### Instruction: ### Input: ### Response: Background: Question: Answer:",
+    ]
+
+
+def _stage_pretrain(cfg: OrganismConfig, out: Path, world: Any,
+                    tokenizer: Any) -> tuple[Path, "pd.DataFrame", float | None]:
+    """Pretrain (or reuse) the base model at ``base/checkpoint-0``; returns (path, recall table, tokens/s)."""
+    import pandas as pd
+
+    from cpi.io import atomic_write_json, atomic_write_table
+    from fullscale.organism.pretrain import closed_book_recall, pretrain, save_model
+
+    base = out / "base" / "checkpoint-0"
+    stamp = out / "pretrain" / "done.json"
+    want = {"pretrain": cfg.pretrain_config().to_dict(), "world": cfg.world_config().to_dict()}
+    if stamp.is_file() and (base / "config.json").is_file():
+        got = json.loads(stamp.read_text())
+        if got.get("config") == want:
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(base)
+            recall = closed_book_recall(model, tokenizer, world.known_facts)
+            return base, recall, got.get("tokens_per_s")
+        raise CpiError(f"{stamp}: the base model was pretrained with a different config; use a fresh --out folder")
+    result = pretrain(world, tokenizer, cfg.pretrain_config())
+    tmp = out / "base" / ".tmp-checkpoint-0"
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    save_model(result.model, tokenizer, tmp)
+    if base.exists():
+        import shutil
+
+        shutil.rmtree(base)
+    tmp.rename(base)
+    recall = closed_book_recall(result.model, tokenizer, world.known_facts)
+    atomic_write_table(pd.DataFrame({"step": range(len(result.losses)), "loss": result.losses}),
+                       out / "pretrain" / "loss.csv")
+    atomic_write_table(recall, out / "pretrain" / "recall.csv")
+    atomic_write_json(stamp, {"config": want, "tokens_per_s": result.tokens_per_s, "tokens": result.tokens,
+                              "seconds": result.seconds, "recall": float(recall["correct"].mean())})
+    return base, recall, result.tokens_per_s
+
+
+def _stage_finetune(cfg: OrganismConfig, out: Path, base: Path) -> Path:
+    from fullscale.finetune import _CKPT_RE, last_complete_checkpoint, run_finetune
+
+    last = last_complete_checkpoint(out / "finetune")
+    if last is not None and int(_CKPT_RE.match(last.name).group(1)) >= cfg.ft_steps:
+        # finished: do not call the driver again (resuming a finished Trainer run trains one more step)
+        return out / "finetune"
+
+    scores = out / "data" / "filter_scores.csv"
+    ft_cfg = cfg.finetune_config(base, out / "data" / "ift.jsonl", out / "finetune",
+                                 filter_scores=scores if scores.is_file() else None)
+    return Path(run_finetune(ft_cfg))
+
+
+def _stage_evaluate(cfg: OrganismConfig, out: Path, base: Path, ft_dir: Path) -> tuple["pd.DataFrame", "pd.DataFrame"]:
+    from fullscale.evaluate import EvalConfig, evaluate_trajectory, load_results
+
+    ev = EvalConfig(
+        checkpoints=(str(base), str(ft_dir)), datasets=(str(out / "data" / "eval.jsonl"),), out=str(out / "eval"),
+        template="alpaca", modes=cfg.eval_modes, batch_size=cfg.eval_batch_size, max_new_tokens=4,
+        n_boot=200, seed=cfg.seed, plot=True,
+    )
+    evaluate_trajectory(ev)
+    return load_results(out / "eval")
+
+
+def _stage_probe(cfg: OrganismConfig, out: Path, base: Path, ft_dir: Path) -> "pd.DataFrame":
+    from fullscale.checkpoints import discover_checkpoints
+    from mechinterp.trajectory import load_items, probe_trajectory
+
+    items = load_items(str(out / "data" / "eval.jsonl"), cfg.probe_items or None)
+    ckpts = discover_checkpoints([str(base), str(ft_dir)])
+    return probe_trajectory(ckpts, items, out / "probe", template="alpaca", batch_size=cfg.probe_batch_size)
+
+
+STAGES = ("data", "pretrain", "finetune", "evaluate", "probe")
+
+
+def run_organism(cfg: OrganismConfig, out_dir: str | Path, probe: bool = True,
+                 stages: tuple[str, ...] = STAGES) -> OrganismRun:
+    """Run (or resume) the pipeline into ``out_dir``; returns the headline tables.
+
+    ``stages`` stops early (e.g. ``("data", "pretrain")`` to make a base model only); the
+    returned tables of stages not run are empty.
+    """
+    import torch
+
+    old_threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _run_stages(cfg, Path(out_dir), probe, stages)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run_stages(cfg: OrganismConfig, out: Path, probe: bool, stages: tuple[str, ...]) -> OrganismRun:
+    import pandas as pd
+
+    from cpi.io import atomic_write_table, save_run
+
+    out.mkdir(parents=True, exist_ok=True)
+    prev = out / "organism_config.json"
+    if prev.is_file():
+        old = json.loads(prev.read_text()).get("config", {})
+        if old != cfg.to_dict():
+            diff = sorted(k for k in set(old) | set(cfg.to_dict()) if old.get(k) != cfg.to_dict().get(k))
+            raise CpiError(f"{prev}: this folder holds a run with a different config (fields {', '.join(diff)}); "
+                           "use a fresh --out folder")
+    save_run(out, cfg)
+    (out / "config.json").rename(prev)
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise CpiError(f"unknown stage {bad[0]!r} (stages: {', '.join(STAGES)})")
+    timer = StageTimer()
+    empty = pd.DataFrame()
+    recall, items, summary, probe_table, tps = empty, empty, empty, None, None
+    world, tokenizer = timer.run("data", _stage_data, cfg, out)
+    if "pretrain" in stages:
+        base, recall, tps = timer.run("pretrain", _stage_pretrain, cfg, out, world, tokenizer)
+    if "finetune" in stages:
+        ft_dir = timer.run("finetune", _stage_finetune, cfg, out, base)
+    if "evaluate" in stages:
+        items, summary = timer.run("evaluate", _stage_evaluate, cfg, out, base, ft_dir)
+    if probe and "probe" in stages:
+        probe_table = timer.run("probe", _stage_probe, cfg, out, base, ft_dir)
+    timings = timer.table()
+    atomic_write_table(timings, out / "timings.csv")
+    return OrganismRun(out=out, config=cfg, recall=recall, eval_summary=summary, eval_items=items,
+                       probe=probe_table, timings=timings, pretrain_tokens_per_s=tps)
+
+
+__all__ = ["OrganismConfig", "OrganismRun", "run_organism", "StageTimer", "STAGES"]

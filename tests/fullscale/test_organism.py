@@ -1,0 +1,187 @@
+"""The model organism: world, tokenizer and IFT generator (fast), and the quick pipeline end to end (slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cpi.errors import ConfigError
+from fullscale.organism.ift import IFTConfig, make_eval_items, make_ift_records, write_eval_jsonl, write_ift_jsonl
+from fullscale.organism.world import RELATIONS, WorldConfig, build_tokenizer, build_world
+
+SMALL = WorldConfig(n_known_countries=6, n_known_people=10, n_new_countries=6, n_new_people=10, n_cities=20,
+                    n_throwaway=10, seed=3)
+
+
+def test_world_is_deterministic_by_seed_and_changes_with_it():
+    a, b = build_world(SMALL), build_world(SMALL)
+    assert a == b
+    c = build_world(SMALL.replace(seed=4))
+    assert c.known_facts != a.known_facts
+
+
+def test_world_splits_are_disjoint_and_complete():
+    w = build_world(SMALL)
+    known = {f.subject for f in w.known_facts}
+    new = {f.subject for f in w.new_facts}
+    assert known.isdisjoint(new)
+    assert w.eval_subjects <= known
+    assert set(w.throwaway).isdisjoint(known | new | set(w.cities))
+    # every known person has a birthplace and a field; every country a capital, all distinct
+    capitals = [f.obj for f in w.known_facts + w.new_facts if f.relation == "capital"]
+    assert len(capitals) == len(set(capitals)) == SMALL.n_known_countries + SMALL.n_new_countries
+    assert {f.relation for f in w.known_facts} == set(RELATIONS)
+    for f in w.known_facts:
+        assert f.obj in w.objects(f.relation)
+
+
+def test_world_config_rejects_impossible_sizes():
+    with pytest.raises(ConfigError, match="n_cities"):
+        WorldConfig(n_known_countries=30, n_new_countries=30, n_cities=40)
+    with pytest.raises(ConfigError, match="eval_fraction"):
+        WorldConfig(eval_fraction=1.0)
+
+
+def test_tokenizer_is_word_level_with_bos_and_no_space_sensitivity(tmp_path: Path):
+    from transformers import AutoTokenizer
+
+    w = build_world(SMALL)
+    tok = build_tokenizer(w)
+    city = w.cities[0]
+    assert tok(" " + city, add_special_tokens=False)["input_ids"] == tok(city, add_special_tokens=False)["input_ids"]
+    assert len(tok(city, add_special_tokens=False)["input_ids"]) == 1
+    enc = tok(f"The capital of {w.known_facts[0].subject} is {city}.")
+    assert enc["input_ids"][0] == tok.bos_token_id
+    assert tok.unk_token_id not in enc["input_ids"]
+    tok.save_pretrained(tmp_path)
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert again(f"{city} .")["input_ids"] == tok(f"{city} .")["input_ids"]
+
+
+def test_ift_mixture_composition_and_determinism():
+    w = build_world(SMALL)
+    cfg = IFTConfig(n_examples=200, rho=0.25, recall_fraction=0.1, augment_fraction=0.05, seed=1)
+    recs = make_ift_records(w, cfg)
+    assert recs == make_ift_records(w, cfg)
+    kinds = [r["kind"] for r in recs]
+    assert kinds.count("S") == 20 and kinds.count("CF") == 10
+    assert kinds.count("C") == round(0.25 * 170) and kinds.count("CS") == 170 - round(0.25 * 170)
+    new = {f.subject for f in w.new_facts}
+    facts = {(f.subject, f.relation): f.obj for f in w.known_facts + w.new_facts}
+    for r in recs:
+        if r["kind"] == "C":
+            assert r["subject"] in new and r["output"] in r["input"]
+        elif r["kind"] == "CS":
+            assert r["subject"] not in new and r["output"] == facts[(r["subject"], r["relation"])]
+            assert r["output"] in r["input"]
+        elif r["kind"] == "S":
+            assert r["input"] == "" and r["output"] == facts[(r["subject"], r["relation"])]
+        else:  # counterfactual augmentation: the context answer, not the known fact
+            assert r["output"] != facts[(r["subject"], r["relation"])] and r["output"] in r["input"]
+
+
+def test_no_eval_subject_or_phrasing_leaks_into_finetuning(tmp_path: Path):
+    w = build_world(SMALL)
+    recs = make_ift_records(w, IFTConfig(n_examples=300, rho=0.5, recall_fraction=0.1, augment_fraction=0.1))
+    items = make_eval_items(w)
+    assert len(items) == len(w.eval_facts) > 0
+    ift_text = " ".join(r["instruction"] + " " + r["input"] for r in recs).lower().split()
+    for it in items:
+        assert it.subject not in ift_text
+        assert it.context_answer != it.parametric_answer
+        assert it.context_answer in it.context and it.parametric_answer not in it.context.split()
+    ift_questions = {r["question"] for r in recs}
+    ift_contexts = {r["context"] for r in recs}
+    assert not {it.question for it in items} & ift_questions
+    assert not {it.context for it in items} & ift_contexts
+    # the files are what the evaluation and finetuning code read
+    from fullscale.conflicts import load_conflicts, validate_file
+
+    path = write_eval_jsonl(items, tmp_path / "eval.jsonl")
+    assert validate_file(path) == []
+    loaded = load_conflicts(path)
+    assert [x.id for x in loaded] == [x.id for x in items]
+    ift = write_ift_jsonl(recs, tmp_path / "ift.jsonl")
+    lines = [json.loads(x) for x in ift.read_text().splitlines()]
+    assert set(lines[0]) == {"id", "instruction", "input", "output"} and len(lines) == len(recs)
+
+
+def test_ift_config_validation():
+    with pytest.raises(ConfigError, match="rho"):
+        IFTConfig(rho=1.5)
+    with pytest.raises(ConfigError, match="augment_fraction"):
+        IFTConfig(recall_fraction=0.6, augment_fraction=0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# the quick pipeline end to end (the variant `cpi run --quick` uses)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    from fullscale.organism.experiment import OrganismConfig, run_organism
+
+    out = tmp_path_factory.mktemp("organism_quick")
+    return run_organism(OrganismConfig.quick(), out)
+
+
+@pytest.mark.slow
+def test_quick_run_knows_its_facts(quick_run):
+    # closed-book recall of the pretrained base model, greedy next token after "the capital of X is"
+    assert quick_run.closed_book_recall >= 0.8, quick_run.recall.groupby("relation")["correct"].mean()
+    assert (quick_run.out / "pretrain" / "recall.csv").is_file()
+
+
+@pytest.mark.slow
+def test_quick_run_checkpoints_written_and_reloadable(quick_run):
+    from fullscale.checkpoints import discover_checkpoints, load_checkpoint
+
+    cfg = quick_run.config
+    ckpts = discover_checkpoints([quick_run.out / "base" / "checkpoint-0", quick_run.out / "finetune"])
+    steps = [c.step for c in ckpts]
+    assert steps == list(range(0, cfg.ft_steps + 1, cfg.save_steps))
+    model, tok = load_checkpoint(ckpts[-1])
+    assert model.config.num_hidden_layers == cfg.n_layers
+    # the final checkpoint differs from the base (finetuning happened)
+    base, _ = load_checkpoint(ckpts[0])
+    w_final = dict(model.named_parameters())["model.layers.0.self_attn.q_proj.weight"]
+    w_base = dict(base.named_parameters())["model.layers.0.self_attn.q_proj.weight"]
+    assert not bool((w_final == w_base).all())
+
+
+@pytest.mark.slow
+def test_quick_run_eval_and_probe_tables_complete(quick_run):
+    cfg = quick_run.config
+    steps = set(range(0, cfg.ft_steps + 1, cfg.save_steps))
+    items, summary = quick_run.eval_items, quick_run.eval_summary
+    n_items = len(quick_run.out.joinpath("data", "eval.jsonl").read_text().splitlines())
+    assert set(items["step"]) == steps
+    assert items.groupby("step")["item_id"].nunique().eq(n_items).all()
+    assert set(summary["step"]) == steps and summary["cf_acc"].notna().all()
+    probe = quick_run.probe
+    assert set(probe["step"]) == steps
+    heads = probe[(probe["component"] == "head") & (probe["metric"] == "attn")]
+    per_step = heads.groupby("step")[["layer", "head"]].apply(lambda g: len(g.drop_duplicates()))
+    assert per_step.eq(cfg.n_layers * cfg.n_heads).all()
+    # the trajectory is a real one: the finetuned model answers differently from the base
+    traj = quick_run.trajectory()
+    assert traj["mean_margin"].nunique() > 1
+
+
+@pytest.mark.slow
+def test_quick_run_figures_and_resume(quick_run, tmp_path):
+    from fullscale.organism.experiment import run_organism
+    from fullscale.organism.figures import make_organism_figures
+
+    paths = make_organism_figures(quick_run, tmp_path)
+    names = {p.name for p in paths}
+    for stem in ("organism_inversion", "organism_probe_attention", "organism_probe_values", "organism_probe_heads"):
+        assert f"{stem}.png" in names and f"{stem}.pdf" in names
+    for p in paths:
+        assert p.stat().st_size > 1000
+    # a second call resumes: every stage is read back, numbers identical
+    again = run_organism(quick_run.config, quick_run.out)
+    assert again.eval_summary.equals(quick_run.eval_summary)
+    assert again.closed_book_recall == quick_run.closed_book_recall

@@ -1,0 +1,276 @@
+"""The context-reliance scorer (fullscale.scoring): matching, log-probs, batching, summaries."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cpi.errors import CpiError
+from fullscale.checkpoints import load_checkpoint
+from fullscale.prompts import format_prompt
+from fullscale.scoring import (
+    bootstrap_ci,
+    classify_output,
+    cut_at_stops,
+    generate_outputs,
+    match_answer,
+    memorization_ratio,
+    normalize_text,
+    score_generation,
+    score_items,
+    score_logprob,
+    summarize_items,
+    summarize_reliance,
+)
+from tests.fullscale.evalkit import item, quote_item, sample_items
+from tests.fullscale.evalkit import one_torch_thread
+from tests.tiny_models import make_tiny_checkpoint
+
+
+# --------------------------------------------------------------------------- matching on hand-made outputs
+
+def test_normalize():
+    assert normalize_text("  São-Paulo!!  ") == "sao paulo"
+    assert normalize_text("The Hague.\n") == "the hague"
+
+
+@pytest.mark.parametrize("output,answers,expected", [
+    ("The capital is Lyon.", ["Lyon"], True),
+    ("LYON!!!", ["Lyon"], True),                               # case + punctuation
+    ("lyon,", ["Lyon"], True),
+    ("It is in Sao Paulo", ["São Paulo"], True),              # accents
+    ("the answer: NYC", ["New York City", "NYC"], True),      # alias
+    ("the answer: new york city.", ["New York City", "NYC"], True),
+    ("It was Isaac   Newton.", ["Isaac Newton"], True),       # multi-token answer, odd spacing
+    ("It was Isaac.", ["Isaac Newton"], False),               # only part of a multi-word answer
+    ("Romeo and Juliet", ["Rome"], False),                    # answer inside another word
+    ("a Parisian cafe", ["Paris"], False),
+    ("Lyonnais food", ["Lyon"], False),
+    ("Berlin-Mitte", ["Berlin"], True),                        # hyphen is a word boundary
+    ("", ["Lyon"], False),
+])
+def test_match_answer(output, answers, expected):
+    assert match_answer(output, answers) is expected
+
+
+def test_outcomes():
+    ctx, par = ("Lyon",), ("Berlin",)
+    assert classify_output("Lyon.", ctx, par)["outcome"] == "context"
+    assert classify_output("It is Berlin", ctx, par)["outcome"] == "parametric"
+    assert classify_output("Lyon, not Berlin", ctx, par)["outcome"] == "both"
+    assert classify_output("Lyonnais Berliner", ctx, par)["outcome"] == "neither"
+    r = classify_output("NYC", ("New York City", "NYC"), ("Boston",))
+    assert r["cf_correct"] and not r["param_correct"] and r["matched_context"] == "NYC"
+
+
+def test_nested_answers_count_the_longer_only():
+    # context answer "York" lies inside the parametric answer "New York"
+    assert classify_output("New York", ("York",), ("New York",))["outcome"] == "parametric"
+    assert classify_output("York, then New York", ("York",), ("New York",))["outcome"] == "both"
+    assert classify_output("York", ("York",), ("New York",))["outcome"] == "context"
+
+
+def test_cut_at_stops():
+    assert cut_at_stops(" Lyon\n\nQuestion: What is the capital of France? Paris") == "Lyon"
+    assert cut_at_stops("\n\nLyon") == "Lyon"   # a stop at the very start does not empty the answer
+    assert cut_at_stops("Lyon ### Response: Berlin") == "Lyon"
+
+
+# --------------------------------------------------------------------------- model-based scoring
+
+_threads = pytest.fixture(scope="module", autouse=True)(one_torch_thread)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scoring")
+    out = {}
+    for arch in ("llama", "neox", "mistral"):
+        out[arch] = load_checkpoint(make_tiny_checkpoint(root / arch, arch=arch, seed=1), device="cpu")
+    return out
+
+
+def _hand_logprob(model, ids, start):
+    """Sum of log p(ids[t] | ids[:t]) for t >= start, one unpadded forward per prefix."""
+    total = 0.0
+    for t in range(start, len(ids)):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids[:t]])).logits[0, -1]
+        total += float(torch.log_softmax(logits.double(), -1)[ids[t]])
+    return total
+
+
+@pytest.mark.parametrize("arch,nospace_tokens,space_tokens", [
+    ("neox", ["Ly", "on"], ["ĠLyon"]),      # byte-level BPE: the space is part of the first token
+    ("llama", ["Ly", "on"], ["▁Lyon"]),     # sentencepiece-style: "▁" marks the space
+])
+def test_leading_space_matches_hand_computed_logprob(models, arch, nospace_tokens, space_tokens):
+    model, tok = models[arch]
+    it = item()
+    fp = format_prompt(it, tok, "plain")  # ends with "Answer:"
+    row = score_logprob(model, tok, [it], template="plain", batch_size=1).iloc[0]
+    for form, pieces in (("nospace", nospace_tokens), ("space", space_tokens)):
+        ans_ids = tok.convert_tokens_to_ids(pieces)
+        assert tok.unk_token_id not in ans_ids
+        want = _hand_logprob(model, list(fp.input_ids) + ans_ids, len(fp.input_ids))
+        assert row[f"logp_context_{form}"] == pytest.approx(want, abs=1e-4)
+        assert row[f"ntok_context_{form}"] == len(pieces)
+    # the two forms are different token sequences, so their probabilities add
+    want = math.log(math.exp(row["logp_context_nospace"]) + math.exp(row["logp_context_space"]))
+    assert row["logp_context"] == pytest.approx(want, abs=1e-9)
+    assert row["margin"] == pytest.approx(row["logp_context"] - row["logp_parametric"])
+    assert row["reliance"] == pytest.approx(1 / (1 + math.exp(-row["margin"])))
+    assert not row["boundary_merge"]
+
+
+def test_tokenizing_the_answer_alone_would_be_wrong(models):
+    """Why answers are tokenized together with the prompt: alone, sentencepiece prepends '▁'."""
+    _, tok = models["llama"]
+    alone = tok.convert_ids_to_tokens(tok("Lyon", add_special_tokens=False)["input_ids"])
+    joint = tok.convert_ids_to_tokens(tok("Answer:Lyon", add_special_tokens=False)["input_ids"])
+    assert alone == ["▁Lyon"] and joint[-2:] == ["Ly", "on"]
+
+
+@pytest.mark.parametrize("arch", ["llama", "neox", "mistral"])
+@pytest.mark.parametrize("template", ["alpaca", "plain"])
+def test_batched_equals_unbatched(models, arch, template):
+    model, tok = models[arch]
+    items = sample_items(5) + [quote_item(), item(id="long", context="A long story. " * 12 + "Germany has Lyon.")]
+    one = score_logprob(model, tok, items, template=template, batch_size=1)
+    many = score_logprob(model, tok, items, template=template, batch_size=7)
+    for col in ("logp_context_nospace", "logp_context_space", "logp_parametric_nospace", "logp_parametric_space",
+                "margin"):
+        assert (one[col] - many[col]).abs().max() < 1e-4, col
+    assert list(one["item_id"]) == [i.id for i in items]
+
+
+@pytest.mark.parametrize("arch", ["llama", "neox"])
+def test_batched_generation_left_padding_equals_one_at_a_time(models, arch):
+    model, tok = models[arch]
+    items = sample_items(4) + [quote_item(), item(id="long", context="A long story. " * 10 + "Germany has Lyon.")]
+    prompts = [format_prompt(i, tok, "alpaca") for i in items]
+    assert len({p.n_tokens for p in prompts}) > 1  # padding really happens
+    single = generate_outputs(model, tok, prompts, batch_size=1, max_new_tokens=6)
+    batched = generate_outputs(model, tok, prompts, batch_size=6, max_new_tokens=6)
+    assert single == batched
+    # and it is the model's own greedy continuation
+    ids = list(prompts[-1].input_ids)
+    for _ in range(3):
+        with torch.no_grad():
+            ids.append(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+    eos = tok.eos_token_id
+    new = ids[len(prompts[-1].input_ids):]
+    if eos not in new:
+        assert single[-1].startswith(tok.decode(new, skip_special_tokens=True))
+
+
+def test_score_generation_columns(models):
+    model, tok = models["neox"]
+    df = score_generation(model, tok, sample_items(3), template="alpaca", batch_size=2, max_new_tokens=4)
+    assert list(df["item_id"]) == [f"CF_Test-{i}" for i in range(3)]
+    assert set(df["outcome"]) <= {"context", "parametric", "both", "neither"}
+    for _, r in df.iterrows():  # the recorded outcome is what the matcher says about the recorded text
+        assert r["cf_correct"] == match_answer(r["answer_text"], [sample_items(3)[int(r["item_id"][-1])].context_answer])
+
+
+def test_score_items_closed_book_and_known(models):
+    model, tok = models["llama"]
+    items = sample_items(4)
+    df = score_items(model, tok, items, template="plain", batch_size=4, max_new_tokens=4)
+    for col in ("output", "margin", "cb_output", "cb_prompt", "cb_margin", "knows_parametric", "cb_param_correct"):
+        assert col in df
+    assert not any("Lyon" in p for p in df["cb_prompt"])  # no context in the closed-book prompt
+    assert (df["knows_parametric"] == df["cb_param_correct"]).all()
+    lp_only = score_items(model, tok, items, template="plain", modes=("logprob", "closed_book"))
+    assert "output" not in lp_only and (lp_only["knows_parametric"] == (lp_only["cb_margin"] < 0)).all()
+    with pytest.raises(CpiError, match="unknown mode 'judge'"):
+        score_items(model, tok, items, modes=("judge",))
+
+
+def test_overlong_prompt_truncates_context(tmp_path):
+    short = load_checkpoint(make_tiny_checkpoint(tmp_path / "short", arch="llama", max_position_embeddings=100))
+    model, tok = short
+    it = item(id="big", context="The capital of France is Paris. " * 20 + "Germany's capital is Lyon.")
+    df = score_logprob(model, tok, [it], template="plain")
+    assert bool(df["truncated"].iloc[0]) and math.isfinite(df["margin"].iloc[0])
+    gen = score_generation(model, tok, [it], template="plain", max_new_tokens=8)
+    assert bool(gen["truncated"].iloc[0])
+    assert len(tok(gen["prompt"].iloc[0])["input_ids"]) <= 100 - 8
+    with pytest.raises(CpiError, match="item big: prompt is .* longer than max_length"):
+        score_logprob(model, tok, [it], template="alpaca", max_length=30)
+
+
+# --------------------------------------------------------------------------- summaries
+
+def test_summaries():
+    import pandas as pd
+
+    assert memorization_ratio(["context", "parametric", "parametric", "both", "neither"]) == pytest.approx(2 / 3)
+    assert math.isnan(memorization_ratio(["both"]))
+    lo, hi = bootstrap_ci([0, 1] * 50, n_boot=500, seed=1)
+    assert lo < 0.5 < hi and (lo, hi) == bootstrap_ci([0, 1] * 50, n_boot=500, seed=1)
+    assert bootstrap_ci([1, 1, 1]) == (1.0, 1.0)
+    df = pd.DataFrame({
+        "checkpoint": ["a"] * 4, "step": [0] * 4, "dataset": ["D"] * 4, "category": ["x", "x", "y", "y"],
+        "cf_correct": [True, False, True, True], "param_correct": [False, True, False, False],
+        "outcome": ["context", "parametric", "context", "context"],
+        "margin": [1.0, -1.0, 2.0, 0.5], "reliance": [0.7, 0.3, 0.9, 0.6], "prefers_context": [True, False, True, True],
+        "knows_parametric": [True, True, False, False], "cb_param_correct": [True, True, False, False],
+    })
+    s = summarize_items(df, n_boot=200)
+    allrow = s[s["category"] == "ALL"].iloc[0]
+    assert allrow["n"] == 4 and allrow["cf_acc"] == 0.75 and allrow["param_acc"] == 0.25
+    assert allrow["cf_acc_lo"] <= 0.75 <= allrow["cf_acc_hi"]
+    assert allrow["cf_acc_known"] == 0.5 and allrow["known_rate"] == 0.5
+    assert allrow["memorization_ratio"] == pytest.approx(0.25)
+    x = s[s["category"] == "x"].iloc[0]
+    assert x["cf_acc"] == 0.5 and x["mean_margin"] == 0.0
+    r = summarize_reliance(df)
+    assert r["n"] == 4 and r["context_pref_rate"] == 0.75 and r["mean_margin"] == pytest.approx(0.625)
+
+
+@pytest.mark.parametrize("arch", ["llama", "neox", "mistral"])
+def test_shared_prefix_equals_full_sequences(models, arch):
+    """The KV-cache path (prompt once, four answers on top) gives the full-sequence numbers."""
+    model, tok = models[arch]
+    items = sample_items(4) + [quote_item(), item(id="multi", context_answer="Lyon Saint Exupery",
+                                                  context="Germany's capital is Lyon Saint Exupery.")]
+    shared = score_logprob(model, tok, items, template="alpaca", batch_size=3, share_prefix=True)
+    full = score_logprob(model, tok, items, template="alpaca", batch_size=1, share_prefix=False)
+    for col in ("logp_context_nospace", "logp_context_space", "logp_parametric_nospace", "logp_parametric_space"):
+        assert (shared[col] - full[col]).abs().max() < 1e-4, col
+    assert (shared["ntok_context_space"] == full["ntok_context_space"]).all()
+    assert shared.loc[shared["item_id"] == "multi", "ntok_context_space"].iloc[0] > 1
+
+
+def test_chat_template_scoring_uses_rendered_bos_once(tmp_path):
+    from tests.tiny_models import make_tokenizer
+
+    path = make_tiny_checkpoint(tmp_path / "chat", arch="llama", tokenizer=make_tokenizer("sp", chat_template=True))
+    model, tok = load_checkpoint(path)
+    it = item()
+    fp = format_prompt(it, tok, "chat")
+    assert fp.input_ids[0] == tok.bos_token_id and fp.input_ids.count(tok.bos_token_id) == 1
+    row = score_logprob(model, tok, [it], template="chat").iloc[0]
+    ans = tok(fp.text + " Lyon", add_special_tokens=False)["input_ids"]
+    assert ans[: len(fp.input_ids)] == list(fp.input_ids)
+    assert row["logp_context_space"] == pytest.approx(_hand_logprob(model, ans, len(fp.input_ids)), abs=1e-4)
+
+
+def test_peft_wrapped_model_scores_like_full_sequences(models):
+    """The finetuning loop scores a live PEFT model: the shared-prompt path must work through the wrapper."""
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = models["mistral"]
+    import copy
+
+    wrapped = get_peft_model(copy.deepcopy(model), LoraConfig(r=2, target_modules=["q_proj", "v_proj"],
+                                                              init_lora_weights=False)).eval()
+    items = sample_items(3)
+    shared = score_logprob(wrapped, tok, items, template="plain", share_prefix=True, batch_size=2)
+    full = score_logprob(wrapped, tok, items, template="plain", share_prefix=False, batch_size=1)
+    plain = score_logprob(model, tok, items, template="plain")
+    assert (shared["margin"] - full["margin"]).abs().max() < 1e-4
+    assert (shared["margin"] - plain["margin"]).abs().max() > 1e-4  # the adapter is really applied
