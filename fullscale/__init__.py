@@ -11,8 +11,7 @@ fullscale`` imports neither torch nor transformers::
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cpi.lazy import lazy_exports
 
 # public name -> submodule that defines it
 _LAZY = {
@@ -48,14 +47,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fullscale' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

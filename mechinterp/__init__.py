@@ -7,8 +7,7 @@ Names are imported lazily so ``import mechinterp`` does not import torch or tran
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cpi.lazy import lazy_exports
 
 _EXPORTS = {
     "load_bridge": "mechinterp.load",
@@ -41,13 +40,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'mechinterp' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

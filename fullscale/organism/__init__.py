@@ -13,8 +13,7 @@ rho and the mitigations. Names are imported lazily (no torch at ``import fullsca
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from cpi.lazy import lazy_exports
 
 _EXPORTS = {
     "WorldConfig": "fullscale.organism.world",
@@ -37,13 +36,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'fullscale.organism' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

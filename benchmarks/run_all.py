@@ -1,0 +1,29 @@
+"""Run every benchmark in this folder, one after the other (``make bench``).
+
+Each script compares the package against a baseline in the same run and prints
+a ratio; see BENCHMARKS.md for the figures measured so far and the machine.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPTS = ["theory_sweep.py", "scoring_batched.py", "probe_overhead.py", "finetune_overhead.py", "organism_pretrain.py"]
+
+
+def main() -> int:
+    here = Path(__file__).resolve().parent
+    failed = []
+    for name in SCRIPTS:
+        print(f"\n=== {name} ===", flush=True)
+        if subprocess.run([sys.executable, str(here / name)]).returncode != 0:
+            failed.append(name)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
