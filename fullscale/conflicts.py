@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -372,11 +371,7 @@ def items_to_jsonl(items: Iterable[ConflictItem], path: str | Path) -> Path:
     from cpi.io import atomic_write_text
 
     lines = [json.dumps(it.to_record(), ensure_ascii=False) for it in items]
-    out = atomic_write_text(path, "".join(line + "\n" for line in lines))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(out, 0o666 & ~umask)  # the temp file behind the atomic write is private (0600)
-    return out
+    return atomic_write_text(path, "".join(line + "\n" for line in lines))
 
 
 # ---------------------------------------------------------------- converter

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 from cpi.config import Config
 from cpi.errors import ConfigError
 from cpi.io import atomic_write_text
+from fullscale.conflicts import ConflictItem, items_to_jsonl
 from fullscale.organism.world import (
     EVAL_CONTEXTS,
     EVAL_QUESTIONS,
@@ -141,7 +142,7 @@ def write_ift_jsonl(records: Sequence[dict[str, Any]], path: str | Path) -> Path
 
 @dataclass(frozen=True)
 class EvalItem:
-    """Fields of ``fullscale.conflicts.ConflictItem`` (kept here so the generator has no hard dependency)."""
+    """A held-out conflict plus its subject (which the leakage checks need); see :meth:`to_conflict_item`."""
 
     id: str
     dataset: str
@@ -152,21 +153,17 @@ class EvalItem:
     parametric_answer: str
     subject: str
 
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "dataset": self.dataset,
-            "category": self.category,
-            "context": self.context,
-            "question": self.question,
-            "context_answer": self.context_answer,
-            "parametric_answer": self.parametric_answer,
-            "context_aliases": [],
-            "parametric_aliases": [],
-            "task": "qa",
-            "parametric_in_context": False,
-            "version": "1",
-        }
+    def to_conflict_item(self) -> ConflictItem:
+        """The item in the ``fullscale.conflicts`` schema that evaluation and probing read."""
+        return ConflictItem(
+            id=self.id,
+            dataset=self.dataset,
+            category=self.category,
+            context=self.context,
+            question=self.question,
+            context_answer=self.context_answer,
+            parametric_answer=self.parametric_answer,
+        )
 
 
 def make_eval_items(world: World, seed: int = 0, per_fact: int = 1) -> list[EvalItem]:
@@ -193,26 +190,12 @@ def make_eval_items(world: World, seed: int = 0, per_fact: int = 1) -> list[Eval
 
 def write_eval_jsonl(items: Sequence[EvalItem], path: str | Path) -> Path:
     """Write the items as ``ConflictItem`` JSONL (atomically) so ``load_conflicts(path)`` reads them."""
-    lines = [json.dumps(it.to_record()) for it in items]
-    return atomic_write_text(Path(path), "\n".join(lines) + "\n")
+    return items_to_jsonl(to_conflict_items(items), path)
 
 
-def to_conflict_items(items: Sequence[EvalItem]) -> list[Any]:
-    """The items as ``fullscale.conflicts.ConflictItem`` objects (needs the DATASETS module)."""
-    from fullscale.conflicts import ConflictItem
-
-    return [
-        ConflictItem(
-            id=it.id,
-            dataset=it.dataset,
-            category=it.category,
-            context=it.context,
-            question=it.question,
-            context_answer=it.context_answer,
-            parametric_answer=it.parametric_answer,
-        )
-        for it in items
-    ]
+def to_conflict_items(items: Sequence[EvalItem]) -> list[ConflictItem]:
+    """The items as ``fullscale.conflicts.ConflictItem`` objects."""
+    return [it.to_conflict_item() for it in items]
 
 
 __all__ = [

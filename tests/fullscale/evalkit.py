@@ -1,40 +1,12 @@
 """Shared helpers for the evaluation tests (prompts, checkpoints, scoring, evaluate).
 
-``item(...)`` builds a :class:`fullscale.conflicts.ConflictItem` (or, while that
-module is not there yet, a stand-in with the same fields per the contract).
+``item(...)`` builds a :class:`fullscale.conflicts.ConflictItem`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
-try:  # the DATASETS helper's module
-    from fullscale.conflicts import ConflictItem
-except ImportError:  # pragma: no cover - only before fullscale/conflicts.py exists
-
-    @dataclass(frozen=True)
-    class ConflictItem:  # type: ignore[no-redef]
-        id: str
-        dataset: str
-        category: str
-        context: str
-        question: str
-        context_answer: str
-        parametric_answer: str
-        context_aliases: tuple = ()
-        parametric_aliases: tuple = ()
-        context_answer_spans: tuple = ()
-        task: str = "qa"
-        parametric_in_context: bool = False
-        version: str = "1"
-
-        @property
-        def accepted_context(self):
-            return (self.context_answer, *self.context_aliases)
-
-        @property
-        def accepted_parametric(self):
-            return (self.parametric_answer, *self.parametric_aliases)
+from fullscale.conflicts import ConflictItem
 
 
 def item(id="w1", dataset="CF_Test", category="capital", context="In this story the capital of Germany is Lyon.",
