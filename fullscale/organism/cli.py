@@ -106,8 +106,7 @@ def inversion_verdict(traj, n_items: int, min_effect: float = 0.1) -> str:
 def _run(args: argparse.Namespace) -> int:
     import time
 
-    from cpi.io import atomic_write_table
-    from fullscale.organism.experiment import run_organism
+    from fullscale.organism.experiment import StageTimer, run_organism
     from fullscale.organism.figures import make_organism_figures
 
     t0 = time.perf_counter()
@@ -115,24 +114,15 @@ def _run(args: argparse.Namespace) -> int:
     figures = Path(args.figures)
     out = Path(args.out or ("runs/organism_quick" if args.quick else "runs/organism"))
     written: list[Path] = []
-    theory_s = 0.0
+    timer = StageTimer()
     if not args.no_theory:
         import theory
 
         print("[1/2] theory figures ...", file=sys.stderr)
-        ts = time.perf_counter()
-        written += list(theory.make_all_figures(figures, quick=args.quick))
-        theory_s = time.perf_counter() - ts
+        written += list(timer.run("theory_figures", theory.make_all_figures, figures, quick=args.quick))
     print("[2/2] model organism: pretrain -> finetune -> evaluate -> probe ...", file=sys.stderr)
-    run = run_organism(cfg, out)
+    run = run_organism(cfg, out, timer=timer)
     written += make_organism_figures(run, figures)
-    if theory_s:
-        import pandas as pd
-
-        timings = pd.concat([pd.DataFrame([{"stage": "theory_figures", "wall_s": theory_s,
-                                            "peak_rss_mib": float("nan")}]), run.timings], ignore_index=True)
-        run.timings = timings
-        atomic_write_table(timings, out / "timings.csv")
     print("\n".join(_summary_lines(run)))
     print(f"figures written: {len(written)} files in {figures}/ ; total {time.perf_counter() - t0:.0f} s")
     return 0

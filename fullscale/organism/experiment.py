@@ -10,7 +10,7 @@ already there (a run interrupted anywhere resumes):
 ``finetune/``  ``fullscale.finetune.run_finetune`` output (``checkpoint-<step>/``)
 ``eval/``      ``fullscale.evaluate.evaluate_trajectory`` output (``items.csv``, ``summary.csv``)
 ``probe/``     ``mechinterp.probe_trajectory`` output (``probe.csv``)
-``timings.csv`` wall time and peak resident memory of each stage
+``timings.csv`` wall time and peak resident memory of each stage, one block of rows per invocation
 
 Finetuning, evaluation and probing use exactly the code a user runs on a 7B
 model (``cpi finetune``, ``cpi evaluate``, ``cpi probe``).
@@ -181,23 +181,31 @@ class OrganismConfig(Config):
         )
 
 
+def _utc_now() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 @dataclass
 class StageTimer:
-    """Wall time and peak resident memory (process high-water mark, MiB) per stage."""
+    """Wall time and peak resident memory (process high-water mark, MiB) per stage of one invocation."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
+    started: str = field(default_factory=_utc_now)  # UTC, labels this invocation's rows in timings.csv
 
     def run(self, stage: str, fn, *args: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
         result = fn(*args, **kwargs)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-        self.rows.append({"stage": stage, "wall_s": time.perf_counter() - t0, "peak_rss_mib": peak})
+        self.rows.append({"invocation": self.started, "stage": stage, "wall_s": time.perf_counter() - t0,
+                          "peak_rss_mib": peak})
         return result
 
     def table(self) -> "pd.DataFrame":
         import pandas as pd
 
-        return pd.DataFrame(self.rows, columns=["stage", "wall_s", "peak_rss_mib"])
+        return pd.DataFrame(self.rows, columns=["invocation", "stage", "wall_s", "peak_rss_mib"])
 
 
 @dataclass
@@ -311,11 +319,11 @@ def _stage_pretrain(cfg: OrganismConfig, out: Path, world: Any,
 
 
 def _stage_finetune(cfg: OrganismConfig, out: Path, base: Path) -> Path:
-    from fullscale.finetune import _CKPT_RE, last_complete_checkpoint, run_finetune
+    from fullscale.finetune import is_complete_checkpoint, list_checkpoints, run_finetune
 
-    last = last_complete_checkpoint(out / "finetune")
-    if last is not None and int(_CKPT_RE.match(last.name).group(1)) >= cfg.ft_steps:
-        # finished: do not call the driver again (resuming a finished Trainer run trains one more step)
+    done = [step for step, path in list_checkpoints(out / "finetune") if is_complete_checkpoint(path)]
+    if done and done[-1] >= cfg.ft_steps:
+        # finished: the driver would do nothing either, but only after loading the model and data
         return out / "finetune"
 
     scores = out / "data" / "filter_scores.csv"
@@ -349,11 +357,14 @@ STAGES = ("data", "pretrain", "finetune", "evaluate", "probe")
 
 
 def run_organism(cfg: OrganismConfig, out_dir: str | Path, probe: bool = True,
-                 stages: tuple[str, ...] = STAGES) -> OrganismRun:
+                 stages: tuple[str, ...] = STAGES, timer: StageTimer | None = None) -> OrganismRun:
     """Run (or resume) the pipeline into ``out_dir``; returns the headline tables.
 
     ``stages`` stops early (e.g. ``("data", "pretrain")`` to make a base model only); the
-    returned tables of stages not run are empty.
+    returned tables of stages not run are empty. ``timer``: a :class:`StageTimer` that already
+    holds earlier stages of this invocation (``cpi run`` times the theory figures with it); its
+    rows are appended to ``out_dir/timings.csv``, which keeps the rows of earlier invocations
+    (a resumed run's near-zero stage times do not overwrite the first run's measurements).
     """
     import torch
 
@@ -361,12 +372,13 @@ def run_organism(cfg: OrganismConfig, out_dir: str | Path, probe: bool = True,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        return _run_stages(cfg, Path(out_dir), probe, stages)
+        return _run_stages(cfg, Path(out_dir), probe, stages, timer or StageTimer())
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _run_stages(cfg: OrganismConfig, out: Path, probe: bool, stages: tuple[str, ...]) -> OrganismRun:
+def _run_stages(cfg: OrganismConfig, out: Path, probe: bool, stages: tuple[str, ...],
+                timer: StageTimer) -> OrganismRun:
     import pandas as pd
 
     from cpi.io import atomic_write_table, save_run
@@ -384,7 +396,6 @@ def _run_stages(cfg: OrganismConfig, out: Path, probe: bool, stages: tuple[str, 
     bad = [s for s in stages if s not in STAGES]
     if bad:
         raise CpiError(f"unknown stage {bad[0]!r} (stages: {', '.join(STAGES)})")
-    timer = StageTimer()
     empty = pd.DataFrame()
     recall, items, summary, probe_table, tps = empty, empty, empty, None, None
     world, tokenizer = timer.run("data", _stage_data, cfg, out)
@@ -397,9 +408,20 @@ def _run_stages(cfg: OrganismConfig, out: Path, probe: bool, stages: tuple[str, 
     if probe and "probe" in stages:
         probe_table = timer.run("probe", _stage_probe, cfg, out, base, ft_dir)
     timings = timer.table()
-    atomic_write_table(timings, out / "timings.csv")
+    _append_timings(out / "timings.csv", timings)
     return OrganismRun(out=out, config=cfg, recall=recall, eval_summary=summary, eval_items=items,
                        probe=probe_table, timings=timings, pretrain_tokens_per_s=tps)
+
+
+def _append_timings(path: Path, timings: "pd.DataFrame") -> None:
+    """Add this invocation's stage rows to ``path``, keeping the rows of earlier invocations."""
+    import pandas as pd
+
+    from cpi.io import atomic_write_table
+
+    if path.is_file():
+        timings = pd.concat([pd.read_csv(path), timings], ignore_index=True)
+    atomic_write_table(timings, path)
 
 
 __all__ = ["OrganismConfig", "OrganismRun", "run_organism", "StageTimer", "STAGES"]
