@@ -8,6 +8,15 @@ Run in docs/organism.md section 5: seeds 0,1,2 x steps2x,lr3x,lr0.3x, then seeds
 Usage: `python figures/organism_explore.py SEEDS VARIANTS` e.g. `python figures/organism_explore.py 0 steps2x,lr3x,lr0.3x`
 (one process per seed list; each writes runs/organism_explore/traj_<seeds>_<variants>.csv).
 `python figures/organism_explore.py summary` prints the peak -> final table over all traj_*.csv files.
+
+Section 6 (session 2) adds the explanations left untested by section 5, with probing on (attention to the
+context span, layer x head mean, joins the table as `ctx_attn`):
+  cosine, cosine_lr3x : decaying (cosine) learning-rate schedule at ft_lr 1e-3 / 3e-3
+  qk_lr3x, qk_lr10x   : QK-only finetuning (the theory's exact regime: W_V and MLPs frozen) at 3e-3 / 1e-2
+  pretrain2x, pretrain2x_qk : knowledge strength: a new base pretrained 3000 steps instead of 1500
+                              (full finetuning / QK-only at the default 1e-3)
+  d256, d256_qk       : capacity: d_model 256, d_mlp 1024 (new base, 1500 steps)
+Variants that change the base pretrain it once per seed into runs/organism_explore/_base_<name>/seed<k>.
 """
 import sys, time
 from pathlib import Path
@@ -18,7 +27,29 @@ from cpi.io import atomic_write_table
 sweep = Path("runs/organism_sweep_default")
 out = Path("runs/organism_explore")
 VARIANTS = {"steps2x": dict(ft_steps=600), "lr3x": dict(ft_lr=3e-3), "lr0.3x": dict(ft_lr=3e-4),
-            "lr3x_steps2x": dict(ft_lr=3e-3, ft_steps=600), "lr0.3x_steps2x": dict(ft_lr=3e-4, ft_steps=600)}
+            "lr3x_steps2x": dict(ft_lr=3e-3, ft_steps=600), "lr0.3x_steps2x": dict(ft_lr=3e-4, ft_steps=600),
+            "cosine": dict(ft_scheduler="cosine"), "cosine_lr3x": dict(ft_scheduler="cosine", ft_lr=3e-3),
+            "qk_lr3x": dict(qk_only=True, ft_lr=3e-3), "qk_lr10x": dict(qk_only=True, ft_lr=1e-2),
+            "pretrain2x": dict(pretrain_steps=3000), "pretrain2x_qk": dict(pretrain_steps=3000, qk_only=True),
+            "d256": dict(d_model=256, d_mlp=1024), "d256_qk": dict(d_model=256, d_mlp=1024, qk_only=True)}
+BASE_FIELDS = ("pretrain_steps", "d_model", "d_mlp")  # variants changing these need their own base
+PROBED = {"cosine", "cosine_lr3x", "qk_lr3x", "qk_lr10x", "pretrain2x", "pretrain2x_qk", "d256", "d256_qk"}
+
+
+def base_cache(name: str, seed: int) -> Path:
+    """Where the pretrained base of this variant and seed lives (shared with section 3 unless the base changes)."""
+    changed = {k: v for k, v in VARIANTS[name].items() if k in BASE_FIELDS}
+    if not changed:
+        return sweep / "_base" / f"seed{seed}"
+    return out / ("_base_" + "_".join(f"{k}={v}" for k, v in sorted(changed.items()))) / f"seed{seed}"
+
+
+def context_attention(probe: pd.DataFrame) -> pd.DataFrame:
+    """Per step: mean attention mass on the context span (`ctx_attn`) and on the question (`q_attn`),
+    averaged over items, layers and heads (final prompt position)."""
+    heads = probe[(probe["component"] == "head") & (probe["metric"] == "attn") & (probe["category"] == "ALL")]
+    table = heads.pivot_table(index="step", columns="span", values="value", aggfunc="mean")
+    return table[["context", "question"]].rename(columns={"context": "ctx_attn", "question": "q_attn"}).reset_index()
 
 
 def summary() -> pd.DataFrame:
@@ -30,6 +61,10 @@ def summary() -> pd.DataFrame:
                          cf_final=g["cf_acc"].iloc[-1], param_peak=g.loc[ip, "param_acc"],
                          param_peak_step=g.loc[ip, "step"], param_final=g["param_acc"].iloc[-1],
                          final_step=g["step"].iloc[-1]))
+        if "ctx_attn" in g.columns and g["ctx_attn"].notna().all():
+            ia = g["ctx_attn"].idxmax()
+            rows[-1].update(attn_0=g["ctx_attn"].iloc[0], attn_peak=g.loc[ia, "ctx_attn"],
+                            attn_peak_step=g.loc[ia, "step"], attn_final=g["ctx_attn"].iloc[-1])
     return pd.DataFrame(rows)
 
 
@@ -43,15 +78,19 @@ if __name__ == "__main__":
     rows = []
     for seed in seeds:
         for name in names:
-            cache = sweep / "_base" / f"seed{seed}"
-            assert (cache / "pretrain" / "done.json").is_file(), f"no pretrained base in {cache}"
             cfg = OrganismConfig(seed=seed, rho=0.3, **VARIANTS[name])
+            cache = base_cache(name, seed)
+            if not (cache / "pretrain" / "done.json").is_file():
+                assert cache.parent != sweep / "_base", f"no pretrained base in {cache}: run section 3's sweep first"
+                run_organism(cfg, cache, probe=False, stages=("data", "pretrain"))
             cell = out / f"{name}_rho=0.3" / f"seed{seed}"
             cell.mkdir(parents=True, exist_ok=True)
             _share_base(cache, cell)
             t0 = time.time()
-            run = run_organism(cfg, cell, probe=False)
+            run = run_organism(cfg, cell, probe=name in PROBED)
             t = run.trajectory(); t.insert(0, "variant", name); t.insert(1, "seed", seed)
+            if run.probe is not None:
+                t = t.merge(context_attention(run.probe), on="step", how="left")
             t["recall"] = run.closed_book_recall
             rows.append(t)
             atomic_write_table(pd.concat(rows, ignore_index=True),

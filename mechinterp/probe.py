@@ -518,7 +518,7 @@ def aggregate(table: "pd.DataFrame", by: Sequence[str] = ("dataset", "category")
     """Mean, std and n over items for every (component, layer, head, span, metric), per ``by`` group.
 
     Adds a ``category="ALL"`` group per dataset. Output columns: ``*by, component, layer,
-    head, span, metric, value (mean), std, n, weights``.
+    head, span, metric, value (mean), std (sample std over items; NaN where n = 1), n, weights``.
     """
     import pandas as pd
 
@@ -528,8 +528,7 @@ def aggregate(table: "pd.DataFrame", by: Sequence[str] = ("dataset", "category")
         frames.append(table.assign(category="ALL"))
     full = pd.concat(frames, ignore_index=True) if len(frames) > 1 else table
     g = full.groupby(keys, sort=False, dropna=False)["value"]
-    out = g.agg(value="mean", std="std", n="count").reset_index()
-    out["std"] = out["std"].fillna(0.0)
+    out = g.agg(value="mean", std="std", n="count").reset_index()  # std: sample std, NaN where n = 1
     cols = list(by) + ["component", "layer", "head", "span", "metric", "value", "std", "n", "weights"]
     out = out[cols]
     out = out.drop_duplicates(subset=[c for c in cols if c not in ("value", "std", "n")])

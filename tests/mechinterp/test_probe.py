@@ -183,3 +183,18 @@ def test_chat_template_and_quote_items(tmp_path):
         # byte-level BPE: the answer follows the prompt after a space, so its first token carries it
         assert tok.decode([q.context_token]).startswith(" h") and tok.decode([q.parametric_token]).startswith(" ")
         assert q.spans["question"][1] == len(q.input_ids)  # the quote prefix ends the prompt
+
+
+def test_aggregate_mean_std_n_per_category_and_all():
+    """Known answers on a hand-made per-item table: mean, sample std, n; one item -> std NaN (not 0)."""
+    import pandas as pd
+
+    from mechinterp.probe import aggregate
+
+    rows = [dict(item_id=i, dataset="d", category=c, component="head", layer=0, head=1, span="context",
+                 metric="attn", value=v, weights="raw_hf") for i, (c, v) in enumerate([("a", 0.2), ("a", 0.6), ("b", 0.9)])]
+    out = aggregate(pd.DataFrame(rows)).set_index("category")
+    assert out.loc["a", "value"] == pytest.approx(0.4) and out.loc["a", "std"] == pytest.approx(np.std([0.2, 0.6], ddof=1))
+    assert out.loc["a", "n"] == 2 and out.loc["ALL", "n"] == 3
+    assert out.loc["ALL", "value"] == pytest.approx((0.2 + 0.6 + 0.9) / 3)
+    assert out.loc["b", "n"] == 1 and np.isnan(out.loc["b", "std"])
