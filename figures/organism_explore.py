@@ -16,6 +16,9 @@ context span, layer x head mean, joins the table as `ctx_attn`):
   pretrain2x, pretrain2x_qk : knowledge strength: a new base pretrained 3000 steps instead of 1500
                               (full finetuning / QK-only at the default 1e-3)
   d256, d256_qk       : capacity: d_model 256, d_mlp 1024 (new base, 1500 steps)
+  default, qk         : section 3's rho = 0.3 full / QK-only runs again, now probed (the reference rows)
+`python figures/organism_explore.py figure` draws figures/organism_explore.{png,pdf} from the section-6 rows:
+one row of panels per variant (cf_acc, param_acc, ctx_attn vs step, one line per seed).
 Variants that change the base pretrain it once per seed into runs/organism_explore/_base_<name>/seed<k>.
 """
 import sys, time
@@ -26,14 +29,14 @@ from cpi.io import atomic_write_table
 
 sweep = Path("runs/organism_sweep_default")
 out = Path("runs/organism_explore")
-VARIANTS = {"steps2x": dict(ft_steps=600), "lr3x": dict(ft_lr=3e-3), "lr0.3x": dict(ft_lr=3e-4),
+VARIANTS = {"default": {}, "qk": dict(qk_only=True), "steps2x": dict(ft_steps=600), "lr3x": dict(ft_lr=3e-3), "lr0.3x": dict(ft_lr=3e-4),
             "lr3x_steps2x": dict(ft_lr=3e-3, ft_steps=600), "lr0.3x_steps2x": dict(ft_lr=3e-4, ft_steps=600),
             "cosine": dict(ft_scheduler="cosine"), "cosine_lr3x": dict(ft_scheduler="cosine", ft_lr=3e-3),
             "qk_lr3x": dict(qk_only=True, ft_lr=3e-3), "qk_lr10x": dict(qk_only=True, ft_lr=1e-2),
             "pretrain2x": dict(pretrain_steps=3000), "pretrain2x_qk": dict(pretrain_steps=3000, qk_only=True),
             "d256": dict(d_model=256, d_mlp=1024), "d256_qk": dict(d_model=256, d_mlp=1024, qk_only=True)}
 BASE_FIELDS = ("pretrain_steps", "d_model", "d_mlp")  # variants changing these need their own base
-PROBED = {"cosine", "cosine_lr3x", "qk_lr3x", "qk_lr10x", "pretrain2x", "pretrain2x_qk", "d256", "d256_qk"}
+PROBED = {"default", "qk", "cosine", "cosine_lr3x", "qk_lr3x", "qk_lr10x", "pretrain2x", "pretrain2x_qk", "d256", "d256_qk"}
 
 
 def base_cache(name: str, seed: int) -> Path:
@@ -68,9 +71,37 @@ def summary() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+SECTION6 = ["default", "cosine", "cosine_lr3x", "pretrain2x", "d256", "qk", "qk_lr3x", "qk_lr10x", "pretrain2x_qk",
+            "d256_qk"]
+
+
+def figure() -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from cpi.io import atomic_save_figure
+    from fullscale.organism.figures import plot_seeds
+
+    t = pd.concat([pd.read_csv(p) for p in sorted(out.glob("traj_*.csv"))], ignore_index=True)
+    names = [v for v in SECTION6 if v in set(t["variant"])]
+    metrics = ["cf_acc", "param_acc", "ctx_attn"]
+    fig, axes = plt.subplots(len(names), len(metrics), figsize=(11, 2.3 * len(names)), squeeze=False, sharex=True)
+    for row, name in zip(axes, names):
+        for ax, metric in zip(row, metrics):
+            plot_seeds(t, name, metric=metric, ax=ax)
+            ax.set_ylim(-0.02, 1.02 if metric != "ctx_attn" else 0.6)
+            if ax is not row[0]:
+                ax.get_legend().remove()
+    fig.suptitle("Organism, rho = 0.3: untested explanations of the missing fall (docs/organism.md section 6)")
+    fig.tight_layout()
+    return [atomic_save_figure(fig, Path("figures") / f"organism_explore.{ext}") for ext in ("png", "pdf")]
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "summary":
         print(summary().to_string(index=False)); sys.exit()
+    if sys.argv[1] == "figure":
+        print("\n".join(map(str, figure()))); sys.exit()
     from fullscale.organism.experiment import OrganismConfig, run_organism
     from fullscale.organism.sweep import _share_base
     seeds = [int(s) for s in sys.argv[1].split(",")]

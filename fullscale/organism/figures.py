@@ -87,10 +87,35 @@ def plot_rho_sweep(table: "pd.DataFrame", ax: Any = None, metric: str = "cf_acc"
         ax.plot(mean.index, mean.values, "o-", ms=3, color=color, label=f"{name} (n={n_seeds})")
         ax.fill_between(mean.index, lo.values, hi.values, color=color, alpha=0.12)
     ax.set_xlabel("finetuning step")
-    ax.set_ylabel({"cf_acc": "counterfactual accuracy", "param_acc": "parametric accuracy",
-                   "mean_margin": "log-prob margin (ctx - param)"}.get(metric, metric))
+    ax.set_ylabel(_METRIC_LABELS.get(metric, metric))
     ax.legend(frameon=False, fontsize=7)
     ax.set_title(f"{metric} over finetuning (mean over seeds, band = range)")
+    return fig
+
+
+_METRIC_LABELS = {"cf_acc": "counterfactual accuracy", "param_acc": "parametric accuracy",
+                  "mean_margin": "log-prob margin (ctx - param)", "ctx_attn": "attention to context"}
+
+
+def plot_seeds(table: "pd.DataFrame", variant: str, metric: str = "cf_acc", ax: Any = None) -> "Figure":
+    """``metric`` vs step for one variant, one line per seed (nothing averaged away).
+
+    A rise-then-fall in one seed can vanish in a seed mean; this shows each seed's shape.
+    ``table``: long table with ``variant, seed, step`` and ``metric`` columns.
+    """
+    import matplotlib.pyplot as plt
+
+    rows = table[table["variant"] == variant]
+    if rows.empty:
+        raise ValueError(f"variant {variant!r} not in the table (variants: {sorted(set(table['variant']))})")
+    fig, ax = _ax(ax, (4.0, 3.0))
+    cmap = plt.get_cmap("tab10")
+    for i, (seed, g) in enumerate(rows.sort_values("step").groupby("seed")):
+        ax.plot(g["step"], g[metric], "o-", ms=2.5, color=cmap(i % 10), label=f"seed {seed}")
+    ax.set_xlabel("finetuning step")
+    ax.set_ylabel(_METRIC_LABELS.get(metric, metric))
+    ax.set_title(f"{variant}: {metric}", fontsize=9)
+    ax.legend(frameon=False, fontsize=7)
     return fig
 
 
@@ -138,4 +163,4 @@ def make_organism_figures(run: Any, out_dir: str | Path, prefix: str = "organism
     return paths
 
 
-__all__ = ["plot_organism_inversion", "plot_rho_sweep", "trajectory_table", "make_organism_figures"]
+__all__ = ["plot_organism_inversion", "plot_rho_sweep", "plot_seeds", "trajectory_table", "make_organism_figures"]

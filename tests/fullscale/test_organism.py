@@ -119,6 +119,30 @@ def test_ift_config_validation():
 # the quick pipeline end to end (the variant `cpi run --quick` uses)
 
 
+def test_seed_and_sweep_plots_draw_the_table():
+    """Plots draw exactly the table's numbers: one line per seed (plot_seeds), seed mean (plot_rho_sweep)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+    import pandas as pd
+
+    from fullscale.organism.figures import plot_rho_sweep, plot_seeds
+
+    steps = [0, 25, 50]
+    table = pd.DataFrame([dict(variant=v, seed=s, step=t, cf_acc=0.1 * s + 0.01 * t, ctx_attn=0.5)
+                          for v in ("a", "b") for s in (0, 1, 2) for t in steps])
+    fig = plot_seeds(table, "a", metric="cf_acc")
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 3 and [list(line.get_xdata()) for line in lines] == [steps] * 3
+    assert np.allclose(lines[2].get_ydata(), [0.2, 0.45, 0.7])
+    assert fig.axes[0].get_ylabel() == "counterfactual accuracy"
+    fig = plot_rho_sweep(table, metric="cf_acc", variants=["b"])
+    assert np.allclose(fig.axes[0].get_lines()[0].get_ydata(), [0.1, 0.35, 0.6])  # mean over seeds 0, 1, 2
+    with pytest.raises(ValueError, match="variant 'c' not in the table"):
+        plot_seeds(table, "c")
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     """The README's main command, `cpi run --quick`, then its run folder read back (every stage resumes)."""
