@@ -6,7 +6,8 @@ already there (a run interrupted anywhere resumes):
 ``data/``      ``ift.jsonl`` (Alpaca records), ``ift_meta.csv`` (kind/subject per record),
                ``eval.jsonl`` (held-out counterfactual ``ConflictItem`` JSONL), ``world.json``
 ``base/checkpoint-0/``  the pretrained model + tokenizer (step 0 of the trajectory);
-               ``pretrain/`` its loss curve and closed-book recall table
+               ``pretrain/`` its loss curve, closed-book recall (``recall.csv``) and
+               in-context reading (``reading.csv``, ``pretrain.context_reading``) tables
 ``finetune/``  ``fullscale.finetune.run_finetune`` output (``checkpoint-<step>/``)
 ``eval/``      ``fullscale.evaluate.evaluate_trajectory`` output (``items.csv``, ``summary.csv``)
 ``probe/``     ``mechinterp.probe_trajectory`` output (``probe.csv``)
@@ -215,6 +216,7 @@ class OrganismRun:
     out: Path
     config: OrganismConfig
     recall: "pd.DataFrame"
+    reading: "pd.DataFrame"  # the base's in-context reading (pretrain.context_reading)
     eval_summary: "pd.DataFrame"
     eval_items: "pd.DataFrame"
     probe: "pd.DataFrame | None"
@@ -224,6 +226,15 @@ class OrganismRun:
     @property
     def closed_book_recall(self) -> float:
         return float(self.recall["correct"].mean())
+
+    def base_reading(self) -> dict[str, float]:
+        """The base model's reading in its pretraining format: ``novel_context`` (answers a new subject
+        from the context), ``conflict_context`` / ``conflict_memory`` (a known subject with a
+        contradicting context: which answer it gives)."""
+        by = self.reading.groupby("kind")
+        return {"novel_context": float(by.get_group("novel")["follows_context"].mean()),
+                "conflict_context": float(by.get_group("conflict")["follows_context"].mean()),
+                "conflict_memory": float(by.get_group("conflict")["follows_memory"].mean())}
 
     def trajectory(self) -> "pd.DataFrame":
         """One row per step: ``cf_acc``, ``param_acc``, ``mean_margin`` over all evaluation items."""
@@ -278,44 +289,51 @@ def _template_texts() -> list[str]:
 
 
 def _stage_pretrain(cfg: OrganismConfig, out: Path, world: Any,
-                    tokenizer: Any) -> tuple[Path, "pd.DataFrame", float | None]:
-    """Pretrain (or reuse) the base model at ``base/checkpoint-0``; returns (path, recall table, tokens/s)."""
+                    tokenizer: Any) -> tuple[Path, "pd.DataFrame", "pd.DataFrame", float | None]:
+    """Pretrain (or reuse) the base model at ``base/checkpoint-0``.
+
+    Returns (path, closed-book recall table, in-context reading table, tokens/s); both tables
+    are measured on the base model every time (cheap) and written to ``pretrain/``.
+    """
+    import shutil
+
     import pandas as pd
 
     from cpi.io import atomic_write_json, atomic_write_table
-    from fullscale.organism.pretrain import closed_book_recall, pretrain, save_model
+    from fullscale.organism.pretrain import closed_book_recall, context_reading, pretrain, save_model
 
     base = out / "base" / "checkpoint-0"
     stamp = out / "pretrain" / "done.json"
     want = {"pretrain": cfg.pretrain_config().to_dict(), "world": cfg.world_config().to_dict()}
+    done = None
     if stamp.is_file() and (base / "config.json").is_file():
-        got = json.loads(stamp.read_text())
-        if got.get("config") == want:
-            from transformers import AutoModelForCausalLM
+        done = json.loads(stamp.read_text())
+        if done.get("config") != want:
+            raise CpiError(f"{stamp}: the base model was pretrained with a different config; use a fresh --out folder")
+        from transformers import AutoModelForCausalLM
 
-            model = AutoModelForCausalLM.from_pretrained(base)
-            recall = closed_book_recall(model, tokenizer, world.known_facts)
-            return base, recall, got.get("tokens_per_s")
-        raise CpiError(f"{stamp}: the base model was pretrained with a different config; use a fresh --out folder")
-    result = pretrain(world, tokenizer, cfg.pretrain_config())
-    tmp = out / "base" / ".tmp-checkpoint-0"
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    save_model(result.model, tokenizer, tmp)
-    if base.exists():
-        import shutil
-
-        shutil.rmtree(base)
-    tmp.rename(base)
-    recall = closed_book_recall(result.model, tokenizer, world.known_facts)
-    atomic_write_table(pd.DataFrame({"step": range(len(result.losses)), "loss": result.losses}),
-                       out / "pretrain" / "loss.csv")
+        model = AutoModelForCausalLM.from_pretrained(base)
+    else:
+        result = pretrain(world, tokenizer, cfg.pretrain_config())
+        model = result.model
+        tmp = out / "base" / ".tmp-checkpoint-0"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        save_model(model, tokenizer, tmp)
+        if base.exists():
+            shutil.rmtree(base)
+        tmp.rename(base)
+        atomic_write_table(pd.DataFrame({"step": range(len(result.losses)), "loss": result.losses}),
+                           out / "pretrain" / "loss.csv")
+    recall = closed_book_recall(model, tokenizer, world.known_facts)
+    reading = context_reading(model, tokenizer, world, seed=cfg.seed)
     atomic_write_table(recall, out / "pretrain" / "recall.csv")
-    atomic_write_json(stamp, {"config": want, "tokens_per_s": result.tokens_per_s, "tokens": result.tokens,
-                              "seconds": result.seconds, "recall": float(recall["correct"].mean())})
-    return base, recall, result.tokens_per_s
+    atomic_write_table(reading, out / "pretrain" / "reading.csv")
+    if done is None:
+        done = {"config": want, "tokens_per_s": result.tokens_per_s, "tokens": result.tokens,
+                "seconds": result.seconds, "recall": float(recall["correct"].mean())}
+        atomic_write_json(stamp, done)
+    return base, recall, reading, done.get("tokens_per_s")
 
 
 def _stage_finetune(cfg: OrganismConfig, out: Path, base: Path) -> Path:
@@ -397,10 +415,10 @@ def _run_stages(cfg: OrganismConfig, out: Path, probe: bool, stages: tuple[str, 
     if bad:
         raise CpiError(f"unknown stage {bad[0]!r} (stages: {', '.join(STAGES)})")
     empty = pd.DataFrame()
-    recall, items, summary, probe_table, tps = empty, empty, empty, None, None
+    recall, reading, items, summary, probe_table, tps = empty, empty, empty, empty, None, None
     world, tokenizer = timer.run("data", _stage_data, cfg, out)
     if "pretrain" in stages:
-        base, recall, tps = timer.run("pretrain", _stage_pretrain, cfg, out, world, tokenizer)
+        base, recall, reading, tps = timer.run("pretrain", _stage_pretrain, cfg, out, world, tokenizer)
     if "finetune" in stages:
         ft_dir = timer.run("finetune", _stage_finetune, cfg, out, base)
     if "evaluate" in stages:
@@ -409,7 +427,7 @@ def _run_stages(cfg: OrganismConfig, out: Path, probe: bool, stages: tuple[str, 
         probe_table = timer.run("probe", _stage_probe, cfg, out, base, ft_dir)
     timings = timer.table()
     _append_timings(out / "timings.csv", timings)
-    return OrganismRun(out=out, config=cfg, recall=recall, eval_summary=summary, eval_items=items,
+    return OrganismRun(out=out, config=cfg, recall=recall, reading=reading, eval_summary=summary, eval_items=items,
                        probe=probe_table, timings=timings, pretrain_tokens_per_s=tps)
 
 

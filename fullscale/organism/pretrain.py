@@ -205,6 +205,21 @@ def pretrain(world: World, tokenizer, cfg: PretrainConfig, desc: str = "pretrain
     return PretrainResult(model=model, tokenizer=tokenizer, losses=losses, tokens=tokens, seconds=seconds)
 
 
+def _next_token(model, tokenizer, prompts: Sequence[str], batch_size: int = 64) -> tuple[list[str], "torch.Tensor"]:
+    """Greedy next word after each prompt and the next-token distribution ``[batch d_vocab]``."""
+    import torch
+
+    words, probs = [], []
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(prompts), batch_size):
+            enc = tokenizer(list(prompts[i : i + batch_size]), return_tensors="pt", padding=True, padding_side="left")
+            p = torch.softmax(model(**enc).logits[:, -1, :].float(), dim=-1)
+            words += tokenizer.convert_ids_to_tokens(p.argmax(-1).tolist())
+            probs.append(p)
+    return words, torch.cat(probs) if probs else torch.empty(0)
+
+
 def closed_book_recall(model, tokenizer, facts: Sequence[Fact], batch_size: int = 64) -> "pd.DataFrame":
     """Greedy next-token recall of each fact after its recall prefix (one row per fact).
 
@@ -212,32 +227,47 @@ def closed_book_recall(model, tokenizer, facts: Sequence[Fact], batch_size: int 
     ``p_object`` is the model's probability of the true object as next token.
     """
     import pandas as pd
-    import torch
 
+    words, probs = _next_token(model, tokenizer, [RECALL_TEMPLATES[f.relation].format(s=f.subject) for f in facts],
+                               batch_size)
+    obj_ids = tokenizer.convert_tokens_to_ids([f.obj for f in facts])
+    return pd.DataFrame([
+        {"subject": f.subject, "relation": f.relation, "object": f.obj, "predicted": w, "correct": w == f.obj,
+         "p_object": float(probs[i, obj_ids[i]])}
+        for i, (f, w) in enumerate(zip(facts, words))
+    ], columns=["subject", "relation", "object", "predicted", "correct", "p_object"])
+
+
+def context_reading(model, tokenizer, world: World, seed: int = 0, batch_size: int = 64) -> "pd.DataFrame":
+    """The base model's in-context reading, in its own pretraining format (no instruction template).
+
+    Each prompt states one fact and asks for it as in the question-answer pretraining documents
+    (``"<statement> q : capital of X ? a :"``); the greedy next word is the answer.
+    ``kind="novel"``: a subject never seen in pretraining (``world.new_facts``), so only the
+    context can answer; ``kind="conflict"``: a held-out known subject (``world.eval_facts``) with
+    a different object stated, so context and memory disagree. This is the base's
+    knowledge-conflict behaviour before any finetuning: which of the two paths already wins.
+
+    Columns: ``kind, subject, relation, context_answer, parametric_answer`` (empty for novel),
+    ``predicted, follows_context, follows_memory``.
+    """
+    import pandas as pd
+
+    rng = random.Random(f"context-reading-{seed}")
     rows = []
-    model.eval()
-    with torch.inference_mode():
-        for i in range(0, len(facts), batch_size):
-            chunk = facts[i : i + batch_size]
-            prompts = [RECALL_TEMPLATES[f.relation].format(s=f.subject) for f in chunk]
-            enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
-            logits = model(**enc).logits[:, -1, :]
-            probs = torch.softmax(logits.float(), dim=-1)
-            pred = probs.argmax(-1)
-            for f, p_row, pr in zip(chunk, probs, pred):
-                obj_id = tokenizer.convert_tokens_to_ids(f.obj)
-                word = tokenizer.convert_ids_to_tokens(int(pr))
-                rows.append(
-                    {
-                        "subject": f.subject,
-                        "relation": f.relation,
-                        "object": f.obj,
-                        "predicted": word,
-                        "correct": word == f.obj,
-                        "p_object": float(p_row[obj_id]),
-                    }
-                )
-    return pd.DataFrame(rows)
+    for kind, facts in (("novel", world.new_facts), ("conflict", world.eval_facts)):
+        for f in facts:
+            ctx_obj = f.obj if kind == "novel" else rng.choice([o for o in world.objects(f.relation) if o != f.obj])
+            rows.append({"kind": kind, "subject": f.subject, "relation": f.relation, "context_answer": ctx_obj,
+                         "parametric_answer": f.obj if kind == "conflict" else "",
+                         "prompt": f"{statement(Fact(f.subject, f.relation, ctx_obj), rng)} "
+                                   f"{PRETRAIN_QUESTIONS[f.relation][0].format(s=f.subject)}"})
+    words, _ = _next_token(model, tokenizer, [r.pop("prompt") for r in rows], batch_size)
+    for r, w in zip(rows, words):
+        r.update(predicted=w, follows_context=w == r["context_answer"],
+                 follows_memory=bool(r["parametric_answer"]) and w == r["parametric_answer"])
+    return pd.DataFrame(rows, columns=["kind", "subject", "relation", "context_answer", "parametric_answer",
+                                       "predicted", "follows_context", "follows_memory"])
 
 
 def save_model(model, tokenizer, path: str | Path) -> Path:
@@ -249,4 +279,5 @@ def save_model(model, tokenizer, path: str | Path) -> Path:
     return path
 
 
-__all__ = ["PretrainConfig", "PretrainResult", "pretrain", "closed_book_recall", "build_model", "save_model"]
+__all__ = ["PretrainConfig", "PretrainResult", "pretrain", "closed_book_recall", "context_reading", "build_model",
+           "save_model"]

@@ -179,6 +179,34 @@ def test_quick_run_knows_its_facts(quick_run):
 
 
 @pytest.mark.slow
+def test_quick_run_base_reading_table(quick_run):
+    """The base's in-context reading: one row per new fact and per held-out known fact, answers consistent."""
+    import pandas as pd
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fullscale.organism.pretrain import context_reading
+    from fullscale.organism.world import build_world
+
+    world = build_world(quick_run.config.world_config())
+    r = quick_run.reading
+    assert (r["kind"] == "novel").sum() == len(world.new_facts) and (r["kind"] == "conflict").sum() == len(world.eval_facts)
+    conflict = r[r["kind"] == "conflict"]
+    assert (conflict["context_answer"] != conflict["parametric_answer"]).all()  # a real conflict every time
+    assert not (r["follows_context"] & r["follows_memory"]).any()
+    assert not r.loc[r["kind"] == "novel", "follows_memory"].any()
+    assert r["follows_context"].eq(r["predicted"] == r["context_answer"]).all()
+    on_disk = pd.read_csv(quick_run.out / "pretrain" / "reading.csv", keep_default_na=False)
+    assert list(on_disk["predicted"]) == list(r["predicted"])
+    base = quick_run.out / "base" / "checkpoint-0"
+    again = context_reading(AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base), world,
+                            seed=quick_run.config.seed)
+    assert again.equals(r)  # same seed, same table
+    shares = quick_run.base_reading()
+    assert set(shares) == {"novel_context", "conflict_context", "conflict_memory"}
+    assert shares["conflict_memory"] == pytest.approx(conflict["follows_memory"].mean())
+
+
+@pytest.mark.slow
 def test_quick_run_checkpoints_written_and_reloadable(quick_run):
     from fullscale.checkpoints import discover_checkpoints, load_checkpoint
 
