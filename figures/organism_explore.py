@@ -16,6 +16,8 @@ context span, layer x head mean, joins the table as `ctx_attn`):
   pretrain2x, pretrain2x_qk : knowledge strength: a new base pretrained 3000 steps instead of 1500
                               (full finetuning / QK-only at the default 1e-3)
   d256, d256_qk       : capacity: d_model 256, d_mlp 1024 (new base, 1500 steps)
+  d256_plr1e-3, d256_plr1e-3_qk : the same at pretraining LR 1e-3 (at 3e-3 the d256 base recalled only 27 %)
+  d256_plr1e-3_steps2x : that base finetuned 600 steps (does seed 0's drop at step 300 continue?)
   default, qk         : section 3's rho = 0.3 full / QK-only runs again, now probed (the reference rows)
 `python figures/organism_explore.py figure` draws figures/organism_explore.{png,pdf} from the section-6 rows:
 one row of panels per variant (cf_acc, param_acc, ctx_attn vs step, one line per seed).
@@ -34,9 +36,13 @@ VARIANTS = {"default": {}, "qk": dict(qk_only=True), "steps2x": dict(ft_steps=60
             "cosine": dict(ft_scheduler="cosine"), "cosine_lr3x": dict(ft_scheduler="cosine", ft_lr=3e-3),
             "qk_lr3x": dict(qk_only=True, ft_lr=3e-3), "qk_lr10x": dict(qk_only=True, ft_lr=1e-2),
             "pretrain2x": dict(pretrain_steps=3000), "pretrain2x_qk": dict(pretrain_steps=3000, qk_only=True),
-            "d256": dict(d_model=256, d_mlp=1024), "d256_qk": dict(d_model=256, d_mlp=1024, qk_only=True)}
-BASE_FIELDS = ("pretrain_steps", "d_model", "d_mlp")  # variants changing these need their own base
-PROBED = {"default", "qk", "cosine", "cosine_lr3x", "qk_lr3x", "qk_lr10x", "pretrain2x", "pretrain2x_qk", "d256", "d256_qk"}
+            "d256": dict(d_model=256, d_mlp=1024), "d256_qk": dict(d_model=256, d_mlp=1024, qk_only=True),
+            "d256_plr1e-3": dict(d_model=256, d_mlp=1024, pretrain_lr=1e-3),
+            "d256_plr1e-3_qk": dict(d_model=256, d_mlp=1024, pretrain_lr=1e-3, qk_only=True),
+            "d256_plr1e-3_steps2x": dict(d_model=256, d_mlp=1024, pretrain_lr=1e-3, ft_steps=600)}
+BASE_FIELDS = ("pretrain_steps", "pretrain_lr", "d_model", "d_mlp")  # variants changing these need their own base
+PROBED = {"default", "qk", "cosine", "cosine_lr3x", "qk_lr3x", "qk_lr10x", "pretrain2x", "pretrain2x_qk", "d256", "d256_qk",
+          "d256_plr1e-3", "d256_plr1e-3_qk", "d256_plr1e-3_steps2x"}
 
 
 def base_cache(name: str, seed: int) -> Path:
@@ -71,8 +77,8 @@ def summary() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-SECTION6 = ["default", "cosine", "cosine_lr3x", "pretrain2x", "d256", "qk", "qk_lr3x", "qk_lr10x", "pretrain2x_qk",
-            "d256_qk"]
+SECTION6 = ["default", "cosine", "cosine_lr3x", "pretrain2x", "d256", "d256_plr1e-3", "d256_plr1e-3_steps2x", "qk",
+            "qk_lr3x", "qk_lr10x", "pretrain2x_qk", "d256_qk", "d256_plr1e-3_qk"]
 
 
 def figure() -> list[Path]:
@@ -92,8 +98,8 @@ def figure() -> list[Path]:
             ax.set_ylim(-0.02, 1.02 if metric != "ctx_attn" else 0.6)
             if ax is not row[0]:
                 ax.get_legend().remove()
-    fig.suptitle("Organism, rho = 0.3: untested explanations of the missing fall (docs/organism.md section 6)")
-    fig.tight_layout()
+    fig.suptitle("Organism, rho = 0.3: explanations of the missing fall (docs/organism.md section 6)")
+    fig.tight_layout(rect=(0, 0, 1, 0.99))
     return [atomic_save_figure(fig, Path("figures") / f"organism_explore.{ext}") for ext in ("png", "pdf")]
 
 

@@ -110,8 +110,8 @@ def plot_seeds(table: "pd.DataFrame", variant: str, metric: str = "cf_acc", ax: 
         raise ValueError(f"variant {variant!r} not in the table (variants: {sorted(set(table['variant']))})")
     fig, ax = _ax(ax, (4.0, 3.0))
     cmap = plt.get_cmap("tab10")
-    for i, (seed, g) in enumerate(rows.sort_values("step").groupby("seed")):
-        ax.plot(g["step"], g[metric], "o-", ms=2.5, color=cmap(i % 10), label=f"seed {seed}")
+    for seed, g in rows.sort_values("step").groupby("seed"):
+        ax.plot(g["step"], g[metric], "o-", ms=2.5, color=cmap(int(seed) % 10), label=f"seed {seed}")  # same seed, same colour
     ax.set_xlabel("finetuning step")
     ax.set_ylabel(_METRIC_LABELS.get(metric, metric))
     ax.set_title(f"{variant}: {metric}", fontsize=9)
