@@ -88,7 +88,7 @@ def _summary_lines(run) -> list[str]:
             lines.append(f"parametric accuracy: {first.param_acc:.1%} -> {last.param_acc:.1%}")
         lines.append(f"verdict: {inversion_verdict(traj, n_items=int(run.eval_summary['n'].max()))}")
     for _, row in run.timings.iterrows():
-        lines.append(f"  stage {row.stage:<9} {row.wall_s:7.1f} s   peak RSS {row.peak_rss_mib:7.0f} MiB")
+        lines.append(f"  stage {row.stage:<14} {row.wall_s:7.1f} s   peak RSS {row.peak_rss_mib:7.0f} MiB")
     return lines
 
 
