@@ -71,10 +71,12 @@ def _summary_lines(run) -> list[str]:
         f"closed-book recall of known facts after pretraining: {run.closed_book_recall:.1%} "
         f"({len(run.recall)} facts)",
     ]
-    if len(run.reading):
+    if len(run.reading) and run.config.qa_fraction > 0:
         r = run.base_reading()
-        lines.append(f"base model reading its context (pretraining format): new subjects {r['novel_context']:.1%}; "
+        lines.append(f"base model reading its context (pretraining QA format): new subjects {r['novel_context']:.1%}; "
                      f"conflicts: context {r['conflict_context']:.1%}, memory {r['conflict_memory']:.1%}")
+    elif len(run.reading):
+        lines.append("base model reading its context: not meaningful (qa_fraction = 0: the base never saw the QA format)")
     if run.pretrain_tokens_per_s:
         lines.append(f"pretraining speed: {run.pretrain_tokens_per_s:,.0f} tokens/s")
     if len(traj) and "cf_acc" in traj:

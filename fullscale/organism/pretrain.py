@@ -247,6 +247,8 @@ def context_reading(model, tokenizer, world: World, seed: int = 0, batch_size: i
     context can answer; ``kind="conflict"``: a held-out known subject (``world.eval_facts``) with
     a different object stated, so context and memory disagree. This is the base's
     knowledge-conflict behaviour before any finetuning: which of the two paths already wins.
+    Only meaningful for a base that saw QA documents (``qa_fraction > 0``); the ``--quick``
+    base did not and answers neither.
 
     Columns: ``kind, subject, relation, context_answer, parametric_answer`` (empty for novel),
     ``predicted, follows_context, follows_memory``.
