@@ -70,9 +70,10 @@ def _response_losses(model: Any, tokenizer: Any, features: Sequence[dict[str, li
     import torch
 
     from cpi.progress import progress
+    from fullscale.scoring import pad_batch, pad_token_id
 
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad = pad_token_id(tokenizer)
     order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
     out: list[tuple[float, int]] = [(math.nan, 0)] * len(features)
     batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
@@ -80,16 +81,8 @@ def _response_losses(model: Any, tokenizer: Any, features: Sequence[dict[str, li
     model.eval()
     try:
         for batch in progress(batches, desc=desc, total=len(batches)):
-            width = max(len(features[i]["input_ids"]) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            labels = torch.full((len(batch), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, i in enumerate(batch):
-                f = features[i]
-                n = len(f["input_ids"])
-                ids[r, :n] = torch.tensor(f["input_ids"])
-                labels[r, :n] = torch.tensor(f["labels"])
-                mask[r, :n] = 1
+            ids, mask = pad_batch([features[i]["input_ids"] for i in batch], pad, side="right")
+            labels, _ = pad_batch([features[i]["labels"] for i in batch], -100, side="right")
             with torch.no_grad():
                 logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
             shift_logits = logits[:, :-1, :]  # (batch, pos-1, d_vocab)

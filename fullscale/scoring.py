@@ -52,6 +52,7 @@ from fullscale.prompts import FormattedPrompt, format_prompts, model_max_length
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+    import torch
 
     from fullscale.conflicts import ConflictItem
 
@@ -159,11 +160,36 @@ def _device_of(model: Any):
         return torch.device("cpu")
 
 
-def _pad_id(tokenizer: Any) -> int:
+def pad_token_id(tokenizer: Any) -> int:
+    """The id to pad batches with: the tokenizer's pad token, else EOS, else UNK, else 0.
+
+    Padded positions are masked out of attention and never scored, so the choice only has to be a
+    valid id; every batched forward in the package pads with this one.
+    """
     for cand in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id, 0):
         if cand is not None:
             return int(cand)
     return 0  # pragma: no cover
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, side: str = "left") -> tuple["torch.Tensor", "torch.Tensor"]:
+    """Pad token-id lists to the longest one: ``input_ids`` and ``attention_mask``, both ``[batch pos]`` long.
+
+    ``side="left"`` puts the padding before the tokens (generation and last-position reads: every
+    sequence ends at the last position); ``"right"`` after them (positions then start at 0 for all).
+    """
+    import torch
+
+    if side not in ("left", "right"):
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    width = max((len(s) for s in seqs), default=0)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, seq in enumerate(seqs):
+        cols = slice(width - len(seq), width) if side == "left" else slice(0, len(seq))
+        ids[r, cols] = torch.tensor(list(seq), dtype=torch.long)
+        mask[r, cols] = 1
+    return ids, mask
 
 
 def _batches(order: Sequence[int], size: int) -> list[list[int]]:
@@ -193,18 +219,13 @@ def generate_outputs(model: Any, tokenizer: Any, prompts: Sequence[FormattedProm
     if batch_size < 1:
         raise CpiError(f"batch_size must be >= 1, got {batch_size}")
     dev = _device_of(model)
-    pad = _pad_id(tokenizer)
+    pad = pad_token_id(tokenizer)
     eos = tokenizer.eos_token_id
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].input_ids))
     outputs: list[str] = [""] * len(prompts)
     for batch in progress(_batches(order, batch_size), desc=desc):
-        width = max(len(prompts[i].input_ids) for i in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, i in enumerate(batch):
-            seq = prompts[i].input_ids
-            ids[r, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-            mask[r, width - len(seq):] = 1
+        ids, mask = pad_batch([prompts[i].input_ids for i in batch], pad, side="left")
+        width = ids.shape[1]
         with torch.no_grad():
             out = model.generate(
                 input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
@@ -307,13 +328,7 @@ def sequence_logprobs(model: Any, seqs: Sequence[_Seq], pad_id: int, batch_size:
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i].ids))
     res: list[tuple[float, int]] = [(float("nan"), 0)] * len(seqs)
     for batch in progress(_batches(order, batch_size), desc=desc):
-        width = max(len(seqs[i].ids) for i in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, i in enumerate(batch):
-            s = seqs[i].ids
-            ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
-            mask[r, : len(s)] = 1
+        ids, mask = pad_batch([seqs[i].ids for i in batch], pad_id, side="right")
         with torch.no_grad():
             logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits  # [batch pos d_vocab]
         for r, i in enumerate(batch):
@@ -353,12 +368,7 @@ def shared_prefix_logprobs(model: Any, seqs: Sequence[_Seq], pad_id: int, batch_
     prefixes = sorted(groups, key=len)
     res: list[tuple[float, int]] = [(float("nan"), 0)] * len(seqs)
     for batch in progress(_batches(prefixes, batch_size), desc=desc):
-        width = max(len(p) for p in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, p in enumerate(batch):
-            ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[r, width - len(p):] = 1
+        ids, mask = pad_batch(batch, pad_id, side="left")
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         with torch.no_grad():
@@ -379,12 +389,7 @@ def shared_prefix_logprobs(model: Any, seqs: Sequence[_Seq], pad_id: int, batch_
             sel = torch.tensor([r for r, _ in rows], device=dev)
             cache.batch_select_indices(sel)
             n_in = longest - 1
-            cin = torch.full((len(rows), n_in), pad_id, dtype=torch.long)
-            cmask = torch.zeros((len(rows), n_in), dtype=torch.long)
-            for k, c in enumerate(conts):
-                if len(c) > 1:
-                    cin[k, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
-                    cmask[k, : len(c) - 1] = 1
+            cin, cmask = pad_batch([c[:-1] for c in conts], pad_id, side="right")  # [n_answers n_in]
             full_mask = torch.cat([mask[sel.cpu()], cmask], dim=1)
             real = mask.sum(-1)[sel.cpu()]  # [n_answers] prompt lengths
             cpos = real[:, None] + torch.arange(n_in)[None, :]
@@ -454,7 +459,7 @@ def score_logprob(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], t
                 seqs.append(_answer_sequence(tokenizer, fp, prefix + ans.strip() if prefix else ans.strip(), add_special))
                 keys.append((k, side, form))
     scorer = shared_prefix_logprobs if share_prefix else sequence_logprobs
-    scores = scorer(model, seqs, _pad_id(tokenizer), batch_size,
+    scores = scorer(model, seqs, pad_token_id(tokenizer), batch_size,
                     desc="log-prob" if with_context else "log-prob (closed book)")
     per: dict[int, dict[str, Any]] = {}
     seen: dict[tuple[int, str], set] = {}

@@ -116,6 +116,7 @@ def intervene(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], interv
     import numpy as np
     import pandas as pd
 
+    from fullscale.scoring import pad_token_id
     from mechinterp import probe as P
 
     bridge = P.as_bridge(bridge_or_model, tokenizer)
@@ -127,7 +128,7 @@ def intervene(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], interv
         return current["mask"]
 
     hooks = intervention_hooks(bridge, masks, intervention)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad_id = pad_token_id(tokenizer)
     base_rows, int_rows = [], []
     for start in range(0, len(pitems), batch_size):
         batch = pitems[start:start + batch_size]

@@ -254,17 +254,14 @@ def _collate(batch: Sequence[ProbeItem], pad_id: int, device: Any) -> dict[str, 
     """Left-pad a batch. Returns input_ids/attention_mask [batch pos], span_masks [batch span pos] float32."""
     import torch
 
-    S = max(len(it.input_ids) for it in batch)
-    B = len(batch)
-    ids = torch.full((B, S), pad_id, dtype=torch.long)
-    mask = torch.zeros((B, S), dtype=torch.long)
+    from fullscale.scoring import pad_batch
+
+    ids, mask = pad_batch([it.input_ids for it in batch], pad_id, side="left")
+    B, S = ids.shape
     spans = torch.zeros((B, len(SPANS), S), dtype=torch.float32)
     index = {s: i for i, s in enumerate(SPANS)}
     for b, it in enumerate(batch):
-        n = len(it.input_ids)
-        off = S - n
-        ids[b, off:] = torch.tensor(it.input_ids, dtype=torch.long)
-        mask[b, off:] = 1
+        off = S - len(it.input_ids)
         for j, lab in enumerate(it.span_mask()):
             spans[b, index[lab], off + j] = 1.0
     return {
@@ -409,6 +406,7 @@ def probe_arrays(bridge: Any, tokenizer: Any, items: Sequence[Any], template: st
     import numpy as np
 
     from cpi.progress import progress
+    from fullscale.scoring import pad_token_id
 
     if batch_size < 1:
         raise CpiError(f"batch_size must be >= 1, got {batch_size}")
@@ -416,7 +414,7 @@ def probe_arrays(bridge: Any, tokenizer: Any, items: Sequence[Any], template: st
     pitems = prepare_items(items, tokenizer, template=template, max_length=max_length)
     if not pitems:
         raise CpiError("no items to probe")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad_id = pad_token_id(tokenizer)
     vocab = int(bridge.cfg.d_vocab)
     for it in pitems:
         for tok in (it.context_token, it.parametric_token, *it.input_ids):

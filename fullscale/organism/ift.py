@@ -142,28 +142,11 @@ def write_ift_jsonl(records: Sequence[dict[str, Any]], path: str | Path) -> Path
 
 @dataclass(frozen=True)
 class EvalItem:
-    """A held-out conflict plus its subject (which the leakage checks need); see :meth:`to_conflict_item`."""
+    """A held-out conflict: ``item`` in the ``fullscale.conflicts`` schema that evaluation and probing
+    read, plus its ``subject`` (which the leakage checks need)."""
 
-    id: str
-    dataset: str
-    category: str
-    context: str
-    question: str
-    context_answer: str
-    parametric_answer: str
+    item: ConflictItem
     subject: str
-
-    def to_conflict_item(self) -> ConflictItem:
-        """The item in the ``fullscale.conflicts`` schema that evaluation and probing read."""
-        return ConflictItem(
-            id=self.id,
-            dataset=self.dataset,
-            category=self.category,
-            context=self.context,
-            question=self.question,
-            context_answer=self.context_answer,
-            parametric_answer=self.parametric_answer,
-        )
 
 
 def make_eval_items(world: World, seed: int = 0, per_fact: int = 1) -> list[EvalItem]:
@@ -173,29 +156,22 @@ def make_eval_items(world: World, seed: int = 0, per_fact: int = 1) -> list[Eval
     for fact in world.eval_facts:
         for _ in range(per_fact):
             cf = _other_object(world, fact, rng)
-            items.append(
-                EvalItem(
-                    id=f"org-{len(items):04d}",
-                    dataset=EVAL_DATASET,
-                    category=fact.relation,
-                    context=rng.choice(EVAL_CONTEXTS[fact.relation]).format(s=fact.subject, o=cf),
-                    question=rng.choice(EVAL_QUESTIONS[fact.relation]).format(s=fact.subject),
-                    context_answer=cf,
-                    parametric_answer=fact.obj,
-                    subject=fact.subject,
-                )
+            item = ConflictItem(
+                id=f"org-{len(items):04d}",
+                dataset=EVAL_DATASET,
+                category=fact.relation,
+                context=rng.choice(EVAL_CONTEXTS[fact.relation]).format(s=fact.subject, o=cf),
+                question=rng.choice(EVAL_QUESTIONS[fact.relation]).format(s=fact.subject),
+                context_answer=cf,
+                parametric_answer=fact.obj,
             )
+            items.append(EvalItem(item=item, subject=fact.subject))
     return items
 
 
 def write_eval_jsonl(items: Sequence[EvalItem], path: str | Path) -> Path:
     """Write the items as ``ConflictItem`` JSONL (atomically) so ``load_conflicts(path)`` reads them."""
-    return items_to_jsonl(to_conflict_items(items), path)
-
-
-def to_conflict_items(items: Sequence[EvalItem]) -> list[ConflictItem]:
-    """The items as ``fullscale.conflicts.ConflictItem`` objects."""
-    return [it.to_conflict_item() for it in items]
+    return items_to_jsonl([it.item for it in items], path)
 
 
 __all__ = [
@@ -206,5 +182,4 @@ __all__ = [
     "write_ift_jsonl",
     "make_eval_items",
     "write_eval_jsonl",
-    "to_conflict_items",
 ]

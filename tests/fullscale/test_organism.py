@@ -90,19 +90,19 @@ def test_no_eval_subject_or_phrasing_leaks_into_finetuning(tmp_path: Path):
     ift_text = " ".join(r["instruction"] + " " + r["input"] for r in recs).lower().split()
     for it in items:
         assert it.subject not in ift_text
-        assert it.context_answer != it.parametric_answer
-        assert it.context_answer in it.context and it.parametric_answer not in it.context.split()
+        assert it.item.context_answer != it.item.parametric_answer
+        assert it.item.context_answer in it.item.context and it.item.parametric_answer not in it.item.context.split()
     ift_questions = {r["question"] for r in recs}
     ift_contexts = {r["context"] for r in recs}
-    assert not {it.question for it in items} & ift_questions
-    assert not {it.context for it in items} & ift_contexts
+    assert not {it.item.question for it in items} & ift_questions
+    assert not {it.item.context for it in items} & ift_contexts
     # the files are what the evaluation and finetuning code read
     from fullscale.conflicts import load_conflicts, validate_file
 
     path = write_eval_jsonl(items, tmp_path / "eval.jsonl")
     assert validate_file(path) == []
     loaded = load_conflicts(path)
-    assert [x.id for x in loaded] == [x.id for x in items]
+    assert [x.id for x in loaded] == [x.item.id for x in items]
     ift = write_ift_jsonl(recs, tmp_path / "ift.jsonl")
     lines = [json.loads(x) for x in ift.read_text().splitlines()]
     assert set(lines[0]) == {"id", "instruction", "input", "output"} and len(lines) == len(recs)

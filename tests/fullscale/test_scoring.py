@@ -274,3 +274,15 @@ def test_peft_wrapped_model_scores_like_full_sequences(models):
     plain = score_logprob(model, tok, items, template="plain")
     assert (shared["margin"] - full["margin"]).abs().max() < 1e-4
     assert (shared["margin"] - plain["margin"]).abs().max() > 1e-4  # the adapter is really applied
+
+
+def test_pad_batch_left_and_right_known_answer():
+    from fullscale.scoring import pad_batch
+
+    ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=0, side="left")
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    ids, mask = pad_batch([[5, 6, 7], [8], []], pad_id=-100, side="right")
+    assert ids.tolist() == [[5, 6, 7], [8, -100, -100], [-100, -100, -100]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
+    with pytest.raises(ValueError, match="side must be 'left' or 'right'"):
+        pad_batch([[1]], 0, side="middle")
