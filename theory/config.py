@@ -10,6 +10,7 @@ field instead of silently producing a different model.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -17,6 +18,33 @@ from cpi.config import Config
 from cpi.errors import ConfigError
 
 Mode = Literal["qk", "full", "v"]
+Optimizer = Literal["gd", "sgd", "momentum", "adam", "adamw"]
+Schedule = Literal["constant", "linear", "cosine"]
+
+#: largest |o_c|, |o_r|, |relation_logit| accepted: at 1e6 a float64 logit still resolves O(1)
+#: differences to ~1e-10 (ulp(1e6) = 1.2e-10); at 1e16 the ulp is 2 and M_C(0) is silently wrong.
+MAX_ABS_LOGIT = 1e6
+#: default memory bound for one simulated configuration (all seeds of one call count separately);
+#: override with the environment variable CPI_THEORY_MAX_GB.
+DEFAULT_MAX_GB = 4.0
+_BYTES = 8  # float64 / int64
+
+
+def max_memory_bytes() -> float:
+    """The memory bound in bytes (``CPI_THEORY_MAX_GB``, default :data:`DEFAULT_MAX_GB` GiB)."""
+    raw = os.environ.get("CPI_THEORY_MAX_GB", "")
+    try:
+        gb = float(raw) if raw.strip() else DEFAULT_MAX_GB
+    except ValueError:
+        raise ConfigError(f"CPI_THEORY_MAX_GB: expected a number of GiB, got {raw!r}") from None
+    return gb * 2**30
+
+
+def format_bytes(n: float) -> str:
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n / 2**10:.3g} KiB"
 
 
 @dataclass(frozen=True)
@@ -41,9 +69,27 @@ class SimConfig(Config):
       in the notes), ``init_noise`` the std of seeded Gaussian noise added to
       the initial attention logits and value table (0 = the exact symmetric
       start; seeds then give identical runs).
-    Training: full-batch gradient descent with step ``lr`` (``lr * lr_V_scale``
-      for W_V) for ``steps`` steps; ``mode`` = "qk" (W_V frozen, Proposition 1), "full" (W_KQ and
-      W_V) or "v" (W_V only).
+    Training: ``steps`` updates with peak step ``lr`` (``lr * lr_V_scale`` for W_V);
+      ``mode`` = "qk" (W_V frozen, Proposition 1), "full" (W_KQ and W_V) or "v" (W_V only).
+      ``optimizer``: "gd" (full-batch gradient descent, the paper's), "sgd" (plain steps on seeded
+      minibatches of ``batch_size``, required), "momentum" (heavy ball, ``momentum``), "adam" and
+      "adamw" (``beta1``, ``beta2``, ``eps``; the per-coordinate normalisation acts on the
+      canonical basis of R^d in which the embeddings are built, see docs/theory.md).
+      ``batch_size`` (``None`` = full batch) gives minibatches for any optimizer but "gd": each
+      epoch is a seeded reshuffle of the (kept) finetuning points. ``weight_decay``: L2 added to
+      the gradient (torch semantics) for gd/sgd/momentum/adam, decoupled for adamw.
+      ``warmup_steps`` linear warm-up from 0, then ``schedule`` "constant", "linear" (to 0 at
+      ``steps``) or "cosine" (half cosine to 0 at ``steps``), as transformers' schedulers.
+    Heterogeneous points: each C / C+S finetuning point draws its own delta_C (and delta_M for
+      C+S points) uniformly from delta * [1 - spread, 1 + spread] (seeded); held-out test points
+      keep the nominal delta_C / delta_M.
+    Filtering (the paper's mitigation): score every point with a context [c, s, r] by a noisy
+      proxy of its context-criticality, -log p_0(target | subject only) + ``filter_noise`` * N(0, 1)
+      (seeded), and drop the ``filter_fraction`` of them with the lowest score before training.
+    Overlap and distractors: ``overlap`` = cosine between the identity parts of any two tokens of
+      the same family (0 = orthogonal, as in the paper; realised with one extra shared direction per
+      family, so d grows by 2); ``n_distractors`` extra answer-family tokens in every context
+      (fresh tokens, unseen elsewhere, their values like any answer's).
     """
 
     n_C: int = 16
@@ -66,6 +112,21 @@ class SimConfig(Config):
     lr_V_scale: float = 1.0
     steps: int = 500
     mode: Mode = "qk"
+    optimizer: Optimizer = "gd"
+    batch_size: Optional[int] = None
+    momentum: float = 0.9
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    schedule: Schedule = "constant"
+    delta_C_spread: float = 0.0
+    delta_M_spread: float = 0.0
+    filter_fraction: float = 0.0
+    filter_noise: float = 0.0
+    overlap: float = 0.0
+    n_distractors: int = 0
     label: str = ""
 
     # -- derived sizes -----------------------------------------------------
@@ -79,8 +140,10 @@ class SimConfig(Config):
 
     @property
     def min_K_A(self) -> int:
-        # contexts of C / C+S points, answers of S points, (context, answer) of aug / test points
-        return self.n_C + self.n_CS + self.n_S + 2 * self.n_aug + 2 * self.n_test
+        # contexts of C / C+S points, answers of S points, (context, answer) of aug / test points,
+        # and n_distractors fresh answer tokens in every context
+        n_ctx = self.n_C + self.n_CS + self.n_aug + self.n_test
+        return self.n_C + self.n_CS + self.n_S + 2 * self.n_aug + 2 * self.n_test + self.n_distractors * n_ctx
 
     @property
     def k_s(self) -> int:
@@ -91,7 +154,8 @@ class SimConfig(Config):
         if self.K_A is not None:
             return self.K_A
         # smallest vocabulary that holds the data, keeps K_A > K_S and delta_C > 3/(K_A-1)
-        need = max(self.min_K_A, self.k_s + 1, math.floor(3.0 / self.delta_C + 1.0) + 1)
+        dc_lo = self.delta_C * (1 - self.delta_C_spread)  # every point's delta_C > 3/(K_A-1)
+        need = max(self.min_K_A, self.k_s + 1, math.floor(3.0 / dc_lo + 1.0) + 1)
         return need
 
     @property
@@ -99,13 +163,43 @@ class SimConfig(Config):
         return self.k_s + self.k_a + 1
 
     @property
-    def dim(self) -> int:
-        return self.d if self.d is not None else self.k_s + self.k_a + 3
+    def min_dim(self) -> int:
+        """|T| + 2 (type directions theta_S, theta_C), + 2 shared identity directions with overlap."""
+        return self.k_s + self.k_a + 3 + (2 if self.overlap != 0.0 else 0)
 
     @property
-    def shape_key(self) -> tuple[int, int, int]:
+    def dim(self) -> int:
+        return self.d if self.d is not None else self.min_dim
+
+    @property
+    def n_slots(self) -> int:
+        """Slots of an example: context, subject, relation, then the distractors."""
+        return 3 + self.n_distractors
+
+    @property
+    def update_rule(self) -> str:
+        """Which batched update the optimizer needs: "plain" (gd, sgd), "momentum" or "adam"."""
+        return {"gd": "plain", "sgd": "plain", "momentum": "momentum", "adam": "adam", "adamw": "adam"}[self.optimizer]
+
+    @property
+    def shape_key(self) -> tuple:
         """Configs with equal keys can share one batched computation."""
-        return (self.n_tokens, self.n_test)
+        return (self.n_tokens, self.n_test, self.n_slots, self.update_rule)
+
+    def estimated_bytes(self) -> dict[str, float]:
+        """Rough peak memory of simulating this config for one seed, by the field that drives it.
+
+        ``"vocabulary"``: value table, its gathered columns and the W_V / Adam state (grow with
+        n_tokens^2); ``"steps"``: the recorded metrics and the tidy table (grow with steps);
+        ``"points"``: per-example tensors (grow with n_train * n_tokens) and minibatch indices.
+        """
+        T = self.n_tokens
+        D = self.dim
+        n = self.n_train + self.n_test
+        vocab = _BYTES * (6 * T * T + (3 * D * D if self.update_rule != "plain" else 0))
+        steps = _BYTES * (self.steps + 1) * 160  # ~25 metrics recorded + ~50 table columns, copied twice
+        pts = _BYTES * (8 * n * self.n_slots * T + 2 * self.steps * (self.batch_size or 0))
+        return {"vocabulary": vocab, "steps": steps, "points": pts}
 
     # -- validation ----------------------------------------------------------
     def validate(self) -> None:
@@ -135,19 +229,22 @@ class SimConfig(Config):
             raise ConfigError(
                 f"field 'delta_C': the model assumes delta_C > 3/(K_A-1) = {3.0 / (self.k_a - 1):.4g}, got {self.delta_C}"
             )
-        for name in ("o_c", "o_r"):
+        for name in ("o_c", "o_r", "relation_logit"):
             v = getattr(self, name)
+            if v is None:
+                continue
             if not math.isfinite(v):
                 raise ConfigError(f"field '{name}': must be finite, got {v}")
+            if abs(v) > MAX_ABS_LOGIT:
+                raise ConfigError(f"field '{name}': |{name}| = {abs(v):g} > {MAX_ABS_LOGIT:g}; float64 logits that large "
+                                  f"resolve the model's O(1) differences only to {math.ulp(abs(v)):.3g}")
         if self.o_r > self.o_c:
             raise ConfigError(f"field 'o_r': the model assumes o_r <= o_c, got o_r={self.o_r} > o_c={self.o_c}")
-        if self.d is not None and self.d < self.k_s + self.k_a + 3:
+        if self.d is not None and self.d < self.min_dim:
             raise ConfigError(
                 f"field 'd': {self.d} is too small for the vocabulary; need d >= K_S + K_A + 3 = "
-                f"{self.k_s + self.k_a + 3} (|T| + 2) for linearly independent embeddings"
+                f"{self.min_dim} (|T| + 2{', + 2 with overlap' if self.overlap else ''}) for linearly independent embeddings"
             )
-        if self.relation_logit is not None and not math.isfinite(self.relation_logit):
-            raise ConfigError(f"field 'relation_logit': must be finite or null (sigma_r = 0), got {self.relation_logit}")
         if not (self.init_noise >= 0.0 and math.isfinite(self.init_noise)):
             raise ConfigError(f"field 'init_noise': must be a finite number >= 0, got {self.init_noise}")
         if not (self.lr > 0.0 and math.isfinite(self.lr)):
@@ -156,3 +253,70 @@ class SimConfig(Config):
             raise ConfigError(f"field 'lr_V_scale': must be a finite number >= 0, got {self.lr_V_scale}")
         if self.steps < 1:
             raise ConfigError(f"field 'steps': must be >= 1, got {self.steps}")
+        self._validate_training()
+        self._validate_points()
+        self._validate_size()
+
+    def _validate_training(self) -> None:
+        if self.optimizer == "sgd" and self.batch_size is None:
+            raise ConfigError("field 'batch_size': optimizer 'sgd' samples minibatches; set batch_size")
+        if self.optimizer == "gd" and self.batch_size is not None:
+            raise ConfigError("field 'batch_size': optimizer 'gd' is full-batch; use optimizer 'sgd' for minibatches")
+        if self.batch_size is not None and not 1 <= self.batch_size:
+            raise ConfigError(f"field 'batch_size': must be >= 1 or null (full batch), got {self.batch_size}")
+        for name, lo, hi in (("momentum", 0.0, 1.0), ("beta1", 0.0, 1.0), ("beta2", 0.0, 1.0)):
+            v = getattr(self, name)
+            if not (lo <= v < hi):
+                raise ConfigError(f"field '{name}': must lie in [{lo:g}, {hi:g}), got {v}")
+        if not (self.eps > 0.0 and math.isfinite(self.eps)):
+            raise ConfigError(f"field 'eps': must be a finite number > 0, got {self.eps}")
+        if not (self.weight_decay >= 0.0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(f"field 'weight_decay': must be a finite number >= 0, got {self.weight_decay}")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise ConfigError(f"field 'warmup_steps': must lie in [0, steps={self.steps}), got {self.warmup_steps}")
+
+    def _validate_points(self) -> None:
+        if self.n_distractors < 0:
+            raise ConfigError(f"field 'n_distractors': must be >= 0, got {self.n_distractors}")
+        if not (0.0 <= self.overlap < 1.0):
+            raise ConfigError(f"field 'overlap': a cosine in [0, 1), got {self.overlap}")
+        for name in ("delta_C_spread", "delta_M_spread"):
+            v = getattr(self, name)
+            if not (0.0 <= v < 1.0):
+                raise ConfigError(f"field '{name}': a relative half-width in [0, 1), got {v}")
+        dc_hi = self.delta_C * (1 + self.delta_C_spread)
+        dc_lo = self.delta_C * (1 - self.delta_C_spread)
+        dm_hi = self.delta_M * (1 + self.delta_M_spread)
+        dm_lo = self.delta_M * (1 - self.delta_M_spread)
+        if self.delta_C_spread and not (dc_hi < 1.0 and dc_lo > 3.0 / (self.k_a - 1)):
+            raise ConfigError(f"field 'delta_C_spread': per-point delta_C in [{dc_lo:.4g}, {dc_hi:.4g}] must lie in "
+                              f"(3/(K_A-1) = {3.0 / (self.k_a - 1):.4g}, 1)")
+        if self.delta_M_spread and not dm_hi < 1.0:
+            raise ConfigError(f"field 'delta_M_spread': per-point delta_M up to {dm_hi:.4g} must stay < 1")
+        if (self.delta_C_spread or self.delta_M_spread) and self.n_CS and not dm_lo > 2 * dc_hi:
+            raise ConfigError(f"field 'delta_M_spread': every C+S point needs delta_M > 2*delta_C; the spreads allow "
+                              f"delta_M = {dm_lo:.4g} with delta_C = {dc_hi:.4g}")
+        if not (0.0 <= self.filter_fraction < 1.0):
+            raise ConfigError(f"field 'filter_fraction': must lie in [0, 1), got {self.filter_fraction}")
+        if not (self.filter_noise >= 0.0 and math.isfinite(self.filter_noise)):
+            raise ConfigError(f"field 'filter_noise': must be a finite number >= 0, got {self.filter_noise}")
+        n_ctx = self.n_C + self.n_CS + self.n_aug
+        if self.n_train - round(self.filter_fraction * n_ctx) < 1:
+            raise ConfigError(f"field 'filter_fraction': {self.filter_fraction} drops every finetuning point")
+        if self.batch_size is not None and self.batch_size > self.n_train - round(self.filter_fraction * n_ctx):
+            raise ConfigError(f"field 'batch_size': {self.batch_size} exceeds the "
+                              f"{self.n_train - round(self.filter_fraction * n_ctx)} finetuning points kept")
+
+    def _validate_size(self) -> None:
+        est = self.estimated_bytes()
+        total, cap = sum(est.values()), max_memory_bytes()
+        if total > cap:
+            part = max(est, key=est.get)
+            field = {"steps": "steps", "points": max(("n_C", "n_CS", "n_S", "n_aug", "n_test", "batch_size"),
+                                                      key=lambda f: getattr(self, f) or 0)}.get(part)
+            if field is None:  # the vocabulary: name the largest field that sets it
+                given = {f: getattr(self, f) for f in ("K_A", "K_S", "d") if getattr(self, f) is not None}
+                field = max(given, key=given.get) if given else "n_C"
+            raise ConfigError(f"field '{field}': this configuration would need about {format_bytes(total)} of memory "
+                              f"({part}: {format_bytes(est[part])}), above the {format_bytes(cap)} bound "
+                              "(CPI_THEORY_MAX_GB)")

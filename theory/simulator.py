@@ -21,6 +21,19 @@ sigma [3], logits z = V[:, X] sigma, u = e_target - softmax(z):
 where G = Phi^T Phi is the (structured) Gram matrix. The theta projections
 theta_C^T[-grad L]phi(r) = sum over answer tokens of the scattered gamma / sqrt2
 (theta_S: over subject tokens). Autograd is used only in the tests.
+
+Optimizers (``SimConfig.optimizer``; configurations are grouped by their update rule):
+  gd, sgd   attn += lr_t * (G g - wd attn)      (sgd: g from the step's seeded minibatch)
+  momentum  buf = mu buf + (G g - wd attn); attn += lr_t * buf     (torch.optim.SGD)
+  adam(w)   in the canonical basis of R^d (embeddings on the identity basis, see
+            :func:`theory.model.embeddings`): q = W_KQ phi(r) [batch, d_model] and W_V
+            [batch, d_model, d_model] with -grad q = Phi g, -grad W_V = Phi (sum u xbar^T) Phi^T,
+            torch.optim.Adam/AdamW's update, then attn = Phi^T q, V = Phi^T W_V Phi.
+gd, sgd and momentum are rotation invariant, so token coordinates are exact for
+any basis; Adam's per-coordinate normalisation is not, and the simulator takes
+it in the basis where the paper's embeddings are axis-aligned. The learning
+rate at step t is lr * lr_factors[t] (:mod:`theory.optim`). The metrics
+(losses, gradient projections) are always over the whole kept finetuning set.
 """
 
 from __future__ import annotations
@@ -36,7 +49,8 @@ from cpi.errors import CpiError
 from cpi.progress import progress
 from theory.config import SimConfig
 from theory.data import CAT_AUG, CAT_C, CAT_CS, CAT_S, build_dataset
-from theory.model import initial_state
+from theory.model import embeddings, initial_state
+from theory.optim import filter_points, lr_factors, minibatch_schedule
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +61,7 @@ METRICS = (
     "attn_context_test",
     "attn_subject_test",
     "attn_relation_test",
+    "attn_distractor_test",
     "attn_context_C",
     "attn_subject_C",
     "attn_context_CS",
@@ -63,32 +78,43 @@ METRICS = (
     "value_pred_C",
     "logit_gap_test",
 )
+#: per-run constants added to the table (filtering)
+RUN_COLUMNS = ("n_kept", "n_dropped", "filter_precision", "filter_recall")
 SQRT2 = math.sqrt(2.0)
 
 
-def _gram(x: torch.Tensor, fam_s: torch.Tensor, fam_a: torch.Tensor, is_r: torch.Tensor) -> torch.Tensor:
-    """G @ x along the last axis. x: [batch, ..., n_tokens]; masks: [batch, n_tokens] (float)."""
+def _gram(x: torch.Tensor, fam_s: torch.Tensor, fam_a: torch.Tensor, is_r: torch.Tensor, diag=0.5, off=0.5) -> torch.Tensor:
+    """G @ x along the last axis. x: [batch, ..., n_tokens]; masks: [batch, n_tokens] (float).
+
+    Within a family G = ``diag`` * I + ``off`` * 11^T (0.5, 0.5 for orthogonal identity parts;
+    (1 - rho)/2, (1 + rho)/2 with overlap rho, given as [batch] tensors).
+    """
     extra = x.dim() - 2
     shape = (fam_s.shape[0],) + (1,) * extra + (fam_s.shape[1],)
     fs, fa, fr = fam_s.view(shape), fam_a.view(shape), is_r.view(shape)
+    if isinstance(diag, torch.Tensor):
+        diag, off = diag.view((-1,) + (1,) * (extra + 1)), off.view((-1,) + (1,) * (extra + 1))
     sum_s = (x * fs).sum(-1, keepdim=True)
     sum_a = (x * fa).sum(-1, keepdim=True)
-    return 0.5 * x * (fs + fa) + 0.5 * (sum_s * fs + sum_a * fa) + x * fr
+    return diag * x * (fs + fa) + off * (sum_s * fs + sum_a * fa) + x * fr
 
 
 class _Batch:
-    """Static tensors of one group of equally-shaped (config, seed) pairs."""
+    """Static tensors and optimizer state of one group of equally-shaped (config, seed) pairs."""
 
-    def __init__(self, items: list[tuple[SimConfig, int]]):
+    def __init__(self, items: list[tuple[SimConfig, int]], steps: int):
         cfgs = [c for c, _ in items]
         datas = [build_dataset(c) for c in cfgs]
         states = [initial_state(c, s, d) for (c, s), d in zip(items, datas)]
+        filters = [filter_points(c, d, st[1], s) for (c, s), d, st in zip(items, datas, states)]
+        self.filters = filters
         t = lambda arrs, dt=torch.float64: torch.as_tensor(np.stack(arrs), dtype=dt)  # noqa: E731
         self.attn = t([s[0] for s in states])
         self.V = t([s[1] for s in states])
         # pad finetuning sets to a common size with weight-0 dummy points [., r, .] (attention 1 on r)
         n_max = max(d.train_tokens.shape[0] for d in datas)
         r = datas[0].relation
+        n_slots = cfgs[0].n_slots
 
         def pad(arr: np.ndarray, fill) -> np.ndarray:
             extra = n_max - arr.shape[0]
@@ -97,31 +123,87 @@ class _Batch:
             fill_arr = np.broadcast_to(np.asarray(fill, dtype=arr.dtype), (extra,) + arr.shape[1:])
             return np.concatenate([arr, fill_arr])
 
-        self.tok = t([pad(d.train_tokens, (r, r, r)) for d in datas], torch.long)
-        self.mask = t([pad(d.train_mask, (False, True, False)) for d in datas], torch.bool)
+        self.tok = t([pad(d.train_tokens, (r,) * n_slots) for d in datas], torch.long)
+        self.mask = t([pad(d.train_mask, (False, True) + (False,) * (n_slots - 2)) for d in datas], torch.bool)
         self.tgt = t([pad(d.train_target, r) for d in datas], torch.long)
         cat = t([pad(d.train_cat, -1) for d in datas], torch.long)
-        n_real = torch.tensor([d.train_tokens.shape[0] for d in datas], dtype=torch.float64)
+        keep = t([pad(f.keep, False) for f in filters], torch.bool) & (cat >= 0)
+        n_kept = keep.double().sum(-1)
         self.test_tok = t([d.test_tokens for d in datas], torch.long)
         self.test_mask = t([d.test_mask for d in datas], torch.bool)
-        # sigma_r = 0 everywhere (relation_logit None): drop the always-masked relation slot (1/3 less work)
+        # sigma_r = 0 everywhere (relation_logit None): drop the always-masked relation slot (less work)
+        self.rel_slot: int | None = 2
         if not bool(self.mask[..., 2].any() or self.test_mask[..., 2].any()):
-            self.tok, self.mask = self.tok[..., :2].contiguous(), self.mask[..., :2].contiguous()
-            self.test_tok, self.test_mask = self.test_tok[..., :2].contiguous(), self.test_mask[..., :2].contiguous()
+            slots = [i for i in range(n_slots) if i != 2]
+            self.tok, self.mask = self.tok[..., slots].contiguous(), self.mask[..., slots].contiguous()
+            self.test_tok, self.test_mask = self.test_tok[..., slots].contiguous(), self.test_mask[..., slots].contiguous()
+            self.rel_slot = None
+        self.n_distractors = cfgs[0].n_distractors
         self.test_c = t([d.test_context for d in datas], torch.long)
         self.test_a = t([d.test_param for d in datas], torch.long)
         self.fam_s = t([d.is_subject for d in datas])
         self.fam_a = t([d.is_answer for d in datas])
         self.is_r = torch.zeros_like(self.fam_s)
         self.is_r[:, -1] = 1.0
+        overlap = torch.tensor([c.overlap for c in cfgs], dtype=torch.float64)
+        self.g_diag, self.g_off = (0.5, 0.5) if not bool(overlap.any()) else ((1 - overlap) / 2, (1 + overlap) / 2)
         self.lr = torch.tensor([c.lr for c in cfgs], dtype=torch.float64)
         self.upd_qk = torch.tensor([c.mode in ("qk", "full") for c in cfgs])
         self.upd_v = torch.tensor([c.mode in ("v", "full") for c in cfgs])
         self.lr_v = torch.tensor([c.lr * c.lr_V_scale for c in cfgs], dtype=torch.float64)
         self.any_v = bool(self.upd_v.any())
-        self.weight = (cat >= 0).double() / n_real[:, None]
-        self.cat_w = {k: (cat == k).double() for k in (CAT_C, CAT_CS, CAT_S, CAT_AUG)}
+        self.weight = keep.double() / n_kept[:, None]
+        self.cat_w = {k: ((cat == k) & keep).double() for k in (CAT_C, CAT_CS, CAT_S, CAT_AUG)}
         self.cat_n = {k: w.sum(-1) for k, w in self.cat_w.items()}
+        self.run_info = [
+            dict(n_kept=int(f.keep.sum()), n_dropped=f.n_dropped, filter_precision=f.precision, filter_recall=f.recall)
+            for f in filters
+        ]
+        self._init_optimizer(items, datas, states, keep, steps)
+
+    def _init_optimizer(self, items, datas, states, keep, steps: int) -> None:
+        cfgs = [c for c, _ in items]
+        B, T = self.attn.shape
+        f64 = dict(dtype=torch.float64)
+        self.rule = cfgs[0].update_rule
+        self.lr_fac = torch.as_tensor(np.stack([lr_factors(c, steps) for c in cfgs]), **f64)  # [batch, steps]
+        self.constant_lr = bool((self.lr_fac == 1.0).all())
+        self.wd = torch.tensor([c.weight_decay for c in cfgs], **f64)
+        self.any_wd = bool(self.wd.any())
+        # minibatches: [batch, steps, batch_size] indices and weights (full-batch elements: unused)
+        self.has_mb = torch.tensor([c.batch_size is not None for c in cfgs])
+        self.mb_idx = self.mb_wt = None
+        if bool(self.has_mb.any()):
+            bs = max(c.batch_size or 1 for c in cfgs)
+            idx = np.zeros((B, steps, bs), dtype=np.int64)
+            wt = np.zeros((B, steps, bs))
+            for j, (c, s) in enumerate(items):
+                if c.batch_size is not None:
+                    i_, w_ = minibatch_schedule(np.flatnonzero(keep[j].numpy()), c.batch_size, steps, s)
+                    idx[j, :, : c.batch_size], wt[j, :, : c.batch_size] = i_, w_
+            self.mb_idx, self.mb_wt = torch.as_tensor(idx), torch.as_tensor(wt)
+        if self.rule == "momentum":
+            self.mu = torch.tensor([c.momentum for c in cfgs], **f64)
+            self.buf_attn = torch.zeros_like(self.attn)
+            self.buf_V = torch.zeros_like(self.V) if self.any_v else None
+        if self.rule == "adam":
+            D = max(c.min_dim for c in cfgs)
+            # canonical embeddings Phi [batch, d_model, n_tokens] (zero rows pad smaller d: they never move)
+            phis = [embeddings(c, d, d=D)[0] for c, d in zip(cfgs, datas)]
+            self.Phi = t64 = torch.as_tensor(np.stack(phis), **f64)
+            pinv = torch.linalg.pinv(t64)  # [batch, n_tokens, d_model]
+            self.q = torch.einsum("btd,bt->bd", pinv, self.attn)  # W_KQ phi(r), min-norm as in ExplicitModel
+            self.m_q, self.v_q = torch.zeros_like(self.q), torch.zeros_like(self.q)
+            if self.any_v:
+                self.W = pinv.transpose(1, 2) @ self.V @ pinv  # [batch, d_model, d_model]
+                self.m_W, self.v_W = torch.zeros_like(self.W), torch.zeros_like(self.W)
+            self.beta1 = torch.tensor([c.beta1 for c in cfgs], **f64)
+            self.beta2 = torch.tensor([c.beta2 for c in cfgs], **f64)
+            self.eps = torch.tensor([c.eps for c in cfgs], **f64)
+            self.decoupled = torch.tensor([c.optimizer == "adamw" for c in cfgs])
+
+    def gram(self, x: torch.Tensor) -> torch.Tensor:
+        return _gram(x, self.fam_s, self.fam_a, self.is_r, self.g_diag, self.g_off)
 
     def value_columns(self, tok: torch.Tensor) -> torch.Tensor:
         """v(., x) for every slot token x: [batch, n, slot, n_tokens]."""
@@ -131,7 +213,8 @@ class _Batch:
     def forward(self, tok: torch.Tensor, mask: torch.Tensor, cols: torch.Tensor | None = None):
         """sigma [batch, n, slot], value columns [batch, n, slot, n_tokens], logits z [batch, n, n_tokens].
 
-        slot = 3 (context, subject, relation), or 2 when the relation slot is masked for the whole batch.
+        slot = context, subject, relation, distractors; the relation slot is left out when it is
+        masked for the whole batch.
         """
         scores = torch.gather(self.attn, 1, tok.flatten(1)).view(tok.shape)
         scores = scores.masked_fill(~mask, float("-inf"))
@@ -140,6 +223,67 @@ class _Batch:
             cols = self.value_columns(tok)
         z = torch.einsum("bnk,bnki->bni", sigma, cols)
         return sigma, cols, z
+
+    def step_weight(self, t: int) -> torch.Tensor:
+        """Weight of each finetuning point in update t [batch, n]: the minibatch's, or the static one."""
+        if self.mb_idx is None:
+            return self.weight
+        w = torch.zeros_like(self.weight).scatter_add_(1, self.mb_idx[:, t], self.mb_wt[:, t])
+        return torch.where(self.has_mb[:, None], w, self.weight)
+
+    def update(self, t: int, g: torch.Tensor, dV_tok) -> None:
+        """Apply update t. g: -dL/d(attention logits) scattered to tokens [batch, n_tokens];
+        dV_tok: callable giving sum_n w_n u_n xbar_n^T [batch, n_tokens, n_tokens] (None = W_V frozen)."""
+        lr = self.lr if self.constant_lr else self.lr * self.lr_fac[:, t]
+        lr_v = self.lr_v if self.constant_lr else self.lr_v * self.lr_fac[:, t]
+        qk = self.upd_qk[:, None].double()
+        vv = self.upd_v[:, None, None].double()
+        if self.rule == "adam":
+            self._adam(t, g, dV_tok, lr, lr_v)
+            return
+        d_attn = self.gram(g)
+        if self.any_wd:
+            d_attn = d_attn - self.wd[:, None] * self.attn
+        if self.rule == "momentum":
+            self.buf_attn = self.mu[:, None] * self.buf_attn + d_attn
+            d_attn = self.buf_attn
+        new_attn = self.attn + lr[:, None] * qk * d_attn
+        if self.any_v:
+            dV = dV_tok()
+            if self.any_wd:
+                dV = dV - self.wd[:, None, None] * self.V
+            if self.rule == "momentum":
+                self.buf_V = self.mu[:, None, None] * self.buf_V + dV
+                dV = self.buf_V
+            self.V = self.V + lr_v[:, None, None] * vv * dV
+        self.attn = new_attn
+
+    def _adam(self, t, g, dV_tok, lr, lr_v) -> None:
+        """torch.optim.Adam / AdamW on q = W_KQ phi(r) and W_V in the canonical basis."""
+        bc1 = 1 - self.beta1 ** (t + 1)
+        bc2_sqrt = torch.sqrt(1 - self.beta2 ** (t + 1))
+
+        def adam(p, grad, m, v, lr_, bshape):
+            view = lambda x: x.view(bshape)  # noqa: E731
+            wd = view(self.wd)
+            grad = torch.where(view(self.decoupled), grad, grad + wd * p)
+            p = torch.where(view(self.decoupled), p * (1 - view(lr_) * wd), p)
+            m = view(self.beta1) * m + (1 - view(self.beta1)) * grad
+            v = view(self.beta2) * v + (1 - view(self.beta2)) * grad * grad
+            denom = torch.sqrt(v) / view(bc2_sqrt) + view(self.eps)
+            return p - view(lr_ / bc1) * m / denom, m, v
+
+        grad_q = -torch.einsum("bdt,bt->bd", self.Phi, g)
+        q, m, v = adam(self.q, grad_q, self.m_q, self.v_q, lr, (-1, 1))
+        on = self.upd_qk[:, None]
+        self.q, self.m_q, self.v_q = torch.where(on, q, self.q), torch.where(on, m, self.m_q), torch.where(on, v, self.v_q)
+        self.attn = torch.einsum("bdt,bd->bt", self.Phi, self.q)
+        if self.any_v:
+            grad_W = -(self.Phi @ dV_tok() @ self.Phi.transpose(1, 2))
+            W, m, v = adam(self.W, grad_W, self.m_W, self.v_W, lr_v, (-1, 1, 1))
+            on = self.upd_v[:, None, None]
+            self.W, self.m_W, self.v_W = torch.where(on, W, self.W), torch.where(on, m, self.m_W), torch.where(on, v, self.v_W)
+            self.V = self.Phi.transpose(1, 2) @ self.W @ self.Phi
 
 
 def _cat_mean(x: torch.Tensor, w: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
@@ -154,12 +298,10 @@ def _run_batch(b: _Batch, steps: int, desc: str) -> dict[str, torch.Tensor]:
     T = b.attn.shape[1]
     rec = {m: torch.empty(B, steps + 1, dtype=torch.float64) for m in METRICS}
     ones_tgt = torch.ones(B, n, 1, dtype=torch.float64)
-    lr = b.lr[:, None]
-    qk = b.upd_qk[:, None].double()
-    vv = b.upd_v[:, None, None].double()
     ctx_slot_tok = b.tok[:, :, 0]
     wC, nC = b.cat_w[CAT_C], b.cat_n[CAT_C]
     wCS, nCS = b.cat_w[CAT_CS], b.cat_n[CAT_CS]
+    dis = slice(2 if b.rel_slot is None else 3, None)
 
     # W_V frozen for the whole batch: the value columns never change, gather them once
     cached = not b.any_v
@@ -179,7 +321,8 @@ def _run_batch(b: _Batch, steps: int, desc: str) -> dict[str, torch.Tensor]:
         rec["logit_gap_test"][:, t] = (lpc - lpa).mean(-1)
         rec["attn_context_test"][:, t] = s_te[..., 0].mean(-1)
         rec["attn_subject_test"][:, t] = s_te[..., 1].mean(-1)
-        rec["attn_relation_test"][:, t] = s_te[..., 2].mean(-1) if s_te.shape[-1] == 3 else 0.0
+        rec["attn_relation_test"][:, t] = s_te[..., b.rel_slot].mean(-1) if b.rel_slot is not None else 0.0
+        rec["attn_distractor_test"][:, t] = s_te[..., dis].sum(-1).mean(-1) if b.n_distractors else 0.0
 
         # ---- finetuning points: forward + closed-form gradients ------------------------------
         sigma, cols, z = b.forward(b.tok, b.mask, cols_tr_c)
@@ -221,15 +364,18 @@ def _run_batch(b: _Batch, steps: int, desc: str) -> dict[str, torch.Tensor]:
         if t == steps:
             break
 
-        # ---- gradient-descent update ---------------------------------------------------------
-        new_attn = b.attn + lr * qk * _gram(g, b.fam_s, b.fam_a, b.is_r)
-        if b.any_v:
+        # ---- the update -----------------------------------------------------------------------
+        w_step = b.step_weight(t)
+        if w_step is not b.weight:  # a minibatch: the update's gradient is the minibatch mean
+            g = torch.zeros(B, T, dtype=torch.float64).scatter_add_(1, b.tok.flatten(1), (gamma * w_step[..., None]).flatten(1))
+
+        def dV_tok(w_step=w_step, sigma=sigma, u=u):
             xbar = torch.zeros(B, n, T, dtype=torch.float64).scatter_add_(2, b.tok, sigma.masked_fill(~b.mask, 0.0))
-            Gu = _gram(u, b.fam_s, b.fam_a, b.is_r)
-            Gx = _gram(xbar, b.fam_s, b.fam_a, b.is_r)
-            dV = torch.einsum("bn,bni,bnx->bix", b.weight, Gu, Gx)
-            b.V = b.V + b.lr_v[:, None, None] * vv * dV
-        b.attn = new_attn
+            if b.rule == "adam":
+                return torch.einsum("bn,bni,bnx->bix", w_step, u, xbar)
+            return torch.einsum("bn,bni,bnx->bix", w_step, b.gram(u), b.gram(xbar))  # G (sum u xbar^T) G
+
+        b.update(t, g, dV_tok if b.any_v else None)
     return rec
 
 
@@ -288,7 +434,7 @@ def _simulate(configs, seeds, steps, show_progress):
     frames = []
     for gi, (key, members) in enumerate(groups.items()):
         n_steps = steps if steps is not None else max(c.steps for _, c, _ in members)
-        batch = _Batch([(c, s) for _, c, s in members])
+        batch = _Batch([(c, s) for _, c, s in members], n_steps)
         desc = f"theory simulate [{gi + 1}/{len(groups)}] x{len(members)}"
         try:
             rec = _run_batch(batch, n_steps, desc if show_progress else "")
@@ -303,7 +449,8 @@ def _simulate(configs, seeds, steps, show_progress):
         for j, (ci, cfg, seed) in enumerate(members):
             last = n_steps if steps is not None else cfg.steps
             data = {mname: rec[mname][j, : last + 1].numpy() for mname in METRICS}
-            frame = pd.DataFrame({"config_id": ci, "seed": seed, "step": step_idx[: last + 1], **data})
+            frame = pd.DataFrame({"config_id": ci, "seed": seed, "step": step_idx[: last + 1], **data,
+                                  **batch.run_info[j]})
             frames.append((ci, seed, frame))
     frames.sort(key=lambda f: (f[0], f[1]))
     table = pd.concat([f for _, _, f in frames], ignore_index=True)
