@@ -20,6 +20,7 @@ from cpi.errors import ConfigError
 Mode = Literal["qk", "full", "v"]
 Optimizer = Literal["gd", "sgd", "momentum", "adam", "adamw"]
 Schedule = Literal["constant", "linear", "cosine"]
+Basis = Literal["canonical", "random"]
 
 #: largest |o_c|, |o_r|, |relation_logit| accepted: at 1e6 a float64 logit still resolves O(1)
 #: differences to ~1e-10 (ulp(1e6) = 1.2e-10); at 1e16 the ulp is 2 and M_C(0) is silently wrong.
@@ -73,8 +74,10 @@ class SimConfig(Config):
       ``mode`` = "qk" (W_V frozen, Proposition 1), "full" (W_KQ and W_V) or "v" (W_V only).
       ``optimizer``: "gd" (full-batch gradient descent, the paper's), "sgd" (plain steps on seeded
       minibatches of ``batch_size``, required), "momentum" (heavy ball, ``momentum``), "adam" and
-      "adamw" (``beta1``, ``beta2``, ``eps``; the per-coordinate normalisation acts on the
-      canonical basis of R^d in which the embeddings are built, see docs/theory.md).
+      "adamw" (``beta1``, ``beta2``, ``eps``). Adam's per-coordinate normalisation depends on
+      the orthonormal basis of R^d the embeddings are written in (``basis``): "canonical" puts
+      every identity part, theta_S, theta_C and phi(r) on its own axis; "random" is a seeded
+      random rotation of it (seed = the run's seed). gd, sgd and momentum do not depend on it.
       ``batch_size`` (``None`` = full batch) gives minibatches for any optimizer but "gd": each
       epoch is a seeded reshuffle of the (kept) finetuning points. ``weight_decay``: L2 added to
       the gradient (torch semantics) for gd/sgd/momentum/adam, decoupled for adamw.
@@ -121,6 +124,7 @@ class SimConfig(Config):
     weight_decay: float = 0.0
     warmup_steps: int = 0
     schedule: Schedule = "constant"
+    basis: Basis = "canonical"
     delta_C_spread: float = 0.0
     delta_M_spread: float = 0.0
     filter_fraction: float = 0.0
@@ -196,7 +200,7 @@ class SimConfig(Config):
         T = self.n_tokens
         D = self.dim
         n = self.n_train + self.n_test
-        vocab = _BYTES * (6 * T * T + (3 * D * D if self.update_rule != "plain" else 0))
+        vocab = _BYTES * (6 * T * T + (9 * D * D if self.update_rule == "adam" else T * T if self.update_rule == "momentum" else 0))
         steps = _BYTES * (self.steps + 1) * 160  # ~25 metrics recorded + ~50 table columns, copied twice
         pts = _BYTES * (8 * n * self.n_slots * T + 2 * self.steps * (self.batch_size or 0))
         return {"vocabulary": vocab, "steps": steps, "points": pts}

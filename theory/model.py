@@ -154,9 +154,9 @@ class ExplicitModel:
 
     For tests and for the naive benchmark baseline only: the simulator uses
     the closed-form gradients of :mod:`theory.simulator`. ``rotate``: build the
-    embeddings on a seeded random orthonormal basis (default for gd / sgd /
-    momentum, which are rotation invariant) or on the canonical basis (default
-    for adam / adamw, whose per-coordinate normalisation the simulator takes there).
+    embeddings on a seeded random orthonormal basis or on the canonical one. Default:
+    rotated for gd / sgd / momentum (rotation invariant, so this tests that too); for
+    adam / adamw the config's ``basis``, as the simulator does.
     """
 
     def __init__(self, cfg: SimConfig, seed: int = 0, rotate: bool | None = None):
@@ -166,7 +166,8 @@ class ExplicitModel:
         self.data = build_dataset(cfg)
         a0, V0 = initial_state(cfg, seed, self.data)
         self.filter = filter_points(cfg, self.data, V0, seed)
-        rotate = cfg.update_rule != "adam" if rotate is None else rotate
+        if rotate is None:
+            rotate = cfg.update_rule != "adam" or cfg.basis == "random"
         Phi, th_S, th_C = embeddings(cfg, self.data, seed=seed if rotate else None)
         self.Phi = torch.tensor(Phi)  # [d_model, n_tokens]
         self.theta_S = torch.tensor(th_S)

@@ -103,6 +103,9 @@ def filter_points(cfg: SimConfig, data: Dataset, V0: np.ndarray, seed: int) -> F
     n = data.train_cat.size
     has_ctx = np.isin(data.train_cat, (CAT_C, CAT_CS, CAT_AUG))
     score = np.full(n, np.nan)
+    n_cs = int((data.train_cat == CAT_CS).sum())
+    if cfg.filter_fraction == 0:  # no filter: nothing to score
+        return FilterResult(np.ones(n, dtype=bool), score, 0, float("nan"), 0.0 if n_cs else float("nan"))
     cols = V0[:, data.train_subject]  # [n_tokens, n_train]: the subject's value column
     logp = cols - np.logaddexp.reduce(cols, axis=0)
     score[has_ctx] = -logp[data.train_target, np.arange(n)][has_ctx]
@@ -115,7 +118,6 @@ def filter_points(cfg: SimConfig, data: Dataset, V0: np.ndarray, seed: int) -> F
         drop = cand[np.argsort(score[cand], kind="stable")[:n_drop]]
         keep[drop] = False
     dropped_cs = int(((~keep) & (data.train_cat == CAT_CS)).sum())
-    n_cs = int((data.train_cat == CAT_CS).sum())
     return FilterResult(
         keep=keep,
         score=score,

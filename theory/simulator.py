@@ -25,13 +25,15 @@ theta_C^T[-grad L]phi(r) = sum over answer tokens of the scattered gamma / sqrt2
 Optimizers (``SimConfig.optimizer``; configurations are grouped by their update rule):
   gd, sgd   attn += lr_t * (G g - wd attn)      (sgd: g from the step's seeded minibatch)
   momentum  buf = mu buf + (G g - wd attn); attn += lr_t * buf     (torch.optim.SGD)
-  adam(w)   in the canonical basis of R^d (embeddings on the identity basis, see
+  adam(w)   in the config's basis of R^d (``basis``: canonical or a seeded rotation, see
             :func:`theory.model.embeddings`): q = W_KQ phi(r) [batch, d_model] and W_V
             [batch, d_model, d_model] with -grad q = Phi g, -grad W_V = Phi (sum u xbar^T) Phi^T,
-            torch.optim.Adam/AdamW's update, then attn = Phi^T q, V = Phi^T W_V Phi.
+            torch.optim.Adam/AdamW's update, then attn = Phi^T q, V = Phi^T W_V Phi. In a rotated
+            basis phi(r) is no axis and the gradient (Phi g) phi(r)^T reaches every entry of W_KQ, so
+            the whole matrix W_KQ [batch, d_model, d_model] is the Adam parameter there.
 gd, sgd and momentum are rotation invariant, so token coordinates are exact for
-any basis; Adam's per-coordinate normalisation is not, and the simulator takes
-it in the basis where the paper's embeddings are axis-aligned. The learning
+any basis; Adam's per-coordinate normalisation is not, so the basis is a
+configuration field. The learning
 rate at step t is lr * lr_factors[t] (:mod:`theory.optim`). The metrics
 (losses, gradient projections) are always over the whole kept finetuning set.
 """
@@ -187,12 +189,20 @@ class _Batch:
             self.buf_attn = torch.zeros_like(self.attn)
             self.buf_V = torch.zeros_like(self.V) if self.any_v else None
         if self.rule == "adam":
-            D = max(c.min_dim for c in cfgs)
-            # canonical embeddings Phi [batch, d_model, n_tokens] (zero rows pad smaller d: they never move)
-            phis = [embeddings(c, d, d=D)[0] for c, d in zip(cfgs, datas)]
+            D = max(c.dim for c in cfgs)
+            # embeddings Phi [batch, d_model, n_tokens] in the config's basis (canonical, or rotated with
+            # the run's seed); zero rows pad a smaller d: they never receive a gradient, so never move
+            phis = [embeddings(c, d, seed=s if c.basis == "random" else None)[0] for (c, s), d in zip(items, datas)]
+            phis = [np.pad(p, ((0, D - p.shape[0]), (0, 0))) for p in phis]
             self.Phi = t64 = torch.as_tensor(np.stack(phis), **f64)
             pinv = torch.linalg.pinv(t64)  # [batch, n_tokens, d_model]
             self.q = torch.einsum("btd,bt->bd", pinv, self.attn)  # W_KQ phi(r), min-norm as in ExplicitModel
+            # canonical basis: phi(r) is an axis, so only W_KQ's column r moves and Adam acts on q alone;
+            # a rotated basis spreads the gradient (Phi g) phi(r)^T over every entry: keep all of W_KQ
+            self.full_kq = any(c.basis == "random" for c in cfgs)
+            if self.full_kq:
+                self.phi_r = t64[:, :, -1]  # [batch, d_model]
+                self.q = torch.einsum("bd,be->bde", self.q, self.phi_r)  # W_KQ(0) = q0 phi(r)^T
             self.m_q, self.v_q = torch.zeros_like(self.q), torch.zeros_like(self.q)
             if self.any_v:
                 self.W = pinv.transpose(1, 2) @ self.V @ pinv  # [batch, d_model, d_model]
@@ -274,10 +284,14 @@ class _Batch:
             return p - view(lr_ / bc1) * m / denom, m, v
 
         grad_q = -torch.einsum("bdt,bt->bd", self.Phi, g)
-        q, m, v = adam(self.q, grad_q, self.m_q, self.v_q, lr, (-1, 1))
-        on = self.upd_qk[:, None]
+        shape = (-1, 1)
+        if self.full_kq:  # the whole W_KQ [batch, d_model, d_model]; its gradient is rank one
+            grad_q, shape = torch.einsum("bd,be->bde", grad_q, self.phi_r), (-1, 1, 1)
+        q, m, v = adam(self.q, grad_q, self.m_q, self.v_q, lr, shape)
+        on = self.upd_qk.view(shape)
         self.q, self.m_q, self.v_q = torch.where(on, q, self.q), torch.where(on, m, self.m_q), torch.where(on, v, self.v_q)
-        self.attn = torch.einsum("bdt,bd->bt", self.Phi, self.q)
+        q_r = torch.einsum("bde,be->bd", self.q, self.phi_r) if self.full_kq else self.q
+        self.attn = torch.einsum("bdt,bd->bt", self.Phi, q_r)
         if self.any_v:
             grad_W = -(self.Phi @ dV_tok() @ self.Phi.transpose(1, 2))
             W, m, v = adam(self.W, grad_W, self.m_W, self.v_W, lr_v, (-1, 1, 1))
@@ -427,6 +441,7 @@ def _simulate(configs, seeds, steps, show_progress):
     if not seeds:
         raise CpiError("simulate: no seeds given")
     items = [(ci, c, s) for ci, c in enumerate(configs) for s in seeds]
+    _check_memory(configs, len(seeds))
     groups: dict[tuple, list[tuple[int, SimConfig, int]]] = {}
     for it in items:
         groups.setdefault(it[1].shape_key, []).append(it)
@@ -458,6 +473,17 @@ def _simulate(configs, seeds, steps, show_progress):
     cfg_cols["config_id"] = range(len(configs))
     table = cfg_cols.merge(table, on="config_id", how="right")
     return table
+
+
+def _check_memory(configs: list[SimConfig], n_seeds: int) -> None:
+    """Refuse a call whose configurations x seeds together would exceed the memory bound."""
+    from theory.config import format_bytes, max_memory_bytes
+
+    total = n_seeds * sum(sum(c.estimated_bytes().values()) for c in configs)
+    if total > max_memory_bytes():
+        raise CpiError(f"simulate: {len(configs)} configurations x {n_seeds} seeds would need about {format_bytes(total)} "
+                       f"of memory, above the {format_bytes(max_memory_bytes())} bound (CPI_THEORY_MAX_GB); "
+                       "split the sweep or lower 'steps'")
 
 
 def _config_row(cfg: SimConfig) -> dict:

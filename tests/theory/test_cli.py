@@ -71,3 +71,20 @@ def test_prove_passes(capsys):
     assert main(["theory", "prove", "--draws", "8"]) == 0
     out = capsys.readouterr().out
     assert "all checks passed" in out and "eta_min" in out and "[FINDING]" in out
+
+
+@pytest.mark.parametrize("sets, msg", [(["K_A=1000000"], "field 'K_A'"), (["steps=1000000000000"], "field 'steps'"),
+                                       (["o_c=1e16"], "field 'o_c'")])
+def test_size_and_precision_caps_exit_2(tmp_path, capsys, sets, msg):
+    out = tmp_path / "run"
+    assert main(["theory", "simulate", "--out", str(out), "--set", sets[0]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cpi: error:") and msg in err and "\n" not in err and not out.exists()
+
+
+def test_sweep_over_optimizers(tmp_path):
+    out = tmp_path / "opt"
+    assert main(["theory", "sweep", "--out", str(out), "--set", "steps=20", "--set", "optimizer=sgd", "--set", "batch_size=8",
+                 "--grid", "optimizer=sgd,adamw", "--grid", "lr=0.05,0.5", "--seeds", "0", "1", "--no-trajectory"]) == 0
+    s = pd.read_csv(out / "summary.csv")
+    assert len(s) == 8 and set(s["optimizer"]) == {"sgd", "adamw"} and "regime" in s
