@@ -23,6 +23,7 @@ FIGURES = ("theory_trajectory", "theory_comparison", "theory_phase_diagram", "th
 #: the tidy tables written next to the closer-to-practice figures (one row per run)
 TABLES = ("theory_optimizers", "theory_filtering", "theory_overlap", "theory_reverse_regime")
 SEEDS = (0, 1, 2, 3, 4)
+QUICK_STEPS = 40  # --quick: the closer-to-practice figures run this many steps on 2 seeds and a thin grid
 #: no dates or writer versions in the files: regenerating a figure gives the same bytes
 _METADATA = {"png": {"Software": None}, "pdf": {"CreationDate": None, "Producer": None, "Creator": None}}
 
@@ -148,19 +149,24 @@ def eta_star_figure(out_dir: Path, quick: bool = False, base: SimConfig | None =
     return _save(fig, Path(out_dir), "theory_eta_star")
 
 
+def _in_optimizer_order(table):
+    """Rows sorted by the optimizer variants' order in :data:`theory.sweep.OPTIMIZERS` (stable otherwise)."""
+    from theory.sweep import OPTIMIZERS
+
+    order = {name: i for i, name in enumerate(OPTIMIZERS)}
+    return table.sort_values("label", key=lambda col: col.map(order), kind="stable", ignore_index=True)
+
+
 def optimizers_figure(out_dir: Path, quick: bool = False) -> list[Path]:
     """Inversion and time to peak under GD, SGD, Adam and AdamW over n_C+S/n_C and the learning rate."""
     from theory.plots import plot_optimizers
     from theory.sweep import OPT_RATIOS, OPTIMIZERS, PRACTICE_BASE, optimizer_configs, seed_intervals, simulate_summary
 
-    base = SimConfig(**{**PRACTICE_BASE, "steps": 100 if quick else PRACTICE_BASE["steps"]})
+    base = SimConfig(**{**PRACTICE_BASE, "steps": QUICK_STEPS if quick else PRACTICE_BASE["steps"]})
     opts = {k: (c, lrs[1:2] if quick else lrs) for k, (c, lrs) in OPTIMIZERS.items()}
-    cfgs = optimizer_configs(base, ratios=(0.0, 1.0, 2.0) if quick else OPT_RATIOS, optimizers=opts)
+    cfgs = optimizer_configs(base, ratios=(0.0, 2.0) if quick else OPT_RATIOS, optimizers=opts)
     summary = simulate_summary(cfgs, SEEDS[:2] if quick else SEEDS)
-    iv = seed_intervals(summary, ["label", "lr", "ratio_CS_C"])
-    iv["label"] = iv["label"].astype("category").cat.set_categories(list(OPTIMIZERS), ordered=True)
-    iv = iv.sort_values(["label", "lr", "ratio_CS_C"])
-    iv["label"] = iv["label"].astype(str)
+    iv = _in_optimizer_order(seed_intervals(summary, ["label", "lr", "ratio_CS_C"]))
     fig = plot_optimizers(iv, base.steps)
     return [_save_table(summary, Path(out_dir), "theory_optimizers"), *_save(fig, Path(out_dir), "theory_optimizers")]
 
@@ -170,10 +176,10 @@ def filtering_figure(out_dir: Path, quick: bool = False) -> list[Path]:
     from theory.plots import plot_filtering
     from theory.sweep import FILTER_BASE, FILTER_NOISES, filtering_configs, simulate_summary
 
-    base = SimConfig(**{**FILTER_BASE, "steps": 100 if quick else FILTER_BASE["steps"]})
-    cfgs = filtering_configs(base, noises=(0.0, 2.0, 20.0) if quick else FILTER_NOISES)
+    base = SimConfig(**{**FILTER_BASE, "steps": QUICK_STEPS if quick else FILTER_BASE["steps"]})
+    cfgs = filtering_configs(base, noises=(0.0, 20.0) if quick else FILTER_NOISES)
     summary = simulate_summary(cfgs, SEEDS[:2] if quick else SEEDS)
-    fig = plot_filtering(summary)
+    fig = plot_filtering(_in_optimizer_order(summary))
     return [_save_table(summary, Path(out_dir), "theory_filtering"), *_save(fig, Path(out_dir), "theory_filtering")]
 
 
@@ -182,10 +188,11 @@ def overlap_figure(out_dir: Path, quick: bool = False) -> list[Path]:
     from theory.plots import plot_overlap
     from theory.sweep import OVERLAPS, PRACTICE_BASE, overlap_configs, seed_intervals, simulate_summary
 
-    base = SimConfig(**{**PRACTICE_BASE, "K_A": None, "steps": 100 if quick else PRACTICE_BASE["steps"]})
-    cfgs = overlap_configs(base, overlaps=(0.0, 0.5) if quick else OVERLAPS)
+    base = SimConfig(**{**PRACTICE_BASE, "K_A": None, "steps": QUICK_STEPS if quick else PRACTICE_BASE["steps"]})
+    cfgs = overlap_configs(base, overlaps=(0.0, 0.5) if quick else OVERLAPS, ratios=(0.0, 2.0) if quick else (0.0, 0.5, 1.0, 2.0))
     summary = simulate_summary(cfgs, SEEDS[:2] if quick else SEEDS)
-    iv = seed_intervals(summary, ["label", "n_distractors", "overlap", "ratio_CS_C"], values=("rise", "inversion", "t_peak"))
+    iv = _in_optimizer_order(seed_intervals(summary, ["label", "n_distractors", "overlap", "ratio_CS_C"],
+                                            values=("rise", "inversion", "t_peak")))
     fig = plot_overlap(iv, base.steps)
     return [_save_table(summary, Path(out_dir), "theory_overlap"), *_save(fig, Path(out_dir), "theory_overlap")]
 

@@ -26,6 +26,16 @@ def _tick(v) -> str:
     return f"{v:.3g}" if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else str(v)
 
 
+def _grid_axes(ax, piv, x: str, y: str) -> None:
+    """Ticks and labels of a heatmap drawn from the pivot table ``piv`` (columns = x, index = y)."""
+    ax.set_xticks(range(piv.shape[1]))
+    ax.set_xticklabels([_tick(v) for v in piv.columns], fontsize=7)
+    ax.set_yticks(range(piv.shape[0]))
+    ax.set_yticklabels([_tick(v) for v in piv.index], fontsize=7)
+    ax.set_xlabel(_PRETTY.get(x, x))
+    ax.set_ylabel(_PRETTY.get(y, y))
+
+
 def _mean_by_step(table, cols: Sequence[str]):
     return table.groupby("step")[list(cols)].mean()
 
@@ -47,13 +57,13 @@ def plot_reliance(table, ax=None, title: str | None = None):
         k = int(flips[-1]) + 1
         past = abs(float(g["M_C"].iloc[k]) - 0.5)
         ax.annotate(f"argmax flips at step {g.index[k]}:\n$M_C$ is {past:.1g} past 0.5", xy=(g.index[k], 0.5),
-                    xytext=(0.45, 0.78), textcoords="axes fraction", fontsize=7,
+                    xytext=(0.25, 0.3), textcoords="axes fraction", fontsize=7,
                     arrowprops=dict(arrowstyle="->", color="0.4", lw=0.6))
     ax.set_xlabel("gradient step")
     ax.set_ylabel("$M_C$ / accuracy on held-out points")
     ax.set_ylim(-0.03, 1.03)
     ax.set_title(title or "held-out counterfactual points")
-    ax.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 0.04))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.2, 0.96))
     return fig
 
 
@@ -162,12 +172,7 @@ def plot_phase_diagram(summary, value: str = "inversion", x: str = "ratio_CS_C",
         pk = summary.assign(peaked=summary["peaked"].astype(float))
         none = pk.pivot_table(index=y, columns=x, values="peaked", aggfunc="max").reindex_like(piv).to_numpy() == 0
     im = ax.imshow(vals, aspect="auto", cmap=cmap)
-    ax.set_xticks(range(piv.shape[1]))
-    ax.set_xticklabels([_tick(v) for v in piv.columns], fontsize=7)
-    ax.set_yticks(range(piv.shape[0]))
-    ax.set_yticklabels([_tick(v) for v in piv.index], fontsize=7)
-    ax.set_xlabel(_PRETTY.get(x, x))
-    ax.set_ylabel(_PRETTY.get(y, y))
+    _grid_axes(ax, piv, x, y)
     ax.set_title(_PRETTY.get(value, value), fontsize=9)
     cm = matplotlib.colormaps[cmap]
     for (i, j), v in np.ndenumerate(vals):
@@ -340,7 +345,7 @@ def plot_overlap(intervals, steps: int, axes=None):
             elif v == "rise":
                 n = int(sub["n"].max())
                 ax.set_title(f"{lab} ({n} seed{'s' if n > 1 else ''})", fontsize=9)
-        axes[0, j].legend(fontsize=6, ncol=2)
+    axes[0, -1].legend(fontsize=6, ncol=2, loc="upper right")
     axes[0, 0].set_ylabel("rise: peak $M_C$ - start")
     axes[1, 0].set_ylabel("inversion: peak $M_C$ - final $M_C$")
     axes[2, 0].set_ylabel(f"step of the $M_C$ peak\n({steps} = no peak; 0 = falls from the start)")
@@ -361,12 +366,7 @@ def plot_regime_map(summary, x: str = "delta_C", y: str = "delta_M", ax=None):
     codes = np.vectorize(lambda r: REGIMES.index(r) if isinstance(r, str) else np.nan, otypes=[float])(piv.to_numpy(dtype=object))
     colors = ["#3b75af", "#9ecae1", "#e6550d", "#fdae6b", "#756bb1", "#d9d9d9"]
     ax.imshow(codes, aspect="auto", cmap=ListedColormap(colors), vmin=-0.5, vmax=len(REGIMES) - 0.5)
-    ax.set_xticks(range(piv.shape[1]))
-    ax.set_xticklabels([_tick(v) for v in piv.columns], fontsize=7)
-    ax.set_yticks(range(piv.shape[0]))
-    ax.set_yticklabels([_tick(v) for v in piv.index], fontsize=7)
-    ax.set_xlabel(_PRETTY.get(x, x))
-    ax.set_ylabel(_PRETTY.get(y, y))
+    _grid_axes(ax, piv, x, y)
     present = sorted({int(c) for c in codes[np.isfinite(codes)]})
     ax.legend(handles=[Patch(color=colors[c], label=REGIMES[c]) for c in present], fontsize=6, loc="upper left",
               bbox_to_anchor=(1.01, 1.0), title="$M_C$ trajectory", title_fontsize=7)

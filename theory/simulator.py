@@ -199,9 +199,15 @@ class _Batch:
             self.q = torch.einsum("btd,bt->bd", pinv, self.attn)  # W_KQ phi(r), min-norm as in ExplicitModel
             # canonical basis: phi(r) is an axis, so only W_KQ's column r moves and Adam acts on q alone;
             # a rotated basis spreads the gradient (Phi g) phi(r)^T over every entry: keep all of W_KQ
-            self.full_kq = any(c.basis == "random" for c in cfgs)
-            if self.full_kq:
+            # Without L2 decay on W_KQ the gradient history stays rank one, m_ij = m_i phi_r,j and
+            # v_ij = v_i phi_r,j^2, so Adam's step of q = W_KQ phi(r) is a sum over j ("rank1", [batch, d_model]
+            # state); with L2 decay (adam + weight_decay) the whole matrix is kept ("full").
+            self.kq_mode = "q"
+            if any(c.basis == "random" for c in cfgs):
+                l2 = any(c.optimizer == "adam" and c.weight_decay > 0 for c in cfgs)
+                self.kq_mode = "full" if l2 else "rank1"
                 self.phi_r = t64[:, :, -1]  # [batch, d_model]
+            if self.kq_mode == "full":
                 self.q = torch.einsum("bd,be->bde", self.q, self.phi_r)  # W_KQ(0) = q0 phi(r)^T
             self.m_q, self.v_q = torch.zeros_like(self.q), torch.zeros_like(self.q)
             if self.any_v:
@@ -268,8 +274,23 @@ class _Batch:
             self.V = self.V + lr_v[:, None, None] * vv * dV
         self.attn = new_attn
 
+    def _adam_rank1(self, a, lr, bc1, bc2_sqrt):
+        """Adam(W) on W_KQ whose gradients are all a(t) phi(r)^T, as the step of q = W_KQ phi(r).
+
+        a: [batch, d_model]. Entry (i, j) has m_ij = m_i b_j, v_ij = v_i b_j^2 (b = phi(r)), so
+        q_i moves by -(lr / bc1) m_i sum_j b_j^2 / (|b_j| sqrt(v_i) / sqrt(bc2) + eps). Decoupled decay
+        scales every entry, hence q, by (1 - lr wd). Returns (q, m, v), all [batch, d_model].
+        """
+        b = self.phi_r
+        q = torch.where(self.decoupled[:, None], self.q * (1 - (lr * self.wd)[:, None]), self.q)
+        m = self.beta1[:, None] * self.m_q + (1 - self.beta1[:, None]) * a
+        v = self.beta2[:, None] * self.v_q + (1 - self.beta2[:, None]) * a * a
+        s = torch.sqrt(v) / bc2_sqrt[:, None]  # [batch, d_model]
+        step = ((b * b)[:, None, :] / (b.abs()[:, None, :] * s[:, :, None] + self.eps[:, None, None])).sum(-1)
+        return q - (lr / bc1)[:, None] * m * step, m, v
+
     def _adam(self, t, g, dV_tok, lr, lr_v) -> None:
-        """torch.optim.Adam / AdamW on q = W_KQ phi(r) and W_V in the canonical basis."""
+        """torch.optim.Adam / AdamW on q = W_KQ phi(r) (or all of W_KQ) and W_V in the config's basis."""
         bc1 = 1 - self.beta1 ** (t + 1)
         bc2_sqrt = torch.sqrt(1 - self.beta2 ** (t + 1))
 
@@ -285,12 +306,15 @@ class _Batch:
 
         grad_q = -torch.einsum("bdt,bt->bd", self.Phi, g)
         shape = (-1, 1)
-        if self.full_kq:  # the whole W_KQ [batch, d_model, d_model]; its gradient is rank one
-            grad_q, shape = torch.einsum("bd,be->bde", grad_q, self.phi_r), (-1, 1, 1)
-        q, m, v = adam(self.q, grad_q, self.m_q, self.v_q, lr, shape)
+        if self.kq_mode == "rank1":
+            q, m, v = self._adam_rank1(grad_q, lr, bc1, bc2_sqrt)
+        else:
+            if self.kq_mode == "full":  # the whole W_KQ [batch, d_model, d_model]
+                grad_q, shape = torch.einsum("bd,be->bde", grad_q, self.phi_r), (-1, 1, 1)
+            q, m, v = adam(self.q, grad_q, self.m_q, self.v_q, lr, shape)
         on = self.upd_qk.view(shape)
         self.q, self.m_q, self.v_q = torch.where(on, q, self.q), torch.where(on, m, self.m_q), torch.where(on, v, self.v_q)
-        q_r = torch.einsum("bde,be->bd", self.q, self.phi_r) if self.full_kq else self.q
+        q_r = torch.einsum("bde,be->bd", self.q, self.phi_r) if self.kq_mode == "full" else self.q
         self.attn = torch.einsum("bdt,bd->bt", self.Phi, q_r)
         if self.any_v:
             grad_W = -(self.Phi @ dV_tok() @ self.Phi.transpose(1, 2))
