@@ -234,8 +234,9 @@ def plot_eta_scan(scan, eta_star: float | None = None, axes=None):
     for ax in (ax1, ax2):
         if eta_star is not None and np.isfinite(eta_star):
             ax.axvline(eta_star, color="k", ls="--", lw=0.8,
-                       label=rf"$\eta_{{min}}$ = {eta_star:.4g} (smallest $\eta$ with a second phase)")
-        ax.legend(fontsize=7)
+                       label=rf"$\eta_{{min}}$ = {eta_star:.4g}")
+            ax.set_title(r"dashed: $\eta_{min}$, the smallest $\eta$ with a second phase", fontsize=8)
+        ax.legend(fontsize=7, loc="center right")  # right of eta_min both panels are flat and empty mid-height
     fig = ax1.figure
     fig.tight_layout()
     return fig
