@@ -16,9 +16,9 @@ import argparse
 
 import torch
 
-from fullscale.organism.experiment import OrganismConfig, _template_texts
-from fullscale.organism.pretrain import pretrain
-from fullscale.organism.world import build_tokenizer, build_world
+from experiments.organism.experiment import OrganismConfig, _template_texts
+from experiments.organism.pretrain import pretrain
+from experiments.organism.world import build_tokenizer, build_world
 
 
 def main() -> None:

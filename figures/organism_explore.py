@@ -86,7 +86,7 @@ def figure() -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from cpi.io import atomic_save_figure
-    from fullscale.organism.figures import plot_seeds
+    from experiments.organism.figures import plot_seeds
 
     t = pd.concat([pd.read_csv(p) for p in sorted(out.glob("traj_*.csv"))], ignore_index=True)
     names = [v for v in SECTION6 if v in set(t["variant"])]
@@ -108,8 +108,8 @@ if __name__ == "__main__":
         print(summary().to_string(index=False)); sys.exit()
     if sys.argv[1] == "figure":
         print("\n".join(map(str, figure()))); sys.exit()
-    from fullscale.organism.experiment import OrganismConfig, run_organism
-    from fullscale.organism.sweep import _share_base
+    from experiments.organism.experiment import OrganismConfig, run_organism
+    from experiments.organism.sweep import _share_base
     seeds = [int(s) for s in sys.argv[1].split(",")]
     names = sys.argv[2].split(",")
     rows = []

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 torch.set_num_threads(1)
 from cpi.io import atomic_write_table
-from fullscale.organism.experiment import OrganismConfig, run_organism
-from fullscale.organism.sweep import _share_base
+from experiments.organism.experiment import OrganismConfig, run_organism
+from experiments.organism.sweep import _share_base
 
 sweep = Path("runs/organism_sweep_default")
 out = Path("runs/organism_sweep_default_ctrl")

@@ -70,7 +70,7 @@ def _response_losses(model: Any, tokenizer: Any, features: Sequence[dict[str, li
     import torch
 
     from cpi.progress import progress
-    from fullscale.scoring import pad_batch, pad_token_id
+    from fullscale.batching import pad_batch, pad_token_id
 
     device = next(model.parameters()).device
     pad = pad_token_id(tokenizer)

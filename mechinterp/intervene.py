@@ -116,7 +116,7 @@ def intervene(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], interv
     import numpy as np
     import pandas as pd
 
-    from fullscale.scoring import pad_token_id
+    from fullscale.batching import pad_token_id
     from mechinterp import probe as P
 
     bridge = P.as_bridge(bridge_or_model, tokenizer)

@@ -254,7 +254,7 @@ def _collate(batch: Sequence[ProbeItem], pad_id: int, device: Any) -> dict[str, 
     """Left-pad a batch. Returns input_ids/attention_mask [batch pos], span_masks [batch span pos] float32."""
     import torch
 
-    from fullscale.scoring import pad_batch
+    from fullscale.batching import pad_batch
 
     ids, mask = pad_batch([it.input_ids for it in batch], pad_id, side="left")
     B, S = ids.shape
@@ -406,7 +406,7 @@ def probe_arrays(bridge: Any, tokenizer: Any, items: Sequence[Any], template: st
     import numpy as np
 
     from cpi.progress import progress
-    from fullscale.scoring import pad_token_id
+    from fullscale.batching import pad_token_id
 
     if batch_size < 1:
         raise CpiError(f"batch_size must be >= 1, got {batch_size}")

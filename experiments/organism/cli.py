@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 
-def register(sub: "argparse._SubParsersAction", data_sub: "argparse._SubParsersAction") -> None:
+def register(sub: "argparse._SubParsersAction") -> None:
     """Add ``run`` and ``organism {run,sweep}`` to the ``cpi`` parser."""
     p = sub.add_parser(
         "run",
@@ -55,7 +55,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from fullscale.organism.experiment import OrganismConfig
+    from experiments.organism.experiment import OrganismConfig
 
     if args.config:
         cfg = OrganismConfig.from_file(args.config)
@@ -112,8 +112,8 @@ def inversion_verdict(traj, n_items: int, min_effect: float = 0.1) -> str:
 def _run(args: argparse.Namespace) -> int:
     import time
 
-    from fullscale.organism.experiment import StageTimer, run_organism
-    from fullscale.organism.figures import make_organism_figures
+    from experiments.organism.experiment import StageTimer, run_organism
+    from experiments.organism.figures import make_organism_figures
 
     t0 = time.perf_counter()
     cfg = _config(args)
@@ -135,13 +135,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _organism_run(args: argparse.Namespace) -> int:
-    from fullscale.organism.experiment import run_organism
+    from experiments.organism.experiment import run_organism
 
     cfg = _config(args)
     out = Path(args.out or ("runs/organism_quick" if args.quick else "runs/organism"))
     run = run_organism(cfg, out, probe=not args.no_probe)
     if args.figures:
-        from fullscale.organism.figures import make_organism_figures
+        from experiments.organism.figures import make_organism_figures
 
         make_organism_figures(run, Path(args.figures))
     print("\n".join(_summary_lines(run)))
@@ -149,8 +149,8 @@ def _organism_run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from fullscale.organism.experiment import OrganismConfig
-    from fullscale.organism.sweep import SweepConfig, plot_sweep, run_sweep
+    from experiments.organism.experiment import OrganismConfig
+    from experiments.organism.sweep import SweepConfig, plot_sweep, run_sweep
 
     base = (OrganismConfig.quick() if args.quick else OrganismConfig()).with_overrides(args.set)
     scfg = SweepConfig(

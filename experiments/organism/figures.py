@@ -138,7 +138,7 @@ def theory_reference_table(quick: bool = False) -> "pd.DataFrame":
 
 
 def make_organism_figures(run: Any, out_dir: str | Path, prefix: str = "organism") -> list[Path]:
-    """Draw every figure of ``run`` (an :class:`~fullscale.organism.experiment.OrganismRun`) into ``out_dir``."""
+    """Draw every figure of ``run`` (an :class:`~experiments.organism.experiment.OrganismRun`) into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []

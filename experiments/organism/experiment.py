@@ -139,7 +139,7 @@ class OrganismConfig(Config):
 
     # -- sub-configs -------------------------------------------------------
     def world_config(self):
-        from fullscale.organism.world import WorldConfig
+        from experiments.organism.world import WorldConfig
 
         return WorldConfig(
             n_known_countries=self.n_known_countries, n_known_people=self.n_known_people,
@@ -148,7 +148,7 @@ class OrganismConfig(Config):
         )
 
     def pretrain_config(self):
-        from fullscale.organism.pretrain import PretrainConfig
+        from experiments.organism.pretrain import PretrainConfig
 
         return PretrainConfig(
             n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads, n_kv_heads=self.n_heads,
@@ -160,7 +160,7 @@ class OrganismConfig(Config):
         )
 
     def ift_config(self):
-        from fullscale.organism.ift import IFTConfig
+        from experiments.organism.ift import IFTConfig
 
         return IFTConfig(
             n_examples=self.n_ift_examples, rho=self.rho, recall_fraction=self.recall_fraction,
@@ -253,8 +253,8 @@ def _stage_data(cfg: OrganismConfig, out: Path) -> tuple[Any, Any]:
     import pandas as pd
 
     from cpi.io import atomic_write_json, atomic_write_table
-    from fullscale.organism.ift import make_eval_items, make_ift_records, write_eval_jsonl, write_ift_jsonl
-    from fullscale.organism.world import build_tokenizer, build_world
+    from experiments.organism.ift import make_eval_items, make_ift_records, write_eval_jsonl, write_ift_jsonl
+    from experiments.organism.world import build_tokenizer, build_world
 
     world = build_world(cfg.world_config())
     tokenizer = build_tokenizer(world, extra_texts=_template_texts())
@@ -300,7 +300,7 @@ def _stage_pretrain(cfg: OrganismConfig, out: Path, world: Any,
     import pandas as pd
 
     from cpi.io import atomic_write_json, atomic_write_table
-    from fullscale.organism.pretrain import closed_book_recall, context_reading, pretrain, save_model
+    from experiments.organism.pretrain import closed_book_recall, context_reading, pretrain, save_model
 
     base = out / "base" / "checkpoint-0"
     stamp = out / "pretrain" / "done.json"

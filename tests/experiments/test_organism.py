@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from cpi.errors import ConfigError
-from fullscale.organism.ift import IFTConfig, make_eval_items, make_ift_records, write_eval_jsonl, write_ift_jsonl
-from fullscale.organism.world import RELATIONS, WorldConfig, build_tokenizer, build_world
+from experiments.organism.ift import IFTConfig, make_eval_items, make_ift_records, write_eval_jsonl, write_ift_jsonl
+from experiments.organism.world import RELATIONS, WorldConfig, build_tokenizer, build_world
 
 SMALL = WorldConfig(n_known_countries=6, n_known_people=10, n_new_countries=6, n_new_people=10, n_cities=20,
                     n_throwaway=10, seed=3)
@@ -127,7 +127,7 @@ def test_seed_and_sweep_plots_draw_the_table():
     import numpy as np
     import pandas as pd
 
-    from fullscale.organism.figures import plot_rho_sweep, plot_seeds
+    from experiments.organism.figures import plot_rho_sweep, plot_seeds
 
     steps = [0, 25, 50]
     table = pd.DataFrame([dict(variant=v, seed=s, step=t, cf_acc=0.1 * s + 0.01 * t, ctx_attn=0.5)
@@ -147,7 +147,7 @@ def test_seed_and_sweep_plots_draw_the_table():
 def quick_run(tmp_path_factory):
     """The README's main command, `cpi run --quick`, then its run folder read back (every stage resumes)."""
     from cpi.cli import main
-    from fullscale.organism.experiment import OrganismConfig, run_organism
+    from experiments.organism.experiment import OrganismConfig, run_organism
 
     out = tmp_path_factory.mktemp("organism_quick")
     assert main(["run", "--quick", "--out", str(out), "--figures", str(out / "figures")]) == 0
@@ -184,8 +184,8 @@ def test_quick_run_base_reading_table(quick_run):
     import pandas as pd
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from fullscale.organism.pretrain import context_reading
-    from fullscale.organism.world import build_world
+    from experiments.organism.pretrain import context_reading
+    from experiments.organism.world import build_world
 
     world = build_world(quick_run.config.world_config())
     r = quick_run.reading
@@ -244,8 +244,8 @@ def test_quick_run_eval_and_probe_tables_complete(quick_run):
 
 @pytest.mark.slow
 def test_quick_run_figures_and_resume(quick_run, tmp_path):
-    from fullscale.organism.experiment import run_organism
-    from fullscale.organism.figures import make_organism_figures
+    from experiments.organism.experiment import run_organism
+    from experiments.organism.figures import make_organism_figures
 
     paths = make_organism_figures(quick_run, tmp_path)
     names = {p.name for p in paths}

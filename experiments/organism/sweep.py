@@ -31,7 +31,7 @@ from cpi.progress import progress
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from fullscale.organism.experiment import OrganismConfig
+    from experiments.organism.experiment import OrganismConfig
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def context_criticality_scores(base_model: str | Path, ift_jsonl: str | Path, ba
 
     from fullscale.curation import _response_losses
     from fullscale.ift_data import IFTExample, format_example, load_ift_data
-    from fullscale.organism.ift import QA_INSTRUCTION_CLOSED
+    from experiments.organism.ift import QA_INSTRUCTION_CLOSED
 
     tok = AutoTokenizer.from_pretrained(base_model)
     model = AutoModelForCausalLM.from_pretrained(base_model)
@@ -117,7 +117,7 @@ def run_sweep(base: "OrganismConfig", sweep: SweepConfig, out_dir: str | Path) -
     import pandas as pd
 
     from cpi.io import atomic_write_table, save_run
-    from fullscale.organism.experiment import run_organism
+    from experiments.organism.experiment import run_organism
 
     out = Path(out_dir)
     frames = []
@@ -175,7 +175,7 @@ def plot_sweep(table: "pd.DataFrame", out_dir: str | Path, prefix: str = "organi
     import matplotlib.pyplot as plt
 
     from cpi.io import atomic_save_figure
-    from fullscale.organism.figures import plot_rho_sweep
+    from experiments.organism.figures import plot_rho_sweep
 
     out = Path(out_dir)
     paths: list[Path] = []

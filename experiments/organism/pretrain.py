@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from cpi.config import Config
 from cpi.errors import ConfigError
 from cpi.progress import progress
-from fullscale.organism.world import (
+from experiments.organism.world import (
     PRETRAIN_QUESTIONS,
     PRETRAIN_TEMPLATES,
     RECALL_TEMPLATES,
