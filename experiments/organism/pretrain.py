@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PretrainConfig(Config):
-    """Model shape and pretraining schedule of the organism."""
+    """Model shape and pretraining schedule of the organism (the defaults are ``cpi run``'s)."""
 
     n_layers: int = 4
     d_model: int = 128
@@ -65,9 +65,9 @@ class PretrainConfig(Config):
     warmup: int = 100
     weight_decay: float = 0.01
     facts_per_doc: int = 4
-    copy_fraction: float = 0.2
-    qa_fraction: float = 0.0
-    copy_filler: int = 2  # at most this many unrelated statements between the two mentions
+    copy_fraction: float = 0.3
+    qa_fraction: float = 0.3
+    copy_filler: int = 0  # at most this many unrelated statements between the two mentions
     seed: int = 0
     threads: int = 0  # 0 = leave torch's default
 

@@ -56,11 +56,12 @@ class SweepConfig(Config):
 
 def variants(base: "OrganismConfig", sweep: SweepConfig) -> dict[str, "OrganismConfig"]:
     """Variant name -> config (seed still the base's; :func:`run_sweep` sets it)."""
-    out = {f"rho={r:g}": base.replace(rho=float(r)) for r in sweep.rhos}
+    out = {f"rho={r:g}": base.replace(**{"ift.rho": float(r)}) for r in sweep.rhos}
+    rho = base.ift.rho
     if sweep.mitigations:
-        out[f"filter (rho={base.rho:g})"] = base.replace(filter_fraction=sweep.filter_fraction)
-        out[f"augment (rho={base.rho:g})"] = base.replace(augment_fraction=sweep.augment_fraction)
-        out[f"qk_only (rho={base.rho:g})"] = base.replace(qk_only=True)
+        out[f"filter (rho={rho:g})"] = base.replace(filter_fraction=sweep.filter_fraction)
+        out[f"augment (rho={rho:g})"] = base.replace(**{"ift.augment_fraction": sweep.augment_fraction})
+        out[f"qk_only (rho={rho:g})"] = base.replace(qk_only=True)
     return out
 
 
@@ -101,7 +102,7 @@ def context_criticality_scores(base_model: str | Path, ift_jsonl: str | Path, ba
     return pd.DataFrame(rows)
 
 
-def _share_base(cache: Path, cell: Path) -> None:
+def share_base(cache: Path, cell: Path) -> None:
     """Copy a pretrained base (``base/`` + ``pretrain/``) from ``cache`` into ``cell`` if the cell has none."""
     for sub in ("base", "pretrain"):
         if (cache / sub).is_dir() and not (cell / sub).exists():
@@ -130,7 +131,7 @@ def run_sweep(base: "OrganismConfig", sweep: SweepConfig, out_dir: str | Path) -
             run_organism(base.replace(seed=seed), cache, probe=False,
                          stages=("data", "pretrain"))
         cell.mkdir(parents=True, exist_ok=True)
-        _share_base(cache, cell)
+        share_base(cache, cell)
         if cfg.filter_fraction > 0 and not (cell / "data" / "filter_scores.csv").is_file():
             run_organism(cfg, cell, probe=False, stages=("data",))
             scores = context_criticality_scores(cell / "base" / "checkpoint-0", cell / "data" / "ift.jsonl")
@@ -138,7 +139,7 @@ def run_sweep(base: "OrganismConfig", sweep: SweepConfig, out_dir: str | Path) -
         run = run_organism(cfg, cell, probe=sweep.probe)
         traj = run.trajectory()
         traj.insert(0, "variant", name)
-        traj.insert(1, "rho", cfg.rho)
+        traj.insert(1, "rho", cfg.ift.rho)
         traj.insert(2, "seed", seed)
         traj["recall"] = run.closed_book_recall
         frames.append(traj)

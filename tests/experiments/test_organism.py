@@ -187,7 +187,7 @@ def test_quick_run_base_reading_table(quick_run):
     from experiments.organism.pretrain import context_reading
     from experiments.organism.world import build_world
 
-    world = build_world(quick_run.config.world_config())
+    world = build_world(quick_run.config.world)
     r = quick_run.reading
     assert (r["kind"] == "novel").sum() == len(world.new_facts) and (r["kind"] == "conflict").sum() == len(world.eval_facts)
     conflict = r[r["kind"] == "conflict"]
@@ -215,7 +215,7 @@ def test_quick_run_checkpoints_written_and_reloadable(quick_run):
     steps = [c.step for c in ckpts]
     assert steps == list(range(0, cfg.ft_steps + 1, cfg.save_steps))
     model, tok = load_checkpoint(ckpts[-1])
-    assert model.config.num_hidden_layers == cfg.n_layers
+    assert model.config.num_hidden_layers == cfg.pretrain.n_layers
     # the final checkpoint differs from the base (finetuning happened)
     base, _ = load_checkpoint(ckpts[0])
     w_final = dict(model.named_parameters())["model.layers.0.self_attn.q_proj.weight"]
@@ -236,7 +236,7 @@ def test_quick_run_eval_and_probe_tables_complete(quick_run):
     assert set(probe["step"]) == steps
     heads = probe[(probe["component"] == "head") & (probe["metric"] == "attn")]
     per_step = heads.groupby("step")[["layer", "head"]].apply(lambda g: len(g.drop_duplicates()))
-    assert per_step.eq(cfg.n_layers * cfg.n_heads).all()
+    assert per_step.eq(cfg.pretrain.n_layers * cfg.pretrain.n_heads).all()
     # the trajectory is a real one: the finetuned model answers differently from the base
     traj = quick_run.trajectory()
     assert traj["mean_margin"].nunique() > 1
