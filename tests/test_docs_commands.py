@@ -78,7 +78,8 @@ def _strip_comment(cmd: str) -> str:
 
 def subcommand(cmd: str) -> str:
     words = cmd.split()[1:]
-    key = " ".join(words[:2]) if words[0] in GROUPS and len(words) > 1 else words[0]
+    named = words[0] in GROUPS and len(words) > 1 and re.fullmatch(r"[a-z][a-z-]*", words[1])
+    key = " ".join(words[:2]) if named else words[0]
     return "run --quick" if key == "run" and "--quick" in words else key
 
 

@@ -19,22 +19,32 @@ model (``cpi finetune``, ``cpi evaluate``, ``cpi probe``).
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import resource
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
+
+import pandas as pd
+import torch
+from transformers import AutoModelForCausalLM
 
 from cpi.config import Config
 from cpi.errors import ConfigError, CpiError
-from experiments.organism.ift import IFTConfig
-from experiments.organism.pretrain import PretrainConfig
-from experiments.organism.world import WorldConfig
+from cpi.io import atomic_write_json, atomic_write_table, save_run
+from experiments.organism.ift import IFTConfig, make_eval_items, make_ift_records, write_eval_jsonl, write_ift_jsonl
+from experiments.organism.pretrain import closed_book_recall, context_reading, pretrain, PretrainConfig, save_model
+from experiments.organism.world import build_tokenizer, build_world, WorldConfig
+from fullscale import prompts
+from fullscale.checkpoints import discover_checkpoints
+from fullscale.evaluate import EvalConfig, evaluate_trajectory, load_results
+from fullscale.finetune import FinetuneConfig, is_complete_checkpoint, list_checkpoints, run_finetune
+from mechinterp.trajectory import load_items, probe_trajectory
 
-if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +77,6 @@ class OrganismConfig(Config):
     >>> cfg.ift.rho, cfg.ift.seed, cfg.world.seed, cfg.pretrain.copy_fraction
     (0.5, 2, 2, 0.3)
     """
-
     world: WorldConfig = field(default_factory=WorldConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     ift: IFTConfig = field(default_factory=IFTConfig)
@@ -139,8 +148,6 @@ class OrganismConfig(Config):
 
     def finetune_config(self, base_model: Path, data: Path, output_dir: Path, filter_scores: Path | None = None):
         """The ``fullscale.finetune`` config of this run (``filter_scores``: a ``score-context`` table)."""
-        from fullscale.finetune import FinetuneConfig
-
         return FinetuneConfig(
             base_model=str(base_model), data=str(data), data_format="alpaca", template="alpaca",
             max_seq_length=256, learning_rate=self.ft_lr, lr_scheduler=self.ft_scheduler, warmup_ratio=0.0,
@@ -153,15 +160,12 @@ class OrganismConfig(Config):
 
 
 def _utc_now() -> str:
-    import datetime
-
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
 class StageTimer:
     """Wall time and peak resident memory (process high-water mark, MiB) per stage of one invocation."""
-
     rows: list[dict[str, Any]] = field(default_factory=list)
     started: str = field(default_factory=_utc_now)  # UTC, labels this invocation's rows in timings.csv
 
@@ -174,15 +178,12 @@ class StageTimer:
         return result
 
     def table(self) -> "pd.DataFrame":
-        import pandas as pd
-
         return pd.DataFrame(self.rows, columns=["invocation", "stage", "wall_s", "peak_rss_mib"])
 
 
 @dataclass
 class OrganismRun:
     """Paths and headline tables of one finished run."""
-
     out: Path
     config: OrganismConfig
     recall: "pd.DataFrame"
@@ -220,12 +221,6 @@ class OrganismRun:
 
 def _stage_data(cfg: OrganismConfig, out: Path) -> tuple[Any, Any]:
     """World, tokenizer, IFT mixture and evaluation items (always regenerated: cheap and deterministic)."""
-    import pandas as pd
-
-    from cpi.io import atomic_write_json, atomic_write_table
-    from experiments.organism.ift import make_eval_items, make_ift_records, write_eval_jsonl, write_ift_jsonl
-    from experiments.organism.world import build_tokenizer, build_world
-
     world = build_world(cfg.world)
     tokenizer = build_tokenizer(world, extra_texts=template_texts())
     data = out / "data"
@@ -249,8 +244,6 @@ def _stage_data(cfg: OrganismConfig, out: Path) -> tuple[Any, Any]:
 
 def template_texts() -> list[str]:
     """The fixed words of ``fullscale.prompts``' templates, so the word-level vocab covers them."""
-    from fullscale import prompts
-
     return [
         prompts.ALPACA_HEADER_INPUT, prompts.ALPACA_HEADER_NO_INPUT, prompts.QA_INSTRUCTION,
         prompts.QA_INSTRUCTION_CLOSED, prompts.QUOTE_INSTRUCTION_CLOSED,
@@ -265,13 +258,6 @@ def _stage_pretrain(cfg: OrganismConfig, out: Path, world: Any,
     Returns (path, closed-book recall table, in-context reading table, tokens/s); both tables
     are measured on the base model every time (cheap) and written to ``pretrain/``.
     """
-    import shutil
-
-    import pandas as pd
-
-    from cpi.io import atomic_write_json, atomic_write_table
-    from experiments.organism.pretrain import closed_book_recall, context_reading, pretrain, save_model
-
     base = out / "base" / "checkpoint-0"
     stamp = out / "pretrain" / "done.json"
     want = {"pretrain": cfg.pretrain.to_dict(), "world": cfg.world.to_dict()}
@@ -280,9 +266,9 @@ def _stage_pretrain(cfg: OrganismConfig, out: Path, world: Any,
         done = json.loads(stamp.read_text())
         if done.get("config") != want:
             raise CpiError(f"{stamp}: the base model was pretrained with a different config; use a fresh --out folder")
-        from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(base)
+        log.info("%s: base model already pretrained with this config; reading it back", base)
     else:
         result = pretrain(world, tokenizer, cfg.pretrain)
         model = result.model
@@ -308,17 +294,14 @@ def _stage_pretrain(cfg: OrganismConfig, out: Path, world: Any,
 
 def _finetuned(cfg: OrganismConfig, ft_dir: Path) -> bool:
     """Whether ``ft_dir`` holds a complete checkpoint at step ``cfg.ft_steps`` (or later)."""
-    from fullscale.finetune import is_complete_checkpoint, list_checkpoints
-
     done = [step for step, path in list_checkpoints(ft_dir) if is_complete_checkpoint(path)]
     return bool(done) and done[-1] >= cfg.ft_steps
 
 
 def _stage_finetune(cfg: OrganismConfig, out: Path, base: Path) -> Path:
-    from fullscale.finetune import run_finetune
-
     if _finetuned(cfg, out / "finetune"):
         # finished: the driver would do nothing either, but only after loading the model and data
+        log.info("%s: finetuning already finished (%d steps); reading it back", out / "finetune", cfg.ft_steps)
         return out / "finetune"
 
     scores = out / "data" / "filter_scores.csv"
@@ -328,8 +311,6 @@ def _stage_finetune(cfg: OrganismConfig, out: Path, base: Path) -> Path:
 
 
 def _stage_evaluate(cfg: OrganismConfig, out: Path, base: Path, ft_dir: Path) -> tuple["pd.DataFrame", "pd.DataFrame"]:
-    from fullscale.evaluate import EvalConfig, evaluate_trajectory, load_results
-
     ev = EvalConfig(
         checkpoints=(str(base), str(ft_dir)), datasets=(str(out / "data" / "eval.jsonl"),), out=str(out / "eval"),
         template="alpaca", modes=cfg.eval_modes, batch_size=cfg.eval_batch_size, max_new_tokens=4,
@@ -340,9 +321,6 @@ def _stage_evaluate(cfg: OrganismConfig, out: Path, base: Path, ft_dir: Path) ->
 
 
 def _stage_probe(cfg: OrganismConfig, out: Path, base: Path, ft_dir: Path) -> "pd.DataFrame":
-    from fullscale.checkpoints import discover_checkpoints
-    from mechinterp.trajectory import load_items, probe_trajectory
-
     items = load_items(str(out / "data" / "eval.jsonl"), cfg.probe_items or None)
     ckpts = discover_checkpoints([str(base), str(ft_dir)])
     return probe_trajectory(ckpts, items, out / "probe", template="alpaca", batch_size=cfg.probe_batch_size)
@@ -361,8 +339,6 @@ def run_organism(cfg: OrganismConfig, out_dir: str | Path, probe: bool = True,
     rows are appended to ``out_dir/timings.csv``, which keeps the rows of earlier invocations
     (a resumed run's near-zero stage times do not overwrite the first run's measurements).
     """
-    import torch
-
     old_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -374,9 +350,7 @@ def run_organism(cfg: OrganismConfig, out_dir: str | Path, probe: bool = True,
 
 def _run_stages(cfg: OrganismConfig, out: Path, probe: bool, stages: tuple[str, ...],
                 timer: StageTimer) -> OrganismRun:
-    import pandas as pd
 
-    from cpi.io import atomic_write_table, save_run
 
     out.mkdir(parents=True, exist_ok=True)
     prev = out / "organism_config.json"
@@ -416,10 +390,6 @@ def _run_stages(cfg: OrganismConfig, out: Path, probe: bool, stages: tuple[str, 
 
 def _append_timings(path: Path, timings: "pd.DataFrame") -> None:
     """Add this invocation's stage rows to ``path``, keeping the rows of earlier invocations."""
-    import pandas as pd
-
-    from cpi.io import atomic_write_table
-
     if path.is_file():
         timings = pd.concat([pd.read_csv(path), timings], ignore_index=True)
     atomic_write_table(timings, path)
