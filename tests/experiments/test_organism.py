@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,79 @@ def test_ift_config_validation():
 
 
 # ---------------------------------------------------------------------------------------------
+# the run's config: nested stage configs, one seed
+
+
+def test_organism_config_nests_the_stage_configs_with_the_numbers_the_organism_ran_with():
+    from experiments.organism.experiment import OrganismConfig
+    from experiments.organism.pretrain import PretrainConfig
+
+    cfg = OrganismConfig()
+    # the defaults `cpi run` has always used (docs/organism.md); PretrainConfig's own defaults are these
+    assert (cfg.pretrain.copy_fraction, cfg.pretrain.qa_fraction, cfg.pretrain.copy_filler) == (0.3, 0.3, 0)
+    assert (cfg.pretrain.steps, cfg.pretrain.warmup, cfg.pretrain.lr, cfg.pretrain.threads) == (1500, 100, 3e-3, 1)
+    assert cfg.pretrain == PretrainConfig(threads=1)
+    assert (cfg.world.n_known_countries, cfg.world.n_known_people, cfg.world.n_cities) == (40, 80, 100)
+    assert (cfg.ift.n_examples, cfg.ift.rho, cfg.ft_steps, cfg.save_steps) == (2000, 0.3, 300, 25)
+    quick = OrganismConfig.quick()
+    assert (quick.pretrain.steps, quick.pretrain.warmup, quick.pretrain.copy_fraction, quick.pretrain.qa_fraction,
+            quick.pretrain.copy_filler) == (500, 50, 0.2, 0.0, 2)
+    assert (quick.world.n_known_countries, quick.ift.n_examples, quick.ft_steps) == (16, 600, 120)
+
+
+def test_organism_config_dotted_overrides_one_seed_and_round_trip(tmp_path):
+    from experiments.organism.experiment import OrganismConfig
+
+    cfg = OrganismConfig.quick().with_overrides(["ift.rho=0.5", "pretrain.steps=40", "seed=3", "ft_lr=2e-3"])
+    assert (cfg.ift.rho, cfg.pretrain.steps, cfg.ft_lr) == (0.5, 40, 2e-3)
+    assert cfg.world.seed == cfg.pretrain.seed == cfg.ift.seed == 3  # one seed for every stage
+    assert cfg.world == OrganismConfig.quick().world.replace(seed=3)  # the rest of the world unchanged
+    for suffix in (".json", ".yaml"):
+        cfg.save(tmp_path / f"c{suffix}")
+        assert OrganismConfig.from_file(tmp_path / f"c{suffix}") == cfg
+    with pytest.raises(ConfigError, match="field 'world.seed': set by the run's 'seed'"):
+        cfg.with_overrides(["world.seed=4"])
+    with pytest.raises(ConfigError, match="rho"):
+        cfg.with_overrides(["ift.rho=1.5"])
+    with pytest.raises(ConfigError, match="unknown field 'nope'"):
+        cfg.with_overrides(["ift.nope=1"])
+    with pytest.raises(ConfigError, match="'ft_lr' is not a nested config"):
+        cfg.with_overrides(["ft_lr.x=1"])
+    with pytest.raises(ConfigError, match="unknown field 'rho' for OrganismConfig"):
+        cfg.with_overrides(["rho=0.5"])
+
+
+def test_stages_left_out_need_their_outputs_on_disk(tmp_path):
+    """`stages=("data", "evaluate")` on an empty folder: a one-line error, not an UnboundLocalError."""
+    from cpi.errors import CpiError
+    from experiments.organism.experiment import OrganismConfig, run_organism
+
+    cfg = OrganismConfig.quick()
+    with pytest.raises(CpiError, match="no pretrained base model; run the 'pretrain' stage first"):
+        run_organism(cfg, tmp_path / "r", stages=("data", "evaluate"))
+    (tmp_path / "r" / "base" / "checkpoint-0").mkdir(parents=True)
+    (tmp_path / "r" / "base" / "checkpoint-0" / "config.json").write_text("{}")
+    with pytest.raises(CpiError, match=r"no finished finetuning \(120 steps\); run the 'finetune' stage first"):
+        run_organism(cfg, tmp_path / "r", stages=("data", "probe"))
+    run = run_organism(cfg, tmp_path / "r", stages=("data",))  # data only: nothing else needed
+    assert run.eval_summary.empty and (tmp_path / "r" / "data" / "eval.jsonl").is_file()
+
+
+def test_run_sets_its_threads_then_restores_them(tmp_path, monkeypatch):
+    import torch
+
+    import experiments.organism.experiment as ex
+
+    seen = []
+    inner = ex._run_stages
+    monkeypatch.setattr(ex, "_run_stages", lambda *a: seen.append(torch.get_num_threads()) or inner(*a))
+    before = torch.get_num_threads()
+    threads = 2 if before != 2 else 1
+    ex.run_organism(ex.OrganismConfig.quick(threads=threads), tmp_path / "t", stages=("data",))
+    assert seen == [threads] and torch.get_num_threads() == before
+
+
+# ---------------------------------------------------------------------------------------------
 # the quick pipeline end to end (the variant `cpi run --quick` uses)
 
 
@@ -150,7 +224,14 @@ def quick_run(tmp_path_factory):
     from experiments.organism.experiment import OrganismConfig, run_organism
 
     out = tmp_path_factory.mktemp("organism_quick")
-    assert main(["run", "--quick", "--out", str(out), "--figures", str(out / "figures")]) == 0
+    cwd = tmp_path_factory.mktemp("cwd")
+    here = Path.cwd()
+    os.chdir(cwd)  # no --figures: the figures go under --out, never into ./figures
+    try:
+        assert main(["run", "--quick", "--out", str(out)]) == 0
+    finally:
+        os.chdir(here)
+    assert not (cwd / "figures").exists()
     return run_organism(OrganismConfig.quick(), out)
 
 
