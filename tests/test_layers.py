@@ -81,7 +81,7 @@ LIGHT = [
     ("import fullscale; fullscale.format_prompt; assert 'score_logprob' in fullscale.__all__",
      ("torch", "transformers", "transformer_lens")),
     ("import mechinterp, mechinterp.cli; assert 'probe' in dir(mechinterp)", ("torch", "transformers", "transformer_lens")),
-    ("import experiments, experiments.organism, experiments.cli; assert 'run_organism' in dir(experiments.organism)",
+    ("import experiments, experiments.organism, experiments.cli; assert 'run_organism' in dir(experiments)",
      ("torch", "transformers", "transformer_lens", "pandas")),
     ("import cpi.cli; cpi.cli.build_parser()", ("torch", "transformers", "transformer_lens")),
 ]
