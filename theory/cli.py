@@ -40,7 +40,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
 
     f = tsub.add_parser("figures", help="regenerate every theory figure (PNG + PDF)")
     f.add_argument("--out", type=Path, default=Path("figures"))
-    f.add_argument("--quick", action="store_true", help="fewer steps and a smaller sweep (seconds)")
+    f.add_argument("--quick", action="store_true", help="fewer steps and a smaller sweep (about a minute)")
+    f.add_argument("--only", nargs="+", metavar="NAME", help="just these figures, e.g. theory_trajectory theory_optimizers")
     f.set_defaults(func=_figures)
 
 
@@ -179,6 +180,6 @@ def _prove(args) -> int:
 def _figures(args) -> int:
     from theory.figures import make_all_figures
 
-    paths = make_all_figures(args.out, quick=args.quick)
+    paths = make_all_figures(args.out, quick=args.quick, names=args.only)
     print("\n".join(str(p) for p in paths))
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Sequence
 
 from theory.config import SimConfig
 
@@ -197,15 +198,24 @@ def overlap_figure(out_dir: Path, quick: bool = False) -> list[Path]:
     return [_save_table(summary, Path(out_dir), "theory_overlap"), *_save(fig, Path(out_dir), "theory_overlap")]
 
 
-def make_all_figures(out_dir: Path, quick: bool = False) -> list[Path]:
-    """Regenerate every theory figure (PNG + PDF) into ``out_dir``; returns the written paths."""
+def make_all_figures(out_dir: Path, quick: bool = False, names: Sequence[str] | None = None) -> list[Path]:
+    """Regenerate the theory figures (PNG + PDF, and their tables) into ``out_dir``; returns the written paths.
+
+    ``names``: a subset of :data:`FIGURES` (default: all). The three closer-to-practice figures
+    (theory_optimizers, theory_filtering, theory_overlap) take minutes; the first four seconds.
+    """
+    from cpi.errors import CpiError
     from cpi.progress import progress
 
+    builders = dict(zip(FIGURES, (trajectory_figure, comparison_figure, phase_diagram_figure, eta_star_figure,
+                                  optimizers_figure, filtering_figure, overlap_figure)))
+    names = list(FIGURES) if names is None else list(names)
+    unknown = [n for n in names if n not in builders]
+    if unknown:
+        raise CpiError(f"theory figures: unknown figure '{unknown[0]}' (known: {', '.join(FIGURES)})")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    builders = (trajectory_figure, comparison_figure, phase_diagram_figure, eta_star_figure, optimizers_figure,
-                filtering_figure, overlap_figure)
     paths: list[Path] = []
-    for build in progress(builders, desc="theory figures", total=len(builders)):
-        paths.extend(build(out_dir, quick=quick))
+    for name in progress(names, desc="theory figures", total=len(names)):
+        paths.extend(builders[name](out_dir, quick=quick))
     return paths

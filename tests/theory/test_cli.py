@@ -88,3 +88,10 @@ def test_sweep_over_optimizers(tmp_path):
                  "--grid", "optimizer=sgd,adamw", "--grid", "lr=0.05,0.5", "--seeds", "0", "1", "--no-trajectory"]) == 0
     s = pd.read_csv(out / "summary.csv")
     assert len(s) == 8 and set(s["optimizer"]) == {"sgd", "adamw"} and "regime" in s
+
+
+def test_figures_only_a_subset(tmp_path, capsys):
+    assert main(["theory", "figures", "--quick", "--out", str(tmp_path), "--only", "theory_eta_star"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["theory_eta_star.pdf", "theory_eta_star.png"]
+    assert main(["theory", "figures", "--out", str(tmp_path), "--only", "bogus"]) == 2
+    assert "unknown figure 'bogus'" in capsys.readouterr().err
