@@ -12,8 +12,8 @@ import argparse
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
-    """Add ``data``, ``evaluate``, ``finetune``, ``run`` and ``organism`` to the ``cpi`` parser."""
-    from fullscale import cli_conflicts, cli_evaluate, cli_finetune
+    """Add ``data``, ``evaluate``, ``finetune``, ``models``, ``run`` and ``organism`` to the ``cpi`` parser."""
+    from fullscale import cli_conflicts, cli_evaluate, cli_finetune, cli_models
     from fullscale.organism import cli as organism_cli
 
     data = sub.add_parser("data", help="knowledge-conflict sets and IFT data: check, convert, score-context, augment")
@@ -22,3 +22,4 @@ def register(sub: "argparse._SubParsersAction") -> None:
     cli_evaluate.register(sub, data_sub)
     cli_finetune.register(sub, data_sub)
     organism_cli.register(sub, data_sub)
+    cli_models.register(sub)
