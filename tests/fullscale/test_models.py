@@ -204,6 +204,19 @@ def test_registry_name_works_where_a_checkpoint_is_accepted(fetched, monkeypatch
         discover_checkpoints("tiny-lama")
 
 
+def test_registry_name_as_finetune_base_model(fetched, monkeypatch, tmp_path):
+    from fullscale.finetune import FinetuneConfig, load_base
+
+    folder, cache, csv_path, _ = fetched
+    monkeypatch.setenv("CPI_MODEL_REGISTRY", str(csv_path))
+    monkeypatch.setenv("CPI_CACHE", str(cache))
+    cfg = FinetuneConfig(base_model="tiny-llama", tokenizer="test-org/Tiny-Llama", data=str(tmp_path / "d.jsonl"),
+                         output_dir=str(tmp_path / "out"))
+    model, tok = load_base(cfg)
+    assert model.name_or_path == str(folder.resolve())  # so a LoRA adapter records the folder as its base
+    assert tok.name_or_path == str(folder.resolve())
+
+
 def test_cli_list_and_fetch(registry, capsys):
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
