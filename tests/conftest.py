@@ -1,6 +1,6 @@
 """Test-wide fixtures: every test starts from the same seeds, offline (except the fetch of real models).
 
-``smollm2_dir`` / ``gemma_dir`` give the fetched registry models (``cpi models fetch``, into the model
+``real_smollm2`` / ``real_gemma`` give the fetched registry models (``cpi models fetch``, into the model
 cache; ``make test`` fetches smollm2 before pytest starts). A failed fetch fails the tests that need the
 model: it is never a silent skip. Tests marked ``gemma`` are opt-in: ``python -m pytest -m gemma``.
 """
@@ -57,13 +57,13 @@ def _fetch_real(name: str):
 
 
 @pytest.fixture(scope="session")
-def smollm2_dir():
+def real_smollm2():
     """The converted SmolLM2-135M-Instruct checkpoint folder (fetched into the model cache on first use)."""
     return _fetch_real("smollm2-135m-instruct")
 
 
 @pytest.fixture(scope="session")
-def gemma_dir():
+def real_gemma():
     """The converted Gemma-3-270M (base) checkpoint folder (fetched into the model cache on first use)."""
     return _fetch_real("gemma-3-270m")
 

