@@ -127,10 +127,9 @@ def _parse_row(path: Path, lineno: int, row: dict[str, str]) -> ModelSpec:
     gguf_file = (row.get("gguf_file") or "").strip()
     if not gguf_file.endswith(".gguf") or "/" in gguf_file:
         raise CpiError(f"{where}: field 'gguf_file' must be a file name ending in .gguf")
-    return ModelSpec(name=name, hub_id=(row.get("hub_id") or "").strip(), architecture=row["architecture"].strip(),
-                     licence=row["licence"].strip(), packages=packages, members=members, gguf_file=gguf_file,
-                     sha256=sha, bytes=size, quantization=(row.get("quantization") or "").strip(),
-                     description=(row.get("description") or "").strip())
+    text = {c: (row.get(c) or "").strip() for c in ("hub_id", "architecture", "licence", "quantization", "description")}
+    return ModelSpec(name=name, packages=packages, members=members, gguf_file=gguf_file, sha256=sha, bytes=size,
+                     **text)
 
 
 def load_registry(registry: str | Path | None = None) -> dict[str, ModelSpec]:
@@ -360,7 +359,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, check_text: str = CHECK_TEXT) -
     try:
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=file)
         gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=file, dtype=torch.float32)
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, ImportError) as exc:
         raise CpiError(f"{what}: transformers cannot read it: {_first_line(exc)}") from exc
     gguf_model.eval()
     ids = tok(check_text, return_tensors="pt")["input_ids"]
