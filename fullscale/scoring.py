@@ -291,7 +291,7 @@ class _Seq:
 
     ``ids[:start]`` are always the prompt's own tokens. ``boundary_merge``: tokenizing prompt and
     answer together changes the prompt's tokens, so the answer's tokens were taken from the answer
-    tokenized as a fresh continuation instead (see :func:`_answer_sequence`).
+    tokenized as a fresh continuation instead (see :func:`answer_sequence`).
     """
 
     ids: tuple[int, ...]
@@ -322,7 +322,7 @@ def _continuation_ids(tokenizer: Any, answer: str) -> list[int] | None:
     return None
 
 
-def _answer_sequence(tokenizer: Any, fp: FormattedPrompt, answer: str, add_special: bool) -> _Seq:
+def answer_sequence(tokenizer: Any, fp: FormattedPrompt, answer: str, add_special: bool) -> _Seq:
     """The prompt's own tokens followed by the tokens of ``answer`` as its continuation.
 
     ``prompt + answer`` is tokenized together, so the answer's tokens are those the tokenizer gives it
@@ -444,7 +444,7 @@ def shared_prefix_logprobs(model: Any, seqs: Sequence[_Seq], pad_id: int, batch_
     return res
 
 
-def _lse(values: Sequence[float]) -> float:
+def logsumexp(values: Sequence[float]) -> float:
     m = max(values)
     if m == -math.inf:
         return m
@@ -472,7 +472,7 @@ def score_logprob(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], t
     ``reliance`` (sigmoid(margin) in [0, 1]), ``mem_ratio_lp`` (1 − reliance),
     ``prefers_context`` (margin > 0); ``merge_{context,parametric}_{nospace,space}`` (that form merged
     across the prompt boundary when tokenized with the prompt, so its tokens are the answer tokenized as a
-    fresh continuation of the prompt's own tokens, see :func:`_answer_sequence`) and ``boundary_merge``
+    fresh continuation of the prompt's own tokens, see :func:`answer_sequence`) and ``boundary_merge``
     (any form did). Every form is conditioned on the prompt's own tokens.
 
     ``share_prefix`` (default) runs each prompt once and its four answer
@@ -497,7 +497,7 @@ def score_logprob(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], t
     for k, (it, fp) in enumerate(zip(items, prompts)):
         for side, ans in (("context", it.context_answer), ("parametric", it.parametric_answer)):
             for form, prefix in (("nospace", ""), ("space", " ")):
-                seqs.append(_answer_sequence(tokenizer, fp, prefix + ans.strip() if prefix else ans.strip(), add_special))
+                seqs.append(answer_sequence(tokenizer, fp, prefix + ans.strip() if prefix else ans.strip(), add_special))
                 keys.append((k, side, form))
     scorer = shared_prefix_logprobs if share_prefix else sequence_logprobs
     scores = scorer(model, seqs, pad_token_id(tokenizer), batch_size,
@@ -518,7 +518,7 @@ def score_logprob(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], t
     for k, (it, fp) in enumerate(zip(items, prompts)):
         r = per[k]
         forms = r.pop("_forms")
-        lc, lp_ = _lse(forms["context"]), _lse(forms["parametric"])
+        lc, lp_ = logsumexp(forms["context"]), logsumexp(forms["parametric"])
         margin = lc - lp_
         reliance = 1.0 / (1.0 + math.exp(-margin)) if margin > -700 else 0.0
         rows.append({
