@@ -12,7 +12,7 @@ setup:
 	@$(PIP) install -q -e ".[test]"
 
 run: setup
-	cpi run
+	cpi run --figures figures
 
 # The `real` tests need smollm2-135m-instruct: fetch it first (a no-op once cached), timed; a failed fetch
 # stops here, loudly (it is never skipped).

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from cpi.errors import CpiError
 from cpi.progress import progress
+from fullscale.batching import pad_batch, pad_token_id
 from fullscale.prompts import FormattedPrompt, format_prompts, model_max_length
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -162,38 +163,6 @@ def _device_of(model: Any):
         return torch.device("cpu")
 
 
-def pad_token_id(tokenizer: Any) -> int:
-    """The id to pad batches with: the tokenizer's pad token, else EOS, else UNK, else 0.
-
-    Padded positions are masked out of attention and never scored, so the choice only has to be a
-    valid id; every batched forward in the package pads with this one.
-    """
-    for cand in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id, 0):
-        if cand is not None:
-            return int(cand)
-    return 0  # pragma: no cover
-
-
-def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, side: str = "left") -> tuple["torch.Tensor", "torch.Tensor"]:
-    """Pad token-id lists to the longest one: ``input_ids`` and ``attention_mask``, both ``[batch pos]`` long.
-
-    ``side="left"`` puts the padding before the tokens (generation and last-position reads: every
-    sequence ends at the last position); ``"right"`` after them (positions then start at 0 for all).
-    """
-    import torch
-
-    if side not in ("left", "right"):
-        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
-    width = max((len(s) for s in seqs), default=0)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for r, seq in enumerate(seqs):
-        cols = slice(width - len(seq), width) if side == "left" else slice(0, len(seq))
-        ids[r, cols] = torch.tensor(list(seq), dtype=torch.long)
-        mask[r, cols] = 1
-    return ids, mask
-
-
 def _batches(order: Sequence[int], size: int) -> list[list[int]]:
     return [list(order[i:i + size]) for i in range(0, len(order), size)]
 
@@ -286,7 +255,7 @@ def score_generation(model: Any, tokenizer: Any, items: Sequence["ConflictItem"]
 
 
 @dataclass(frozen=True)
-class _Seq:
+class AnswerSequence:
     """One (prompt, answer surface form) sequence to score: ``ids[start:]`` are the answer's tokens.
 
     ``ids[:start]`` are always the prompt's own tokens. ``boundary_merge``: tokenizing prompt and
@@ -322,7 +291,7 @@ def _continuation_ids(tokenizer: Any, answer: str) -> list[int] | None:
     return None
 
 
-def answer_sequence(tokenizer: Any, fp: FormattedPrompt, answer: str, add_special: bool) -> _Seq:
+def answer_sequence(tokenizer: Any, fp: FormattedPrompt, answer: str, add_special: bool) -> AnswerSequence:
     """The prompt's own tokens followed by the tokens of ``answer`` as its continuation.
 
     ``prompt + answer`` is tokenized together, so the answer's tokens are those the tokenizer gives it
@@ -344,14 +313,14 @@ def answer_sequence(tokenizer: Any, fp: FormattedPrompt, answer: str, add_specia
         ids.pop()
         offs.pop()
     if len(ids) > n and ids[:n] == prompt_ids:
-        return _Seq(ids=tuple(int(i) for i in ids), start=n, boundary_merge=False)
+        return AnswerSequence(ids=tuple(int(i) for i in ids), start=n, boundary_merge=False)
     cont = _continuation_ids(tokenizer, answer)
     if not cont:
         raise CpiError(f"item {fp.item_id}: answer {answer!r} cannot be tokenized as a continuation of the prompt")
-    return _Seq(ids=tuple(int(i) for i in prompt_ids + cont), start=n, boundary_merge=True)
+    return AnswerSequence(ids=tuple(int(i) for i in prompt_ids + cont), start=n, boundary_merge=True)
 
 
-def sequence_logprobs(model: Any, seqs: Sequence[_Seq], pad_id: int, batch_size: int = 16,
+def sequence_logprobs(model: Any, seqs: Sequence[AnswerSequence], pad_id: int, batch_size: int = 16,
                       desc: str = "log-prob") -> list[tuple[float, int]]:
     """``(sum log p(answer tokens | preceding tokens), n_answer_tokens)`` for each sequence.
 
@@ -378,7 +347,7 @@ def sequence_logprobs(model: Any, seqs: Sequence[_Seq], pad_id: int, batch_size:
     return res
 
 
-def shared_prefix_logprobs(model: Any, seqs: Sequence[_Seq], pad_id: int, batch_size: int = 16,
+def shared_prefix_logprobs(model: Any, seqs: Sequence[AnswerSequence], pad_id: int, batch_size: int = 16,
                            desc: str = "log-prob") -> list[tuple[float, int]]:
     """Same result as :func:`sequence_logprobs`, computing each distinct prompt only once.
 
@@ -492,7 +461,7 @@ def score_logprob(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], t
                 raise CpiError(f"max_length {max_length} leaves no room for the prompt")
         prompts = _prompts_for(items, tokenizer, template, with_context, limit)
     add_special = (prompts[0].template != "chat") if prompts else True
-    seqs: list[_Seq] = []
+    seqs: list[AnswerSequence] = []
     keys: list[tuple[int, str, str]] = []
     for k, (it, fp) in enumerate(zip(items, prompts)):
         for side, ans in (("context", it.context_answer), ("parametric", it.parametric_answer)):
