@@ -20,6 +20,7 @@ counterfactual / parametric accuracy, before and after.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from cpi.config import Config
@@ -117,7 +118,7 @@ def intervene(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], interv
     import pandas as pd
 
     from fullscale.batching import pad_token_id
-    from mechinterp import probe as P
+    P = importlib.import_module("mechinterp.probe")  # not `from mechinterp import probe`: that is the function
 
     bridge = P.as_bridge(bridge_or_model, tokenizer)
     pitems = P.prepare_items(items, tokenizer, template=template, max_length=max_length)
