@@ -112,13 +112,23 @@ def inversion_verdict(traj, n_items: int, min_effect: float = 0.1) -> str:
 def _run(args: argparse.Namespace) -> int:
     import time
 
-    from fullscale.organism.experiment import StageTimer, run_organism
-    from fullscale.organism.figures import make_organism_figures
+    from cpi.io import check_out_dir
+    from cpi.lock import FolderLock
 
     t0 = time.perf_counter()
     cfg = _config(args)
-    figures = Path(args.figures)
-    out = Path(args.out or ("runs/organism_quick" if args.quick else "runs/organism"))
+    figures = check_out_dir(args.figures, "--figures")
+    out = check_out_dir(args.out or ("runs/organism_quick" if args.quick else "runs/organism"))
+    with FolderLock(out, "cpi run"):
+        return _run_locked(args, cfg, figures, out, t0)
+
+
+def _run_locked(args: argparse.Namespace, cfg, figures: Path, out: Path, t0: float) -> int:
+    import time
+
+    from fullscale.organism.experiment import StageTimer, run_organism
+    from fullscale.organism.figures import make_organism_figures
+
     written: list[Path] = []
     timer = StageTimer()
     if not args.no_theory:
@@ -137,9 +147,15 @@ def _run(args: argparse.Namespace) -> int:
 def _organism_run(args: argparse.Namespace) -> int:
     from fullscale.organism.experiment import run_organism
 
+    from cpi.io import check_out_dir
+    from cpi.lock import FolderLock
+
     cfg = _config(args)
-    out = Path(args.out or ("runs/organism_quick" if args.quick else "runs/organism"))
-    run = run_organism(cfg, out, probe=not args.no_probe)
+    out = check_out_dir(args.out or ("runs/organism_quick" if args.quick else "runs/organism"))
+    if args.figures:
+        check_out_dir(args.figures, "--figures")
+    with FolderLock(out, "cpi organism run"):
+        run = run_organism(cfg, out, probe=not args.no_probe)
     if args.figures:
         from fullscale.organism.figures import make_organism_figures
 
