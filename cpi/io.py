@@ -12,6 +12,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -155,8 +156,8 @@ def compute_environment() -> dict[str, Any]:
     except (AttributeError, RuntimeError):  # pragma: no cover - very old torch
         info["cpu_capability"] = None
     build = torch.__config__.show()
-    info["blas"] = next((part.split("=", 1)[1] for line in build.splitlines() for part in line.split(", ")
-                         if part.strip().startswith("BLAS_INFO=")), None)
+    blas = re.search(r"BLAS_INFO=([^,\s]+)", build)
+    info["blas"] = blas.group(1) if blas else None
     info["torch_build"] = {"git_version": getattr(torch.version, "git_version", None),
                            "cuda": torch.version.cuda, "debug": bool(getattr(torch.version, "debug", False)),
                            "mkl": bool(torch.backends.mkl.is_available()),
@@ -263,7 +264,12 @@ def check_out_file(path: str | Path, what: str = "--out") -> Path:
 
 
 def check_input_file(path: str | Path, what: str) -> Path:
-    """Raise :class:`CpiError` if ``path`` is missing, a folder, or not UTF-8 text (binary data)."""
+    """Raise :class:`CpiError` if ``path`` is missing, a folder, or not UTF-8 text (binary data).
+
+    Reads the whole file once (in blocks), so a bad byte anywhere is found before any work.
+    """
+    import codecs
+
     from cpi.errors import CpiError
 
     path = Path(path)
@@ -271,16 +277,21 @@ def check_input_file(path: str | Path, what: str) -> Path:
         raise CpiError(f"{what} {path}: file not found")
     if path.is_dir():
         raise CpiError(f"{what} {path}: is a folder, expected a file")
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
     try:
         with open(path, "rb") as fh:
-            head = fh.read(1 << 16)
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                if b"\x00" in block:
+                    raise CpiError(f"{what} {path}: binary data, not a text file (NUL byte at {offset + block.index(0)})")
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as exc:
+                    raise CpiError(f"{what} {path}: not UTF-8 text (byte {offset + exc.start}: {exc.reason})") from None
+                offset += len(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        raise CpiError(f"{what} {path}: not UTF-8 text (ends inside a character: {exc.reason})") from None
     except OSError as exc:
         raise CpiError(f"{what} {path}: cannot read ({exc.strerror})") from exc
-    if b"\x00" in head:
-        raise CpiError(f"{what} {path}: binary data, not a text file")
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 4:  # not just a multi-byte character cut by the 64 KiB window
-            raise CpiError(f"{what} {path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
     return path
