@@ -90,3 +90,28 @@ def source_fingerprint(source: str | Path | None) -> str | None:
             h.update(f"{f.relative_to(p)}\0{file_sha256(f)}\n".encode())
         return h.hexdigest()[:16]
     return None
+
+
+# ---------------------------------------------------------------------------
+# completion markers: the unit of resumption of `cpi evaluate` and `cpi probe`
+
+
+def read_marker(rows: Path, marker: Path) -> dict | None:
+    """The JSON completion marker written after ``rows``; None if either is missing or unreadable."""
+    if not (rows.is_file() and marker.is_file()):
+        return None
+    try:
+        meta = json.loads(marker.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def marker_differences(meta: dict, fingerprint: str, weights: str) -> list[str]:
+    """What differs between a marker and this run: the checkpoint's weights, the run fingerprint, or both."""
+    differs = []
+    if meta.get("weights") != weights:
+        differs.append(f"checkpoint weights (stored {meta.get('weights')}, now {weights})")
+    if meta.get("fingerprint") != fingerprint:
+        differs.append(f"settings or dataset contents (fingerprint {meta.get('fingerprint')} != {fingerprint})")
+    return differs

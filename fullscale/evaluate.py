@@ -144,14 +144,9 @@ def _fingerprint(cfg: EvalConfig, data: dict[str, list], dtype: str) -> str:
 
 def _marker(items_dir: Path, name: str) -> dict[str, Any] | None:
     """The completion marker of checkpoint ``name`` (None if it or its rows are missing or unreadable)."""
-    csv, marker = items_dir / f"{name}.csv", items_dir / f"{name}.json"
-    if not (csv.is_file() and marker.is_file()):
-        return None
-    try:
-        meta = json.loads(marker.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return meta if isinstance(meta, dict) else None
+    from cpi.fingerprint import read_marker
+
+    return read_marker(items_dir / f"{name}.csv", items_dir / f"{name}.json")
 
 
 def _done(items_dir: Path, name: str, fp: str, weights: str, overwrite: bool) -> bool:
@@ -160,14 +155,12 @@ def _done(items_dir: Path, name: str, fp: str, weights: str, overwrite: bool) ->
     A marker from other weights (the same folder name, retrained or another run) or other
     settings/data is recomputed with ``overwrite`` and refused without it; never reused.
     """
+    from cpi.fingerprint import marker_differences
+
     meta = _marker(items_dir, name)
     if meta is None:
         return False
-    differs = []
-    if meta.get("weights") != weights:
-        differs.append(f"checkpoint weights (stored {meta.get('weights')}, now {weights})")
-    if meta.get("fingerprint") != fp:
-        differs.append(f"settings or dataset contents (fingerprint {meta.get('fingerprint')} != {fp})")
+    differs = marker_differences(meta, fp, weights)
     if not differs:
         log.warning("checkpoint %s: skipped, already evaluated from the same weights (%s), settings and data "
                     "(%s)", name, weights, items_dir / f"{name}.json")

@@ -123,18 +123,13 @@ def _check_resume(out: Path, config: ProbeConfig) -> None:
 
 
 def _part_done(parts_dir: Path, ck: Any, fp: str, weights: str) -> bool:
+    from cpi.fingerprint import marker_differences, read_marker
+
     part, marker = parts_dir / _part_name(ck), parts_dir / f"{ck.name}.json"
-    if not (part.is_file() and marker.is_file()):
+    meta = read_marker(part, marker)
+    if meta is None:
         return False
-    try:
-        meta = json.loads(marker.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    differs = []
-    if meta.get("weights") != weights:
-        differs.append(f"checkpoint weights (stored {meta.get('weights')}, now {weights})")
-    if meta.get("fingerprint") != fp:
-        differs.append(f"settings or dataset contents (fingerprint {meta.get('fingerprint')} != {fp})")
+    differs = marker_differences(meta, fp, weights)
     if differs:
         raise CpiError(f"{marker}: the stored probe of checkpoint {ck.name} differs in {' and '.join(differs)}; "
                        "use a fresh --out folder")

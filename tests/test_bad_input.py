@@ -84,7 +84,13 @@ def _snapshot(path: str | Path) -> object:
     return {str(q.relative_to(p)): (q.read_bytes() if q.is_file() else "<dir>") for q in sorted(p.rglob("*"))}
 
 
-E = lambda **kw: kw  # noqa: E731  (a readable way to write the case tables)
+def _edited(e) -> Path:
+    """The finished run's dataset with one item's context edited (the same dataset name and ids)."""
+    edited = e["root"] / "edited" / e["good"].name
+    edited.parent.mkdir(exist_ok=True)
+    recs = [json.loads(line) for line in e["good"].read_text().splitlines()]
+    recs[0]["context"] += " Lyon is far away."
+    return write_jsonl(edited, recs)
 
 
 def _ev(e, out=None, datasets=None, ckpt=None, extra=()):
@@ -182,7 +188,7 @@ CASES: list[Case] = [
      lambda e: e["finished"], "does not exist"),
     ("evaluate/finished+other-settings", lambda e: _ev(e, out=e["finished"], extra=["--template", "plain"]),
      lambda e: e["finished"], "differ in settings"),
-    ("evaluate/finished+edited-dataset", lambda e: _ev(e, out=e["finished"], datasets=e["dup"].with_name("one.jsonl")),
+    ("evaluate/finished+edited-dataset", lambda e: _ev(e, out=e["finished"], datasets=_edited(e)),
      lambda e: e["finished"], "differ in settings or dataset contents"),
     # ---- cpi probe / probe-intervene / probe-link
     ("probe/out-is-file", lambda e: _pr(e, out=e["afile"]), lambda e: e["afile"], "is a file"),
@@ -291,15 +297,7 @@ def test_bad_input(case: Case, env, capsys):
     from cpi.cli import main
 
     name, argv, guarded, needle = case
-    if name == "evaluate/finished+edited-dataset":  # the same file name, one item's context edited
-        edited = env["root"] / "edited" / env["good"].name
-        edited.parent.mkdir(exist_ok=True)
-        recs = [json.loads(line) for line in env["good"].read_text().splitlines()]
-        recs[0]["context"] += " Lyon is far away."
-        write_jsonl(edited, recs)
-        args = _ev(env, out=env["finished"], datasets=edited)
-    else:
-        args = argv(env)
+    args = argv(env)
     before = _snapshot(guarded(env))
     capsys.readouterr()
     code = main(args)
