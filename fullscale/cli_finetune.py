@@ -86,9 +86,11 @@ def _finetune(args: argparse.Namespace) -> int:
     try:
         out = run_finetune(config)
     except FinetuneInterrupted as exc:
+        from cpi.errors import EXIT_INTERRUPTED
+
         if main_process:
             print(f"cpi: {exc}", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         _end_process_group()
     if main_process:

@@ -845,8 +845,10 @@ def prepare_examples(config: FinetuneConfig, model: Any = None, tokenizer: Any =
                      ) -> tuple[list[Any], dict[str, Any]]:
     """Load the IFT data and apply filtering then augmentation; returns ``(examples, summary)``.
 
-    Filtering with ``filter_method: loss`` and no ``filter_scores`` scores every
-    example with the base ``model`` here (moved to ``device`` first; in a
+    With ``out_dir=None`` the score table of filtering is not written but returned in
+    ``summary["_scores"]`` (``run_finetune`` writes it once training starts, so that a failed
+    command writes nothing). Filtering with ``filter_method: loss`` and no ``filter_scores``
+    scores every example with the base ``model`` here (moved to ``device`` first; in a
     multi-process launch every process scores, so prefer ``cpi data
     score-context`` once and pass its table as ``filter_scores``).
     """
