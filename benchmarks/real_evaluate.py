@@ -94,7 +94,7 @@ def main() -> int:
     from fullscale.checkpoints import load_checkpoint
     from fullscale.conflicts import load_conflicts
     from fullscale.prompts import format_prompts
-    from fullscale.scoring import _answer_sequence, score_generation, score_logprob
+    from fullscale.scoring import answer_sequence, score_generation, score_logprob
 
     model, tok = load_checkpoint(args.model, device="cpu")
     items = load_conflicts("CF_World_Facts")[: args.items]
@@ -105,7 +105,7 @@ def main() -> int:
     for it, fp in zip(items, prompts):
         for ans in (it.context_answer, it.parametric_answer):
             for form in (ans, " " + ans):
-                s = _answer_sequence(tok, fp, form, add_special)
+                s = answer_sequence(tok, fp, form, add_special)
                 seqs.append((list(s.ids), s.start))
     n_params = sum(p.numel() for p in model.parameters())
     cap = torch.backends.cpu.get_cpu_capability()

@@ -19,6 +19,7 @@ from cpi.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, CpiError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from experiments import cli as experiments_cli
     from fullscale import cli as fullscale_cli
     from mechinterp import cli as mechinterp_cli
     from theory import cli as theory_cli
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     theory_cli.register(sub)
     fullscale_cli.register(sub)
     mechinterp_cli.register(sub)
+    experiments_cli.register(sub)
     return parser
 
 

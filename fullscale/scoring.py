@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from cpi.errors import CpiError
 from cpi.progress import progress
+from fullscale.batching import pad_batch, pad_token_id
 from fullscale.prompts import FormattedPrompt, format_prompts, model_max_length
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -162,38 +163,6 @@ def _device_of(model: Any):
         return torch.device("cpu")
 
 
-def pad_token_id(tokenizer: Any) -> int:
-    """The id to pad batches with: the tokenizer's pad token, else EOS, else UNK, else 0.
-
-    Padded positions are masked out of attention and never scored, so the choice only has to be a
-    valid id; every batched forward in the package pads with this one.
-    """
-    for cand in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id, 0):
-        if cand is not None:
-            return int(cand)
-    return 0  # pragma: no cover
-
-
-def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, side: str = "left") -> tuple["torch.Tensor", "torch.Tensor"]:
-    """Pad token-id lists to the longest one: ``input_ids`` and ``attention_mask``, both ``[batch pos]`` long.
-
-    ``side="left"`` puts the padding before the tokens (generation and last-position reads: every
-    sequence ends at the last position); ``"right"`` after them (positions then start at 0 for all).
-    """
-    import torch
-
-    if side not in ("left", "right"):
-        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
-    width = max((len(s) for s in seqs), default=0)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for r, seq in enumerate(seqs):
-        cols = slice(width - len(seq), width) if side == "left" else slice(0, len(seq))
-        ids[r, cols] = torch.tensor(list(seq), dtype=torch.long)
-        mask[r, cols] = 1
-    return ids, mask
-
-
 def _batches(order: Sequence[int], size: int) -> list[list[int]]:
     return [list(order[i:i + size]) for i in range(0, len(order), size)]
 
@@ -291,7 +260,7 @@ class _Seq:
 
     ``ids[:start]`` are always the prompt's own tokens. ``boundary_merge``: tokenizing prompt and
     answer together changes the prompt's tokens, so the answer's tokens were taken from the answer
-    tokenized as a fresh continuation instead (see :func:`_answer_sequence`).
+    tokenized as a fresh continuation instead (see :func:`answer_sequence`).
     """
 
     ids: tuple[int, ...]
@@ -322,7 +291,7 @@ def _continuation_ids(tokenizer: Any, answer: str) -> list[int] | None:
     return None
 
 
-def _answer_sequence(tokenizer: Any, fp: FormattedPrompt, answer: str, add_special: bool) -> _Seq:
+def answer_sequence(tokenizer: Any, fp: FormattedPrompt, answer: str, add_special: bool) -> _Seq:
     """The prompt's own tokens followed by the tokens of ``answer`` as its continuation.
 
     ``prompt + answer`` is tokenized together, so the answer's tokens are those the tokenizer gives it
@@ -444,7 +413,7 @@ def shared_prefix_logprobs(model: Any, seqs: Sequence[_Seq], pad_id: int, batch_
     return res
 
 
-def _lse(values: Sequence[float]) -> float:
+def logsumexp(values: Sequence[float]) -> float:
     m = max(values)
     if m == -math.inf:
         return m
@@ -472,7 +441,7 @@ def score_logprob(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], t
     ``reliance`` (sigmoid(margin) in [0, 1]), ``mem_ratio_lp`` (1 − reliance),
     ``prefers_context`` (margin > 0); ``merge_{context,parametric}_{nospace,space}`` (that form merged
     across the prompt boundary when tokenized with the prompt, so its tokens are the answer tokenized as a
-    fresh continuation of the prompt's own tokens, see :func:`_answer_sequence`) and ``boundary_merge``
+    fresh continuation of the prompt's own tokens, see :func:`answer_sequence`) and ``boundary_merge``
     (any form did). Every form is conditioned on the prompt's own tokens.
 
     ``share_prefix`` (default) runs each prompt once and its four answer
@@ -497,7 +466,7 @@ def score_logprob(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], t
     for k, (it, fp) in enumerate(zip(items, prompts)):
         for side, ans in (("context", it.context_answer), ("parametric", it.parametric_answer)):
             for form, prefix in (("nospace", ""), ("space", " ")):
-                seqs.append(_answer_sequence(tokenizer, fp, prefix + ans.strip() if prefix else ans.strip(), add_special))
+                seqs.append(answer_sequence(tokenizer, fp, prefix + ans.strip() if prefix else ans.strip(), add_special))
                 keys.append((k, side, form))
     scorer = shared_prefix_logprobs if share_prefix else sequence_logprobs
     scores = scorer(model, seqs, pad_token_id(tokenizer), batch_size,
@@ -518,7 +487,7 @@ def score_logprob(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], t
     for k, (it, fp) in enumerate(zip(items, prompts)):
         r = per[k]
         forms = r.pop("_forms")
-        lc, lp_ = _lse(forms["context"]), _lse(forms["parametric"])
+        lc, lp_ = logsumexp(forms["context"]), logsumexp(forms["parametric"])
         margin = lc - lp_
         reliance = 1.0 / (1.0 + math.exp(-margin)) if margin > -700 else 0.0
         rows.append({

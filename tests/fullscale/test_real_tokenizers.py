@@ -10,7 +10,7 @@ import pytest
 
 from fullscale.conflicts import load_conflicts
 from fullscale.prompts import format_prompt, format_prompts
-from fullscale.scoring import _answer_sequence, score_items, score_logprob
+from fullscale.scoring import answer_sequence, score_items, score_logprob
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -45,7 +45,7 @@ def test_every_quote_answer_form_is_conditioned_on_the_prompt(smollm2):
     for it, fp in zip(items, format_prompts(items, tok, "plain")):
         for ans in (it.context_answer, it.parametric_answer):
             for form in (ans, " " + ans):
-                seq = _answer_sequence(tok, fp, form, add_special=True)
+                seq = answer_sequence(tok, fp, form, add_special=True)
                 assert list(seq.ids[: seq.start]) == list(fp.input_ids), it.id
                 assert tok.decode(seq.ids[seq.start:]) == form, it.id
                 merged += seq.boundary_merge

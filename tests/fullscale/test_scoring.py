@@ -279,7 +279,7 @@ def test_peft_wrapped_model_scores_like_full_sequences(models):
 
 
 def test_pad_batch_left_and_right_known_answer():
-    from fullscale.scoring import pad_batch
+    from fullscale.batching import pad_batch
 
     ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=0, side="left")
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
@@ -297,7 +297,7 @@ def test_answer_merging_across_the_boundary_is_conditioned_on_the_prompt(models,
     The scored sequence must still start with the prompt's own tokens (the log-prob is conditioned
     on the prompt, not on '... capital is'), decode to prompt + answer, and be flagged.
     """
-    from fullscale.scoring import _answer_sequence
+    from fullscale.scoring import answer_sequence
 
     model, tok = models[arch]
     it = item(id="m1", context="Write a quote that ends in the word 'is':", question="The capital of France is Par",
@@ -305,7 +305,7 @@ def test_answer_merging_across_the_boundary_is_conditioned_on_the_prompt(models,
     fp = format_prompt(it, tok, "plain")
     joint = tok(fp.text + "is")["input_ids"]
     assert joint[: len(fp.input_ids)] != list(fp.input_ids)  # the tokenizer really merges here
-    seq = _answer_sequence(tok, fp, "is", add_special=True)
+    seq = answer_sequence(tok, fp, "is", add_special=True)
     assert seq.boundary_merge
     assert list(seq.ids[: seq.start]) == list(fp.input_ids)
     assert tok.decode(seq.ids[seq.start:]) == "is"
