@@ -69,6 +69,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU)")
 
 
+def _check_sizes(args: argparse.Namespace) -> None:
+    """``--batch-size``, ``--max-items`` and ``--max-length`` must be positive (checked before any loading)."""
+    from cpi.errors import CpiError
+
+    for name in ("batch_size", "max_items", "max_length"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise CpiError(f"--{name.replace('_', '-')}: must be >= 1, got {value}")
+
+
 def _save_fig(fig: object, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -112,11 +122,13 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _intervene(args: argparse.Namespace) -> int:
-    from cpi.io import save_run
+    from cpi.io import check_out_dir, save_run
     from mechinterp.intervene import HeadIntervention, intervene, parse_heads, summarize_intervention
     from mechinterp.load import load_bridge
     from mechinterp.trajectory import load_items
 
+    _check_sizes(args)
+    check_out_dir(args.out)
     items = load_items(args.dataset, args.max_items)
     bridge, tok = load_bridge(args.checkpoint, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer)
     heads = parse_heads(args.heads, int(bridge.cfg.n_layers), int(bridge.cfg.n_heads))
@@ -140,10 +152,11 @@ def _link(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from cpi.errors import CpiError
-    from cpi.io import save_run
+    from cpi.io import check_out_dir, save_run
     from mechinterp import link, plots
     from mechinterp.trajectory import read_probe_table
 
+    check_out_dir(args.out)
     table = read_probe_table(args.probe)
     ev = None
     if args.eval_summary is not None:
