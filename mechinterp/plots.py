@@ -121,7 +121,7 @@ def plot_value_contributions(steps: "pd.DataFrame", ax: Any = None) -> "Figure":
     fig, ax = _ax(ax)
     for col, label, style in (("value_context", "heads ← context", "o-"), ("value_question", "heads ← subject", "s-"),
                               ("value_bos", "heads ← BOS", "^-"), ("value_other", "heads ← other", "v-"),
-                              ("mlp", "MLPs", "d--"), ("logit_diff", "total (real)", "k-")):
+                              ("mlp", "MLPs", "d--"), ("logit_diff", "total (real)", "k*-")):
         if col in steps.columns:
             ax.plot(steps["step"], steps[col], style, label=label, ms=4)
     ax.axhline(0, color="grey", lw=0.6)
