@@ -152,19 +152,27 @@ def hf_reference(model, items, arch: str) -> dict:
         attn = np.zeros((len(layers), H, len(SPANS)))
         heads = np.zeros((len(layers), H))
         for layer, o in enumerate(o_projs):
-            attn[layer] = (res.attentions[layer][0, :, -1, :].float() @ masks.T).numpy()
-            z = grabbed[("z", layer)]
-            dh = z.shape[0] // H
-            zero = o(torch.zeros_like(z)[None].to(o.weight.dtype))[0].float()
-            post = posts[layer]
-            for h in range(H):
-                zh = torch.zeros_like(z)
-                zh[h * dh:(h + 1) * dh] = z[h * dh:(h + 1) * dh]
-                r = o(zh[None].to(o.weight.dtype))[0].float() - zero
-                if post is not None:  # Gemma-3: post-attention norm, its scale frozen at the final position
-                    r = r / rms(grabbed[("o", layer)], post.eps) * (1.0 + post.weight.float())
-                heads[layer, h] = float(final_map(r) @ du)
+            _reference_heads(res, grabbed, layer, o, posts[layer], H, masks, final_map, du, attn, heads, rms)
         out["attn"].append(attn)
         out["head_total"].append(heads)
         out["logit_diff"].append(float(logits[it.context_token] - logits[it.parametric_token]))
     return {k: np.array(v) for k, v in out.items()}
+
+
+def _reference_heads(res, grabbed, layer, o, post, H, masks, final_map, du, attn, heads, rms) -> None:
+    """One layer of :func:`hf_reference`: masses from ``output_attentions``, per-head contributions by
+    applying the output projection to one head's slice of its input."""
+    import torch
+
+    with torch.no_grad():
+        attn[layer] = (res.attentions[layer][0, :, -1, :].float() @ masks.T).numpy()
+        z = grabbed[("z", layer)]
+        dh = z.shape[0] // H
+        zero = o(torch.zeros_like(z)[None].to(o.weight.dtype))[0].float()
+        for h in range(H):
+            zh = torch.zeros_like(z)
+            zh[h * dh:(h + 1) * dh] = z[h * dh:(h + 1) * dh]
+            r = o(zh[None].to(o.weight.dtype))[0].float() - zero
+            if post is not None:  # Gemma-3: post-attention norm, its scale frozen at the final position
+                r = r / rms(grabbed[("o", layer)], post.eps) * (1.0 + post.weight.float())
+            heads[layer, h] = float(final_map(r) @ du)
