@@ -134,8 +134,10 @@ def _intervene(args: argparse.Namespace) -> int:
              weights=getattr(bridge, "cpi_weights", "raw_hf"))
     allrow = summary[summary["category"] == "ALL"]
     for _, row in allrow.iterrows():
-        print(f"{row['dataset']}: cf_acc {row['cf_acc_base']:.3f} -> {row['cf_acc_int']:.3f}, "
-              f"logit diff {row['logit_diff_base']:.3f} -> {row['logit_diff_int']:.3f} (n={row['n']})")
+        print(f"{row['dataset']}: cf_acc {row['cf_acc_base']:.3f} -> {row['cf_acc_int']:.3f} "
+              f"(change 95% CI [{row['delta_cf_acc_lo']:+.3f}, {row['delta_cf_acc_hi']:+.3f}]), "
+              f"logit diff {row['logit_diff_base']:.3f} -> {row['logit_diff_int']:.3f} "
+              f"(change 95% CI [{row['delta_logit_diff_lo']:+.3f}, {row['delta_logit_diff_hi']:+.3f}]) (n={row['n']})")
     print(f"wrote {args.out}")
     return 0
 
