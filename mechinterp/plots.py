@@ -62,8 +62,8 @@ def plot_attention_change(head_table: "pd.DataFrame", ax: Any = None, column: st
 _HEATMAP_TITLES = {
     "attn_context": ("attention to context", "viridis"),
     "attn_question": ("attention to question", "viridis"),
-    "value_total": ("per-head contribution to logit diff (ctx − param)", "RdBu_r"),
-    "value_context": ("context-path contribution to logit diff", "RdBu_r"),
+    "value_total": ("per-head contribution to\nlogit diff (ctx − param)", "RdBu_r"),
+    "value_context": ("context-path contribution to\nlogit diff (ctx − param)", "RdBu_r"),
 }
 
 
@@ -78,7 +78,7 @@ def plot_head_heatmap(head_table: "pd.DataFrame", column: str = "attn_context", 
     values = grid.to_numpy(dtype=float)
     title, cmap = _HEATMAP_TITLES.get(column, (column, "RdBu_r"))
     n_layers, n_heads = values.shape
-    fig, ax = _ax(ax, (min(2.2 + 0.45 * n_heads, 9.0), min(1.8 + 0.2 * n_layers, 8.0)))
+    fig, ax = _ax(ax, (min(max(2.2 + 0.45 * n_heads, 4.6), 9.0), min(max(1.8 + 0.2 * n_layers, 3.2), 8.0)))
     if cmap == "viridis":
         im = ax.imshow(values, cmap=cmap, vmin=0.0, vmax=max(float(np.nanmax(values)), 1e-12), aspect="auto",
                        origin="lower")
