@@ -59,3 +59,37 @@ def test_probe_agrees_with_plain_transformers(smollm2):
     np.testing.assert_allclose(arr["attn"], ref["attn"], atol=1e-4, rtol=0)
     np.testing.assert_allclose(arr["head_contrib"].sum(-1), ref["head_total"], atol=1e-4, rtol=0)
     assert np.abs(ref["head_total"]).max() > 0.05 and ref["attn"][..., 0].max() > 0.1  # not vacuous
+
+
+@pytest.fixture(scope="session")
+def real_gemma3():
+    """Gemma-3-270M (base): opt-in (``CPI_REAL_GEMMA=1``), it takes a few minutes on 2 CPU cores."""
+    import os
+
+    if os.environ.get("CPI_REAL_GEMMA") != "1":
+        pytest.skip("Gemma-3-270M test is opt-in: CPI_REAL_GEMMA=1")
+    path = Path(os.environ.get("CPI_REAL_GEMMA_PATH", "/tmp/models/gemma"))
+    if not (path / "config.json").is_file():
+        pytest.fail(f"CPI_REAL_GEMMA=1 but {path} holds no checkpoint (`cpi models fetch gemma-3-270m`)")
+    return path
+
+
+def test_gemma3_probe_agrees_with_plain_transformers(real_gemma3):
+    """Gemma-3-270M: (1 + w) RMSNorm, sandwich norms, scaled embeddings, QK-norm, 1 KV head."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from fullscale.conflicts import load_conflicts
+    from mechinterp.load import load_bridge
+    from mechinterp.probe import probe_arrays
+    from tests.mechinterp.helpers import hf_reference
+
+    bridge, tok = load_bridge(real_gemma3, device="cpu", dtype="float32")
+    items = list(load_conflicts("CF_World_Facts"))[:3]
+    pitems, arr = probe_arrays(bridge, tok, items, template="alpaca", batch_size=3)
+    assert np.all(np.abs(arr["recon"] - arr["logit_diff"]) <= 1e-3 * np.maximum(np.abs(arr["logit_diff"]), 1.0))
+    hf = AutoModelForCausalLM.from_pretrained(real_gemma3, attn_implementation="eager", dtype=torch.float32).eval()
+    ref = hf_reference(hf, pitems, "gemma3")
+    np.testing.assert_allclose(arr["logit_diff"], ref["logit_diff"], atol=1e-4)
+    np.testing.assert_allclose(arr["attn"], ref["attn"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(arr["head_contrib"].sum(-1), ref["head_total"], atol=1e-4, rtol=0)
