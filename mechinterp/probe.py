@@ -13,7 +13,9 @@ generated), and for every layer and head, the probe measures
   (query head ``h`` reads KV head ``h // (n_heads / n_kv)`` under grouped-query
   attention), projected through the final norm — its scale frozen at the final
   position, so the map is linear — and the unembedding onto
-  ``logit(context answer's first token) − logit(parametric answer's first token)``.
+  ``logit(context answer's token) − logit(parametric answer's token)`` at the first token
+  where the two answers differ (their shared prefix appended to the prompt; see
+  :func:`answer_target`), so no item has a structural zero.
 * **direct contributions** of the embedding, each MLP, each attention output
   bias and the final norm/unembedding biases, in the same units.
 
@@ -61,7 +63,7 @@ PROBE_COLUMNS: tuple[str, ...] = (
 #: Columns of :func:`targets_table` (which tokens the logit difference compares, per item).
 TARGET_COLUMNS: tuple[str, ...] = (
     "item_id", "dataset", "category", "status", "reason", "shared_prefix_len", "shared_prefix", "context_token",
-    "context_piece", "parametric_token", "parametric_piece",
+    "context_piece", "parametric_token", "parametric_piece", "answer_forms",
 )
 
 
@@ -86,6 +88,7 @@ class ProbeItem:
     dataset: str = ""
     category: str = ""
     shared_prefix_len: int = 0
+    answer_forms: str = ""  # "joint,joint" etc.: how each answer's tokens were found (answer_continuation)
 
     def span_mask(self) -> list[str]:
         """Per-token span label (``SPANS`` names) for this prompt."""
@@ -230,7 +233,8 @@ def _probe_item(item: Any, tokenizer: Any, template: str, max_length: int | None
     tg = answer_target(tokenizer, fp.text, fp.input_ids, item.context_answer, item.parametric_answer, item.id)
     return ProbeItem(item_id=item.id, input_ids=tuple(fp.input_ids) + tg.shared, spans=spans,
                      context_token=tg.context_token, parametric_token=tg.parametric_token, has_bos=bool(fp.has_bos),
-                     dataset=item.dataset, category=item.category, shared_prefix_len=len(tg.shared))
+                     dataset=item.dataset, category=item.category, shared_prefix_len=len(tg.shared),
+                     answer_forms=f"{tg.context_form},{tg.parametric_form}")
 
 
 def targets_table(items: Iterable[Any], tokenizer: Any, template: str = "alpaca",
@@ -238,7 +242,8 @@ def targets_table(items: Iterable[Any], tokenizer: Any, template: str = "alpaca"
     """Per item, which tokens the probe compares: ``item_id, dataset, category, status`` (``used`` /
     ``dropped``), ``reason``, ``shared_prefix_len``, ``shared_prefix`` (decoded), ``context_token``,
     ``context_piece``, ``parametric_token``, ``parametric_piece`` (ids and decoded strings; -1 / ""
-    for dropped items)."""
+    for dropped items), ``answer_forms`` (``joint`` / ``alone`` per answer, see
+    :func:`answer_continuation`)."""
     import pandas as pd
 
     used, dropped = _prepare(items, tokenizer, template, max_length)
@@ -250,11 +255,11 @@ def targets_table(items: Iterable[Any], tokenizer: Any, template: str = "alpaca"
                      "shared_prefix": tokenizer.decode(list(shared)) if shared else "",
                      "context_token": it.context_token, "context_piece": tokenizer.decode([it.context_token]),
                      "parametric_token": it.parametric_token,
-                     "parametric_piece": tokenizer.decode([it.parametric_token])})
+                     "parametric_piece": tokenizer.decode([it.parametric_token]), "answer_forms": it.answer_forms})
     for item, reason in dropped:
         rows.append({"item_id": item.id, "dataset": item.dataset, "category": item.category, "status": "dropped",
                      "reason": reason, "shared_prefix_len": -1, "shared_prefix": "", "context_token": -1,
-                     "context_piece": "", "parametric_token": -1, "parametric_piece": ""})
+                     "context_piece": "", "parametric_token": -1, "parametric_piece": "", "answer_forms": ""})
     return pd.DataFrame(rows, columns=TARGET_COLUMNS)
 
 

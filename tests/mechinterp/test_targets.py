@@ -75,6 +75,7 @@ def test_undefined_items_dropped_with_count_and_recorded(caplog):
     assert t.loc["year", "shared_prefix"].strip() == "18"
     assert (t.loc["year", "context_piece"], t.loc["year", "parametric_piece"]) == ("6", "7")
     assert "identically" in t.loc["same", "reason"]
+    assert t.loc["year", "answer_forms"] == "joint,joint"
 
 
 @pytest.mark.parametrize("template", ["plain", "alpaca"])
