@@ -117,7 +117,10 @@ def intervene(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], interv
     import pandas as pd
 
     from fullscale.scoring import pad_token_id
-    from mechinterp import probe as P
+    import importlib
+
+    # the module, not the package's lazily exported `probe` function of the same name
+    P = importlib.import_module("mechinterp.probe")
 
     bridge = P.as_bridge(bridge_or_model, tokenizer)
     pitems = P.prepare_items(items, tokenizer, template=template, max_length=max_length)

@@ -73,3 +73,19 @@ def test_bad_input_exits_2(setup, tmp_path, capsys):
     assert main(["probe-intervene", "--checkpoint", str(run / "checkpoint-5"), "--dataset", str(data),
                  "--heads", "7.0", "--out", str(tmp_path / "o3")]) == 2
     assert "7.0 does not exist" in capsys.readouterr().err
+
+
+def test_probe_intervene_in_a_fresh_process(setup, tmp_path):
+    """`cpi probe-intervene` as a user runs it: a fresh interpreter where nothing imported
+    mechinterp.probe before (the package's lazy `probe` function must not shadow the module)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root, run, data = setup
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-m", "cpi.cli", "probe-intervene", "--checkpoint", str(run / "checkpoint-5"),
+                          "--dataset", str(data), "--heads", "1.0", "--max-items", "2", "--out", str(tmp_path / "iv")],
+                         capture_output=True, text=True, cwd=repo, env={**__import__("os").environ, "PYTHONPATH": str(repo)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "95% CI" in out.stdout and (tmp_path / "iv" / "intervention_summary.csv").is_file()
