@@ -12,7 +12,7 @@ setup:
 	@$(PIP) install -q -e ".[test]"
 
 run: setup
-	cpi run
+	cpi run --figures figures
 
 test: setup
 	$(PYTHON) -m pytest -q

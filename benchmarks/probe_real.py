@@ -48,7 +48,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     from fullscale.conflicts import load_conflicts
-    from fullscale.scoring import pad_batch, pad_token_id
+    from fullscale.batching import pad_batch, pad_token_id
     from mechinterp.load import load_bridge
     from mechinterp.probe import prepare_items, run_probe_batch
 

@@ -20,9 +20,11 @@ Templates (``TEMPLATES``):
     Closed book uses Alpaca's no-input form with the question in the
     instruction.
 ``chat``
-    The tokenizer's own chat template (``tokenizer.apply_chat_template`` with
-    one user turn and ``add_generation_prompt=True``); the user turn holds the
-    same text as ``alpaca``'s instruction + input.
+    The tokenizer's own chat template: one user turn holding the same text as
+    ``alpaca``'s instruction + input, then the start of an assistant turn
+    exactly as the template renders it before a reply (see
+    :func:`assistant_turn_start`; ``"<|im_start|>assistant\n"``,
+    ``"<start_of_turn>model\n"``, ``" [/INST]"`` + the reply's leading space).
 
 For quote items (``task == "quote"``) the quote prefix (``item.question``) is
 always the *last* text of the prompt (after ``### Response:\\n`` or after the
@@ -43,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from cpi.errors import CpiError
+from fullscale.conflicts import contains_word
 
 if TYPE_CHECKING:  # pragma: no cover
     from fullscale.conflicts import ConflictItem
@@ -70,7 +73,9 @@ class FormattedPrompt:
     ``spans`` are half-open *token* index ranges into ``input_ids``:
     ``"context"`` (absent when formatted without context), ``"question"`` and
     ``"final"`` (= ``(len - 1, len)``, the position whose logits predict the
-    answer). ``char_spans`` are the same parts as character ranges of ``text``.
+    answer). ``truncated``: the context was cut to fit ``max_length``;
+    ``answer_cut``: the cut removed every accepted form of the context answer
+    from the context (the item no longer tests a conflict). ``char_spans`` are the same parts as character ranges of ``text``.
     A token belongs to a part if its character offsets overlap the part's
     characters (so a byte-level BPE token ``" Paris"`` that carries the space
     before the context still counts as context).
@@ -83,6 +88,7 @@ class FormattedPrompt:
     char_spans: Mapping[str, tuple[int, int]]
     has_bos: bool
     truncated: bool = False
+    answer_cut: bool = False
     template: str = "alpaca"
     with_context: bool = True
     offsets: tuple[tuple[int, int], ...] = field(default=(), repr=False)
@@ -148,32 +154,69 @@ def _segments(item: Any, template: str, with_context: bool, context: str, tokeni
 
 
 _SENTINEL = "\x00CPI-USER-CONTENT\x00"
+_SENTINEL_REPLY = "\x00CPI-ASSISTANT-CONTENT\x00"
 
 
-def _chat_segments(tokenizer: Any, user: list[tuple[str, str | None]], assistant_prefix: list[tuple[str, str | None]],
-                   item_id: str) -> list[tuple[str, str | None]]:
-    """Render the chat template around the user turn and split it back into segments.
+def _render_chat(tokenizer: Any, messages: list[dict[str, str]], item_id: str, **kwargs: Any) -> str:
+    try:
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+    except Exception as exc:  # jinja errors are of many kinds; re-raise as a user-facing error
+        raise CpiError(f"item {item_id}: the tokenizer's chat template failed to render: {exc}") from exc
+    if not isinstance(rendered, str):
+        raise CpiError(f"item {item_id}: the tokenizer's chat template did not render to text")
+    return rendered
 
-    The template is rendered once with a sentinel as the user's message, and
-    the real user text is put where the sentinel landed, so the positions of
-    context and question in the final text are known exactly even when the
-    template adds text before and after the message.
+
+def assistant_turn_start(tokenizer: Any, item_id: str = "?") -> tuple[str, str]:
+    """``(before, start)``: the chat template's text before the user message, and between it and the reply.
+
+    ``start`` is taken from the template's rendering of a *complete* exchange (a user message and an
+    assistant reply, both sentinels), cut where the reply's content begins, so a prompt that ends with
+    ``start`` ends exactly as the template renders the start of an assistant turn. Templates that refuse
+    an assistant message fall back to ``add_generation_prompt=True``.
     """
     if not getattr(tokenizer, "chat_template", None):
         raise CpiError(
             f"item {item_id}: template 'chat' needs a tokenizer with a chat template, and this tokenizer "
             f"({type(tokenizer).__name__}) has none; use --template alpaca or plain"
         )
-    try:
-        rendered = tokenizer.apply_chat_template(
-            [{"role": "user", "content": _SENTINEL}], tokenize=False, add_generation_prompt=True
-        )
-    except Exception as exc:  # jinja errors are of many kinds; re-raise as a user-facing error
-        raise CpiError(f"item {item_id}: the tokenizer's chat template failed to render: {exc}") from exc
-    if not isinstance(rendered, str) or rendered.count(_SENTINEL) != 1:
+    generation = _render_chat(tokenizer, [{"role": "user", "content": _SENTINEL}], item_id, add_generation_prompt=True)
+    if generation.count(_SENTINEL) != 1:
         raise CpiError(f"item {item_id}: cannot locate the user message in the rendered chat template")
-    before, after = rendered.split(_SENTINEL)
-    return [(before, None), *user, (after, None), *assistant_prefix]
+    before, gen_start = generation.split(_SENTINEL)
+    try:
+        full = tokenizer.apply_chat_template(
+            [{"role": "user", "content": _SENTINEL}, {"role": "assistant", "content": _SENTINEL_REPLY}],
+            tokenize=False, add_generation_prompt=False,
+        )
+    except Exception:  # a template that only renders user turns: the generation prompt is all we have
+        full = None
+    start = gen_start
+    if isinstance(full, str) and full.count(_SENTINEL) == 1 and full.count(_SENTINEL_REPLY) == 1:
+        head, rest = full.split(_SENTINEL)
+        if head == before:
+            start = rest.split(_SENTINEL_REPLY)[0]
+    return before, start
+
+
+def _chat_segments(tokenizer: Any, user: list[tuple[str, str | None]], assistant_prefix: list[tuple[str, str | None]],
+                   item_id: str) -> list[tuple[str, str | None]]:
+    """Render the chat template around the user turn and split it back into segments.
+
+    The template is rendered with sentinels as the user's message (and the assistant's reply, see
+    :func:`assistant_turn_start`), and the real user text is put where the sentinel landed, so the
+    positions of context and question in the final text are known exactly even when the template adds
+    text before and after the message. ``assistant_prefix`` (a quote's opening words) follows the start
+    of the assistant turn exactly as the template renders the start of a reply. Without one, a single
+    trailing space of the turn's start (``"[/INST] "`` in Llama-2/Mistral templates) is left out of the
+    prompt: the template puts it before the reply's first word, so it belongs to the answer (its
+    ``space`` form, the tokenizer's ``"▁word"`` token), not to a prompt that would end in a lone space
+    token that the model never sees there.
+    """
+    before, start = assistant_turn_start(tokenizer, item_id)
+    if not assistant_prefix and start.endswith(" ") and not start.endswith("  "):
+        start = start[:-1]
+    return [(before, None), *user, (start, None), *assistant_prefix]
 
 
 def _tokenize(tokenizer: Any, text: str, template: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -242,8 +285,12 @@ def format_prompt(item: "ConflictItem", tokenizer: Any, template: str = "alpaca"
         text, ids, offsets, char_spans = _build(item, tokenizer, template, with_context, context)
         if not context:
             char_spans.pop("context", None)
+    answer_cut = False
     if truncated:
-        log.info("item %s: context truncated from the left to fit %s tokens", item.id, max_length)
+        accepted = getattr(item, "accepted_context", None) or (item.context_answer,)
+        answer_cut = not any(contains_word(context, a) for a in accepted if a)
+        log.info("item %s: context truncated from the left to fit %s tokens%s", item.id, max_length,
+                 " (the context answer was cut)" if answer_cut else "")
     spans: dict[str, tuple[int, int]] = {}
     for role, (a, b) in char_spans.items():
         if a == b and role == "context":
@@ -261,15 +308,23 @@ def format_prompt(item: "ConflictItem", tokenizer: Any, template: str = "alpaca"
     has_bos = bool(ids) and bos is not None and ids[0] == bos
     return FormattedPrompt(
         item_id=item.id, text=text, input_ids=tuple(int(i) for i in ids), spans=spans, char_spans=dict(char_spans),
-        has_bos=has_bos, truncated=truncated, template=template, with_context=with_context,
+        has_bos=has_bos, truncated=truncated, answer_cut=answer_cut, template=template, with_context=with_context,
         offsets=tuple((int(a), int(b)) for a, b in offsets),
     )
 
 
 def format_prompts(items: Sequence["ConflictItem"], tokenizer: Any, template: str = "alpaca", with_context: bool = True,
                    max_length: int | None = None) -> list[FormattedPrompt]:
-    """:func:`format_prompt` over a list of items (same arguments)."""
-    return [format_prompt(it, tokenizer, template, with_context, max_length) for it in items]
+    """:func:`format_prompt` over a list of items (same arguments).
+
+    Logs one WARNING with the count of items whose context answer was cut away by truncation.
+    """
+    prompts = [format_prompt(it, tokenizer, template, with_context, max_length) for it in items]
+    cut = [fp.item_id for fp in prompts if fp.answer_cut]
+    if cut:
+        log.warning("%d of %d items lost their context answer when the context was truncated to fit %s tokens "
+                    "(flagged answer_cut; first: %s)", len(cut), len(prompts), max_length, ", ".join(cut[:3]))
+    return prompts
 
 
 def model_max_length(model: Any = None, tokenizer: Any = None) -> int | None:

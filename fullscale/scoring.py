@@ -21,11 +21,13 @@ Three modes, each giving one row per item (all kept in the results folder):
    prompt, never by tokenizing the answer alone: alone, a sentencepiece
    tokenizer would prepend ``"▁"`` (and a BOS) and a byte-level BPE would miss
    the space-merged token ``"Ġ..."``, so the scored tokens would not be the ones
-   the model would actually produce after this prompt. If the tokenizer merges
-   across the prompt/answer boundary, the scored sequence starts at the merged
-   token and is conditioned on the tokens before it (``boundary_merge``
-   flags it). The two forms are distinct token sequences, so their
-   probabilities add: ``logp_* = logsumexp(nospace, space)``. Then
+   the model would actually produce after this prompt. Every form is
+   conditioned on the prompt's *own* tokens: if tokenizing prompt and answer
+   together changes the prompt's tokens (``"than"`` + ``"thunder"`` ->
+   ``"▁th" "anth" "under"``), the answer is tokenized as a fresh continuation
+   and appended to them (``merge_<side>_<form>`` flags it). The two forms are
+   distinct texts after the same prompt, so their probabilities add:
+   ``logp_* = logsumexp(nospace, space)``. Then
    ``margin = logp_context - logp_parametric``, ``reliance = sigmoid(margin)``
    (= p_ctx / (p_ctx + p_par) restricted to the two answers) and
    ``mem_ratio_lp = 1 - reliance``. Scores use *right* padding, so batched
@@ -48,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from cpi.errors import CpiError
 from cpi.progress import progress
+from fullscale.batching import pad_batch, pad_token_id
 from fullscale.prompts import FormattedPrompt, format_prompts, model_max_length
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -160,38 +163,6 @@ def _device_of(model: Any):
         return torch.device("cpu")
 
 
-def pad_token_id(tokenizer: Any) -> int:
-    """The id to pad batches with: the tokenizer's pad token, else EOS, else UNK, else 0.
-
-    Padded positions are masked out of attention and never scored, so the choice only has to be a
-    valid id; every batched forward in the package pads with this one.
-    """
-    for cand in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id, 0):
-        if cand is not None:
-            return int(cand)
-    return 0  # pragma: no cover
-
-
-def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, side: str = "left") -> tuple["torch.Tensor", "torch.Tensor"]:
-    """Pad token-id lists to the longest one: ``input_ids`` and ``attention_mask``, both ``[batch pos]`` long.
-
-    ``side="left"`` puts the padding before the tokens (generation and last-position reads: every
-    sequence ends at the last position); ``"right"`` after them (positions then start at 0 for all).
-    """
-    import torch
-
-    if side not in ("left", "right"):
-        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
-    width = max((len(s) for s in seqs), default=0)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for r, seq in enumerate(seqs):
-        cols = slice(width - len(seq), width) if side == "left" else slice(0, len(seq))
-        ids[r, cols] = torch.tensor(list(seq), dtype=torch.long)
-        mask[r, cols] = 1
-    return ids, mask
-
-
 def _batches(order: Sequence[int], size: int) -> list[list[int]]:
     return [list(order[i:i + size]) for i in range(0, len(order), size)]
 
@@ -254,12 +225,13 @@ def score_generation(model: Any, tokenizer: Any, items: Sequence["ConflictItem"]
                      max_length: int | None = None, stops: Sequence[str] = DEFAULT_STOPS) -> "pd.DataFrame":
     """Greedy generation + containment: one row per item.
 
-    Columns: ``item_id, dataset, category, prompt, truncated, output`` (raw
+    Columns: ``item_id, dataset, category, prompt, truncated, answer_cut, output`` (raw
     decoded continuation), ``answer_text`` (output cut at the first stop
     string; this is what is matched), ``cf_correct, param_correct, outcome,
     matched_context, matched_parametric``. ``max_length`` (default: the
     model's context length) bounds prompt + new tokens; longer prompts have
-    their context truncated from the left (``truncated``).
+    their context truncated from the left (``truncated``; ``answer_cut`` when
+    that removed the context answer, see :class:`FormattedPrompt`).
     """
     import pandas as pd
 
@@ -272,7 +244,7 @@ def score_generation(model: Any, tokenizer: Any, items: Sequence["ConflictItem"]
         answer_text = cut_at_stops(out, stops)
         rows.append({
             "item_id": it.id, "dataset": it.dataset, "category": it.category,
-            "prompt": fp.text, "truncated": fp.truncated, "output": out, "answer_text": answer_text,
+            "prompt": fp.text, "truncated": fp.truncated, "answer_cut": fp.answer_cut, "output": out, "answer_text": answer_text,
             **classify_output(answer_text, _accepted(it, "context"), _accepted(it, "parametric")),
         })
     return pd.DataFrame(rows)
@@ -283,37 +255,72 @@ def score_generation(model: Any, tokenizer: Any, items: Sequence["ConflictItem"]
 
 
 @dataclass(frozen=True)
-class _Seq:
-    """One (prompt, answer surface form) sequence to score: ``ids[start:]`` are the answer's tokens."""
+class AnswerSequence:
+    """One (prompt, answer surface form) sequence to score: ``ids[start:]`` are the answer's tokens.
+
+    ``ids[:start]`` are always the prompt's own tokens. ``boundary_merge``: tokenizing prompt and
+    answer together changes the prompt's tokens, so the answer's tokens were taken from the answer
+    tokenized as a fresh continuation instead (see :func:`answer_sequence`).
+    """
 
     ids: tuple[int, ...]
     start: int
     boundary_merge: bool
 
 
-def _answer_sequence(tokenizer: Any, fp: FormattedPrompt, answer: str, add_special: bool) -> _Seq:
-    """Tokenize ``fp.text + answer`` together and find where the answer's tokens begin (by offsets)."""
-    text = fp.text + answer
-    enc = tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
+#: Texts put before an answer to tokenize it as the start of a new token (the first whose tokens end
+#: exactly where the answer begins is used).
+_ANCHORS = ("\n", "\n\n", ".", "a")
+
+
+def _continuation_ids(tokenizer: Any, answer: str) -> list[int] | None:
+    """The answer's tokens when it starts right after a token boundary (no dummy prefix, no merge).
+
+    Tokenizes ``anchor + answer`` and keeps the tokens past the anchor, for the first anchor whose
+    tokens end exactly at the answer's first character; ``None`` if no anchor separates cleanly.
+    """
+    for anchor in _ANCHORS:
+        enc = tokenizer(anchor + answer, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offs = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+        cut = len(anchor)
+        if any(a < cut < b for a, b in offs):
+            continue
+        rest = [i for i, (a, b) in zip(ids, offs) if a >= cut and b > a]
+        if rest and tokenizer.decode(rest) == answer:
+            return rest
+    return None
+
+
+def answer_sequence(tokenizer: Any, fp: FormattedPrompt, answer: str, add_special: bool) -> AnswerSequence:
+    """The prompt's own tokens followed by the tokens of ``answer`` as its continuation.
+
+    ``prompt + answer`` is tokenized together, so the answer's tokens are those the tokenizer gives it
+    after this prompt (a sentencepiece ``"▁Paris"``, a byte-level ``"ĠParis"``), never the answer
+    tokenized alone (which would add a dummy-prefix ``"▁"`` or a BOS). When the joint tokenization
+    does not begin with the prompt's own tokens (the answer merged across the boundary: ``"than"`` +
+    ``"thunder"`` -> ``"▁th" "anth" "under"``), the answer is tokenized as a fresh continuation
+    (:func:`_continuation_ids`) and appended to the prompt's tokens, so the log-prob is still
+    conditioned on the prompt itself (``boundary_merge`` marks it).
+    """
+    prompt_ids = list(fp.input_ids)
+    n = len(prompt_ids)
+    if n == 0:
+        raise CpiError(f"item {fp.item_id}: nothing to condition the answer on (empty prompt)")
+    enc = tokenizer(fp.text + answer, add_special_tokens=add_special, return_offsets_mapping=True)
     ids, offs = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
     # drop trailing special tokens (e.g. an EOS added by a post-processor): they are not the answer
-    while ids and offs[-1][1] <= offs[-1][0] and len(ids) > 1:
+    while len(ids) > n and offs[-1][1] <= offs[-1][0]:
         ids.pop()
         offs.pop()
-    cut = len(fp.text)
-    start = next((i for i, (a, b) in enumerate(offs) if b > a and b > cut), None)
-    if start is None:
-        raise CpiError(f"item {fp.item_id}: answer {answer!r} produced no tokens after the prompt")
-    # tokenizers that trim offsets give a lone space token a zero-width offset at the boundary: it is the answer's
-    while start > 1 and offs[start - 1][0] == offs[start - 1][1] >= cut > 0:
-        start -= 1
-    if start == 0:
-        raise CpiError(f"item {fp.item_id}: nothing to condition the answer on (empty prompt)")
-    merge = offs[start][0] < cut
-    return _Seq(ids=tuple(int(i) for i in ids), start=start, boundary_merge=merge)
+    if len(ids) > n and ids[:n] == prompt_ids:
+        return AnswerSequence(ids=tuple(int(i) for i in ids), start=n, boundary_merge=False)
+    cont = _continuation_ids(tokenizer, answer)
+    if not cont:
+        raise CpiError(f"item {fp.item_id}: answer {answer!r} cannot be tokenized as a continuation of the prompt")
+    return AnswerSequence(ids=tuple(int(i) for i in prompt_ids + cont), start=n, boundary_merge=True)
 
 
-def sequence_logprobs(model: Any, seqs: Sequence[_Seq], pad_id: int, batch_size: int = 16,
+def sequence_logprobs(model: Any, seqs: Sequence[AnswerSequence], pad_id: int, batch_size: int = 16,
                       desc: str = "log-prob") -> list[tuple[float, int]]:
     """``(sum log p(answer tokens | preceding tokens), n_answer_tokens)`` for each sequence.
 
@@ -340,7 +347,7 @@ def sequence_logprobs(model: Any, seqs: Sequence[_Seq], pad_id: int, batch_size:
     return res
 
 
-def shared_prefix_logprobs(model: Any, seqs: Sequence[_Seq], pad_id: int, batch_size: int = 16,
+def shared_prefix_logprobs(model: Any, seqs: Sequence[AnswerSequence], pad_id: int, batch_size: int = 16,
                            desc: str = "log-prob") -> list[tuple[float, int]]:
     """Same result as :func:`sequence_logprobs`, computing each distinct prompt only once.
 
@@ -406,7 +413,7 @@ def shared_prefix_logprobs(model: Any, seqs: Sequence[_Seq], pad_id: int, batch_
     return res
 
 
-def _lse(values: Sequence[float]) -> float:
+def logsumexp(values: Sequence[float]) -> float:
     m = max(values)
     if m == -math.inf:
         return m
@@ -426,13 +433,16 @@ def score_logprob(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], t
                   prompts: Sequence[FormattedPrompt] | None = None, share_prefix: bool = True) -> "pd.DataFrame":
     """Log-probability of the context and the parametric answer: one row per item.
 
-    Columns: ``item_id, dataset, category, prompt, truncated``;
+    Columns: ``item_id, dataset, category, prompt, truncated, answer_cut``;
     ``logp_{context,parametric}_{nospace,space}`` (summed log-prob of the
     answer's tokens after the prompt, without / with a leading space),
     ``ntok_*`` (their token counts), ``logp_context``, ``logp_parametric``
     (logsumexp over the two forms), ``margin`` (context − parametric),
     ``reliance`` (sigmoid(margin) in [0, 1]), ``mem_ratio_lp`` (1 − reliance),
-    ``prefers_context`` (margin > 0), ``boundary_merge``.
+    ``prefers_context`` (margin > 0); ``merge_{context,parametric}_{nospace,space}`` (that form merged
+    across the prompt boundary when tokenized with the prompt, so its tokens are the answer tokenized as a
+    fresh continuation of the prompt's own tokens, see :func:`answer_sequence`) and ``boundary_merge``
+    (any form did). Every form is conditioned on the prompt's own tokens.
 
     ``share_prefix`` (default) runs each prompt once and its four answer
     continuations on its KV cache (:func:`shared_prefix_logprobs`); ``False``
@@ -451,12 +461,12 @@ def score_logprob(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], t
                 raise CpiError(f"max_length {max_length} leaves no room for the prompt")
         prompts = _prompts_for(items, tokenizer, template, with_context, limit)
     add_special = (prompts[0].template != "chat") if prompts else True
-    seqs: list[_Seq] = []
+    seqs: list[AnswerSequence] = []
     keys: list[tuple[int, str, str]] = []
     for k, (it, fp) in enumerate(zip(items, prompts)):
         for side, ans in (("context", it.context_answer), ("parametric", it.parametric_answer)):
             for form, prefix in (("nospace", ""), ("space", " ")):
-                seqs.append(_answer_sequence(tokenizer, fp, prefix + ans.strip() if prefix else ans.strip(), add_special))
+                seqs.append(answer_sequence(tokenizer, fp, prefix + ans.strip() if prefix else ans.strip(), add_special))
                 keys.append((k, side, form))
     scorer = shared_prefix_logprobs if share_prefix else sequence_logprobs
     scores = scorer(model, seqs, pad_token_id(tokenizer), batch_size,
@@ -467,6 +477,7 @@ def score_logprob(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], t
         row = per.setdefault(k, {"_forms": {"context": [], "parametric": []}, "boundary_merge": False})
         row[f"logp_{side}_{form}"] = lp
         row[f"ntok_{side}_{form}"] = n
+        row[f"merge_{side}_{form}"] = seq.boundary_merge
         row["boundary_merge"] = row["boundary_merge"] or seq.boundary_merge
         sig = (seq.ids[: seq.start], seq.ids[seq.start:])
         if sig not in seen.setdefault((k, side), set()):  # identical token sequences are one event
@@ -476,12 +487,12 @@ def score_logprob(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], t
     for k, (it, fp) in enumerate(zip(items, prompts)):
         r = per[k]
         forms = r.pop("_forms")
-        lc, lp_ = _lse(forms["context"]), _lse(forms["parametric"])
+        lc, lp_ = logsumexp(forms["context"]), logsumexp(forms["parametric"])
         margin = lc - lp_
         reliance = 1.0 / (1.0 + math.exp(-margin)) if margin > -700 else 0.0
         rows.append({
             "item_id": it.id, "dataset": it.dataset, "category": it.category,
-            "prompt": fp.text, "truncated": fp.truncated, **r,
+            "prompt": fp.text, "truncated": fp.truncated, "answer_cut": fp.answer_cut, **r,
             "logp_context": lc, "logp_parametric": lp_, "margin": margin, "reliance": reliance,
             "mem_ratio_lp": 1.0 - reliance, "prefers_context": bool(margin > 0),
         })
@@ -535,7 +546,8 @@ def summarize_items(items: "pd.DataFrame", by: Sequence[str] = ("checkpoint", "s
                     n_boot: int = 1000, seed: int = 0, add_all_category: bool = True) -> "pd.DataFrame":
     """Per-group accuracy/reliance table from an items table (one row per group).
 
-    Columns (those whose inputs exist): ``n``, ``cf_acc``, ``param_acc``,
+    Columns (those whose inputs exist): ``n``, ``n_truncated`` and ``n_answer_cut``
+    (items whose context was truncated, and those whose context answer it removed), ``cf_acc``, ``param_acc``,
     ``both_rate``, ``neither_rate``, ``memorization_ratio``, with bootstrap
     ``*_lo``/``*_hi`` for ``cf_acc`` and ``param_acc``; ``mean_margin``,
     ``mean_reliance``, ``context_pref_rate``; closed-book ``cb_param_acc``,
@@ -555,6 +567,9 @@ def summarize_items(items: "pd.DataFrame", by: Sequence[str] = ("checkpoint", "s
         key = key if isinstance(key, tuple) else (key,)
         row: dict[str, Any] = dict(zip(by, key))
         row["n"] = len(g)
+        for flag in ("truncated", "answer_cut"):
+            if flag in g:
+                row[f"n_{flag}"] = int(g[flag].astype(bool).sum())
         if "cf_correct" in g:
             for col, name in (("cf_correct", "cf_acc"), ("param_correct", "param_acc")):
                 v = g[col].astype(float)
@@ -622,7 +637,7 @@ def score_items(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], tem
     if "closed_book" in modes:
         if "generate" in modes:
             cb = score_generation(model, tokenizer, items, template, batch_size, False, max_new_tokens, max_length)
-            table = merge(table, cb.drop(columns=["truncated"]), "cb_")
+            table = merge(table, cb.drop(columns=["truncated", "answer_cut"]), "cb_")
         cbl = score_logprob(model, tokenizer, items, template, batch_size, False, max_length)
         cbl = cbl[keys + ["prompt", "logp_context", "logp_parametric", "margin"]]
         if "generate" in modes:

@@ -78,10 +78,10 @@ def intervention_hooks(bridge: Any, batch_span_masks: Any, iv: HeadIntervention)
     [batch pos] (float, 1 on the span's tokens)."""
     import torch
 
-    from mechinterp.probe import _attn_geometry
+    from mechinterp.probe import attn_geometry
 
     n_layers = int(bridge.cfg.n_layers)
-    H, _, _ = _attn_geometry(bridge)
+    H, _, _ = attn_geometry(bridge)
     by_layer: dict[int, list[int]] = {}
     for layer, head in iv.heads:
         if layer >= n_layers or head >= H:
@@ -116,8 +116,9 @@ def intervene(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], interv
     import numpy as np
     import pandas as pd
 
-    from fullscale.scoring import pad_token_id
     import importlib
+
+    from fullscale.batching import pad_token_id
 
     # the module, not the package's lazily exported `probe` function of the same name
     P = importlib.import_module("mechinterp.probe")
@@ -135,7 +136,7 @@ def intervene(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], interv
     base_rows, int_rows = [], []
     for start in range(0, len(pitems), batch_size):
         batch = pitems[start:start + batch_size]
-        coll = P._collate(batch, pad_id, bridge.cfg.device)
+        coll = P.collate(batch, pad_id, bridge.cfg.device)
         current["mask"] = coll["span_masks"][:, span_idx, :]
         base_rows.append(P.run_probe_batch(bridge, batch, pad_id))
         int_rows.append(P.run_probe_batch(bridge, batch, pad_id, extra_hooks=hooks))

@@ -350,7 +350,9 @@ class _Readout:
     post_mlp: list["_Norm | None"]   # per layer: norm applied to the MLP output before the residual add
 
 
-def _readout(bridge: Any) -> _Readout:
+def readout(bridge: Any) -> _Readout:
+    """The final norm, unembedding and per-layer post-norms of ``bridge``, as the probe applies them
+    to a residual read-out (CpiError for final-logit soft-capping or an unsupported norm)."""
     hf_cfg = getattr(getattr(bridge, "original_model", None), "config", None)
     cap = getattr(hf_cfg, "final_logit_softcapping", None) if hf_cfg is not None else None
     if cap:
@@ -405,7 +407,8 @@ def _out_proj_weight(o: Any, d_model: int, n_heads: int, d_head: int, layer: int
     return W
 
 
-def _attn_geometry(bridge: Any) -> tuple[int, int, int]:
+def attn_geometry(bridge: Any) -> tuple[int, int, int]:
+    """``(n_heads, n_key_value_heads, d_head)`` of a bridge (grouped-query attention: ``n_kv < n_heads``)."""
     cfg = bridge.cfg
     n_heads = int(cfg.n_heads)
     n_kv = int(getattr(cfg, "n_key_value_heads", None) or n_heads)
@@ -415,11 +418,11 @@ def _attn_geometry(bridge: Any) -> tuple[int, int, int]:
     return n_heads, n_kv, d_head
 
 
-def _collate(batch: Sequence[ProbeItem], pad_id: int, device: Any) -> dict[str, "torch.Tensor"]:
+def collate(batch: Sequence[ProbeItem], pad_id: int, device: Any) -> dict[str, "torch.Tensor"]:
     """Left-pad a batch. Returns input_ids/attention_mask [batch pos], span_masks [batch span pos] float32."""
     import torch
 
-    from fullscale.scoring import pad_batch
+    from fullscale.batching import pad_batch
 
     ids, mask = pad_batch([it.input_ids for it in batch], pad_id, side="left")
     B, S = ids.shape
@@ -459,11 +462,11 @@ def run_probe_batch(bridge: Any, batch: Sequence[ProbeItem], pad_id: int,
     import torch
 
     n_layers = int(bridge.cfg.n_layers)
-    H, KV, dh = _attn_geometry(bridge)
+    H, KV, dh = attn_geometry(bridge)
     G = H // KV
     device = bridge.cfg.device
-    ro = _readout(bridge)
-    t = _collate(batch, pad_id, device)
+    ro = readout(bridge)
+    t = collate(batch, pad_id, device)
     B = t["input_ids"].shape[0]
     g, const = _direction(ro, t["c_tok"], t["p_tok"])  # [batch d_model], [batch]
     d_model = g.shape[-1]
@@ -586,7 +589,7 @@ def probe_arrays(bridge: Any, tokenizer: Any, items: Sequence[Any], template: st
     import numpy as np
 
     from cpi.progress import progress
-    from fullscale.scoring import pad_token_id
+    from fullscale.batching import pad_token_id
 
     if batch_size < 1:
         raise CpiError(f"batch_size must be >= 1, got {batch_size}")

@@ -83,6 +83,19 @@ def test_left_truncation_flags_and_keeps_question(tok):
     assert kept.endswith("Germany is Lyon.")
     assert _decode_span(tok, fp, "question").strip() == it.question
     assert not format_prompt(it, tok, "alpaca", max_length=full.n_tokens).truncated
+    assert not fp.answer_cut  # "Lyon" is at the end of the context and survives
+
+
+def test_truncation_that_cuts_the_answer_is_flagged_and_counted(tok, caplog):
+    first = item(context="In this story the capital of Germany is Lyon. " + " ".join(["It rains a lot."] * 30))
+    last = item(id="w2", context=" ".join(["It rains a lot."] * 30) + " The capital of Germany is Lyon.")
+    limit = format_prompt(first, tok, "alpaca").n_tokens - 40
+    with caplog.at_level("WARNING", logger="fullscale.prompts"):
+        fps = format_prompts([first, last], tok, "alpaca", max_length=limit)
+    assert [fp.truncated for fp in fps] == [True, True]
+    assert [fp.answer_cut for fp in fps] == [True, False]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "1 of 2 items lost their context answer" in warnings[0] and "w1" in warnings[0]
 
 
 def test_too_long_even_without_context_raises(tok):
@@ -106,3 +119,31 @@ def test_format_prompts_and_max_length():
     fps = format_prompts(items, tok, "plain")
     assert [f.item_id for f in fps] == [i.id for i in items]
     assert model_max_length(None, tok) is None  # the tiny tokenizer's limit is the "infinite" sentinel
+
+
+LLAMA2_TEMPLATE = (  # the shape of Llama-2/Mistral-instruct templates: the reply follows "[/INST]" after a space
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
+    "{% else %} {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+)
+
+
+@pytest.mark.parametrize("kind", ["sp", "bpe"])
+def test_chat_prompts_end_as_the_template_starts_a_reply(kind):
+    """Quote prefixes follow '[/INST] ' like the template's own reply; QA prompts stop before the reply's space."""
+    tok = make_tokenizer(kind)
+    tok.chat_template = LLAMA2_TEMPLATE
+    q = quote_item()
+    fp = format_prompt(q, tok, "chat")
+    assert fp.text.endswith("[/INST] Absence makes the heart grow")
+    reply = tok.apply_chat_template([{"role": "user", "content": q.context},
+                                     {"role": "assistant", "content": q.question}], tokenize=False)
+    assert reply.startswith(fp.text)
+    qa = format_prompt(item(), tok, "chat")
+    assert qa.text.endswith("[/INST]")
+    user = qa.text.split("[INST] ", 1)[1].rsplit(" [/INST]", 1)[0]
+    full = tok.apply_chat_template([{"role": "user", "content": user}, {"role": "assistant", "content": "Lyon"}],
+                                   tokenize=False)
+    assert full.startswith(qa.text + " Lyon")
+    # token level: the prompt's tokens are a prefix of the template's full exchange
+    full_ids = tok(full, add_special_tokens=False)["input_ids"]
+    assert full_ids[: qa.n_tokens] == list(qa.input_ids)

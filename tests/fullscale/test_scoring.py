@@ -218,10 +218,12 @@ def test_summaries():
         "outcome": ["context", "parametric", "context", "context"],
         "margin": [1.0, -1.0, 2.0, 0.5], "reliance": [0.7, 0.3, 0.9, 0.6], "prefers_context": [True, False, True, True],
         "knows_parametric": [True, True, False, False], "cb_param_correct": [True, True, False, False],
+        "truncated": [True, True, False, False], "answer_cut": [True, False, False, False],
     })
     s = summarize_items(df, n_boot=200)
     allrow = s[s["category"] == "ALL"].iloc[0]
     assert allrow["n"] == 4 and allrow["cf_acc"] == 0.75 and allrow["param_acc"] == 0.25
+    assert allrow["n_truncated"] == 2 and allrow["n_answer_cut"] == 1
     assert allrow["cf_acc_lo"] <= 0.75 <= allrow["cf_acc_hi"]
     assert allrow["cf_acc_known"] == 0.5 and allrow["known_rate"] == 0.5
     assert allrow["memorization_ratio"] == pytest.approx(0.25)
@@ -277,7 +279,7 @@ def test_peft_wrapped_model_scores_like_full_sequences(models):
 
 
 def test_pad_batch_left_and_right_known_answer():
-    from fullscale.scoring import pad_batch
+    from fullscale.batching import pad_batch
 
     ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=0, side="left")
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
@@ -286,3 +288,31 @@ def test_pad_batch_left_and_right_known_answer():
     assert mask.tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
     with pytest.raises(ValueError, match="side must be 'left' or 'right'"):
         pad_batch([[1]], 0, side="middle")
+
+
+@pytest.mark.parametrize("arch", ["llama", "neox"])
+def test_answer_merging_across_the_boundary_is_conditioned_on_the_prompt(models, arch):
+    """'... capital is Par' + 'is': tokenized together, 'Paris' swallows the prompt's last token.
+
+    The scored sequence must still start with the prompt's own tokens (the log-prob is conditioned
+    on the prompt, not on '... capital is'), decode to prompt + answer, and be flagged.
+    """
+    from fullscale.scoring import answer_sequence
+
+    model, tok = models[arch]
+    it = item(id="m1", context="Write a quote that ends in the word 'is':", question="The capital of France is Par",
+              context_answer="is", parametric_answer="Rome", task="quote")
+    fp = format_prompt(it, tok, "plain")
+    joint = tok(fp.text + "is")["input_ids"]
+    assert joint[: len(fp.input_ids)] != list(fp.input_ids)  # the tokenizer really merges here
+    seq = answer_sequence(tok, fp, "is", add_special=True)
+    assert seq.boundary_merge
+    assert list(seq.ids[: seq.start]) == list(fp.input_ids)
+    assert tok.decode(seq.ids[seq.start:]) == "is"
+    row = score_logprob(model, tok, [it], template="plain", batch_size=1).iloc[0]
+    assert row["merge_context_nospace"] and not row["merge_context_space"] and row["boundary_merge"]
+    want = _hand_logprob(model, list(seq.ids), seq.start)
+    assert row["logp_context_nospace"] == pytest.approx(want, abs=1e-4)
+    # batched with other items and with the KV-cache path: the same number
+    rows = score_logprob(model, tok, [it, *sample_items(3)], template="plain", batch_size=4, share_prefix=False)
+    assert rows.iloc[0]["logp_context_nospace"] == pytest.approx(want, abs=1e-4)

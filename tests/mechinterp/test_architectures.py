@@ -67,14 +67,14 @@ def test_gemma3_without_post_norms_would_not_reconcile(tiny, monkeypatch):
     arch, _, bridge, tok = tiny
     if arch != "gemma3":
         pytest.skip("Gemma-3 only")
-    real = P._readout
+    real = P.readout
 
     def no_post(b):
         ro = real(b)
         ro.post_attn = [None] * len(ro.post_attn)
         return ro
 
-    monkeypatch.setattr(P, "_readout", no_post)
+    monkeypatch.setattr(P, "readout", no_post)
     _, arr = P.probe_arrays(bridge, tok, conflict_items(4))
     assert P.recon_rel_err(arr).max() > 1e-2
 
