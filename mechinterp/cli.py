@@ -90,13 +90,17 @@ def _save_fig(fig: object, path: Path) -> Path:
 
 
 def draw_probe_figures(table: "object", out_dir: Path) -> list[Path]:
-    """Fig. 3b, per-span value contributions and (with ≥2 checkpoints) the Δ-attention heatmap."""
+    """Layer x head heat maps of attention-to-context and per-head contribution at the last checkpoint,
+    Fig. 3b, per-span value contributions and (with ≥2 checkpoints) the Δ-attention heatmap."""
     from cpi.errors import CpiError
     from mechinterp import link, plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
     steps = link.steps_table(table)  # type: ignore[arg-type]
-    paths = [_save_fig(plots.plot_context_vs_subject(steps), out_dir / "attention_context_vs_subject.png"),
+    last = link.head_table(table)  # type: ignore[arg-type]
+    paths = [_save_fig(plots.plot_head_heatmap(last, "attn_context"), out_dir / "attention_context_heatmap.png"),
+             _save_fig(plots.plot_head_heatmap(last, "value_total"), out_dir / "head_contribution_heatmap.png"),
+             _save_fig(plots.plot_context_vs_subject(steps), out_dir / "attention_context_vs_subject.png"),
              _save_fig(plots.plot_value_contributions(steps), out_dir / "value_contributions.png")]
     try:
         heads = link.head_change_table(table)  # type: ignore[arg-type]
@@ -142,8 +146,10 @@ def _intervene(args: argparse.Namespace) -> int:
              weights=getattr(bridge, "cpi_weights", "raw_hf"))
     allrow = summary[summary["category"] == "ALL"]
     for _, row in allrow.iterrows():
-        print(f"{row['dataset']}: cf_acc {row['cf_acc_base']:.3f} -> {row['cf_acc_int']:.3f}, "
-              f"logit diff {row['logit_diff_base']:.3f} -> {row['logit_diff_int']:.3f} (n={row['n']})")
+        print(f"{row['dataset']}: cf_acc {row['cf_acc_base']:.3f} -> {row['cf_acc_int']:.3f} "
+              f"(change 95% CI [{row['delta_cf_acc_lo']:+.3f}, {row['delta_cf_acc_hi']:+.3f}]), "
+              f"logit diff {row['logit_diff_base']:.3f} -> {row['logit_diff_int']:.3f} "
+              f"(change 95% CI [{row['delta_logit_diff_lo']:+.3f}, {row['delta_logit_diff_hi']:+.3f}]) (n={row['n']})")
     print(f"wrote {args.out}")
     return 0
 

@@ -12,6 +12,9 @@ category, plus ``category="ALL"``) and writes
   layer × head × span × metric; see :func:`mechinterp.probe.arrays_to_table`);
 * ``OUT/config.json`` — the :class:`ProbeConfig`, version, git hash and the
   weights mode (``raw_hf`` / ``compatibility_mode``);
+* ``OUT/targets/<checkpoint>.csv`` — per item, which tokens the logit difference compares
+  (the answers' shared prefix and first differing tokens) or why the item was dropped
+  (:func:`mechinterp.probe.targets_table`);
 * optionally ``OUT/items/<checkpoint>.csv`` — the per-item table.
 
 A rerun skips a checkpoint only when its marker matches both fingerprints (said
@@ -166,7 +169,7 @@ def probe_trajectory(
     from cpi.progress import progress
     from fullscale.checkpoints import Checkpoint, discover_checkpoints
     from mechinterp.load import load_bridge
-    from mechinterp.probe import aggregate, probe
+    from mechinterp.probe import aggregate, probe, targets_table
 
     if config is None:
         config = ProbeConfig(
@@ -207,6 +210,8 @@ def probe_trajectory(
                 del bridge
                 gc.collect()
             step = ck.step if ck.step is not None else pos
+            atomic_write_table(targets_table(item_list, tok, template=config.template, max_length=config.max_length),
+                               out / "targets" / _part_name(ck))
             if config.per_item:
                 atomic_write_table(table.assign(checkpoint=ck.name, step=step), out / "items" / _part_name(ck))
             agg = aggregate(table)
