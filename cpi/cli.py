@@ -4,6 +4,8 @@ Each package contributes its subcommands through ``register(subparsers)`` in
 its own ``cli`` module; handlers import heavy libraries lazily so that
 ``cpi --help`` and ``cpi theory ...`` stay fast. A :class:`cpi.errors.CpiError`
 raised anywhere becomes a one-line ``cpi: error: ...`` and exit code 2.
+SIGINT and SIGTERM stop every command the same way (:mod:`cpi.signals`): one
+line saying how to resume, exit code 130.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import sys
 from typing import Sequence
 
-from cpi.errors import CpiError
+from cpi.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, CpiError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,15 +44,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    from cpi.signals import RESUME_HINT, stop_on_signals
+
     try:
-        code = args.func(args)
+        with stop_on_signals():
+            code = args.func(args)
     except CpiError as exc:
-        print(f"cpi: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("cpi: interrupted", file=sys.stderr)
-        return 130
+        print(f"cpi: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt as exc:  # cpi.errors.Interrupted (SIGINT or SIGTERM) included
+        print(f"cpi: {one_line(exc) or 'interrupted; ' + RESUME_HINT}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return int(code or 0)
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (line breaks inside it become "; ")."""
+    return "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
 
 
 if __name__ == "__main__":  # pragma: no cover

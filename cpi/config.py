@@ -87,15 +87,30 @@ class Config:
 
     @classmethod
     def from_dict(cls: type[C], data: Mapping[str, Any], source: str = "config") -> C:
-        """Build from a mapping; unknown keys and wrong types raise :class:`ConfigError`."""
+        """Build from a mapping; unknown keys, wrong types and failed validation raise :class:`ConfigError`.
+
+        Messages read ``SOURCE: field 'name': ...`` when ``source`` names a file, and
+        ``field 'block.name': ...`` for a field of a nested config block.
+        """
+        try:
+            return cls._from_dict(data, prefix="")
+        except ConfigError as exc:
+            if source == "config":
+                raise
+            raise ConfigError(f"{source}: {exc}") from exc
+
+    @classmethod
+    def _from_dict(cls: type[C], data: Mapping[str, Any], prefix: str) -> C:
         if not isinstance(data, Mapping):
-            raise ConfigError(f"{source}: expected a mapping of fields, got {type(data).__name__}")
+            where = f"field '{prefix.rstrip('.')}': " if prefix else ""
+            raise ConfigError(f"{where}expected a mapping of fields, got {type(data).__name__}")
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-        unknown = sorted(set(data) - set(fields))
+        unknown = sorted(set(map(str, data)) - set(fields))
         if unknown:
-            raise ConfigError(f"{source}: unknown field '{unknown[0]}' for {cls.__name__} (known: {', '.join(sorted(fields))})")
+            raise ConfigError(f"unknown field '{prefix}{unknown[0]}' for {cls.__name__} "
+                              f"(known: {', '.join(sorted(fields))})")
         hints = typing.get_type_hints(cls)
-        kwargs = {k: _coerce(v, hints[k], f"{source}: {k}" if source != "config" else k) for k, v in data.items()}
+        kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
         return cls(**kwargs)
 
     @classmethod
@@ -103,8 +118,14 @@ class Config:
         """Read a ``.json``, ``.yaml`` or ``.yml`` file."""
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        text = path.read_text()
+            raise ConfigError(f"{path}: config file not found" if not path.exists() else f"{path}: is a folder, "
+                              "expected a config file")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not a text config file (byte {exc.start}: {exc.reason})") from exc
+        if "\x00" in text:
+            raise ConfigError(f"{path}: binary data, not a YAML/JSON config file")
         try:
             data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as exc:
@@ -171,7 +192,7 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     if isinstance(tp, type) and issubclass(tp, Config):
         if isinstance(value, tp):
             return value
-        return tp.from_dict(value, source=name)
+        return tp._from_dict(value, prefix=f"{name}.")
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"field '{name}': expected true/false, got {value!r}")

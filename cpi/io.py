@@ -12,6 +12,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -53,8 +54,35 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def _has_carriage_return(table: "pd.DataFrame") -> bool:
+    for name in table.columns:
+        col = table[name]
+        if col.dtype == object or str(col.dtype) in ("str", "string"):
+            if col.map(lambda v: isinstance(v, str) and "\r" in v).any():
+                return True
+    return False
+
+
+def table_to_csv(table: "pd.DataFrame") -> str:
+    """The CSV text of ``table`` that ``pandas.read_csv`` reads back cell for cell, whatever the text.
+
+    Quotes, commas, newlines, control characters and non-ASCII need nothing special (minimal
+    quoting), but a bare carriage return is not quoted by the ``csv`` module when lines end in
+    ``\n`` and would split the row on reading; a table holding one is written with every text
+    cell quoted instead. Read tables back with ``keep_default_na=False, na_values=[""]`` so
+    that text such as ``None`` or ``NA`` stays text.
+    """
+    import csv
+
+    quoting = csv.QUOTE_NONNUMERIC if _has_carriage_return(table) else csv.QUOTE_MINIMAL
+    return table.to_csv(index=False, quoting=quoting, lineterminator="\n")
+
+
 def atomic_write_table(table: "pd.DataFrame", path: str | Path) -> Path:
-    """Write a tidy table as CSV (or Parquet if ``path`` ends in ``.parquet``), atomically."""
+    """Write a tidy table as CSV (or Parquet if ``path`` ends in ``.parquet``), atomically.
+
+    Any text round-trips through the CSV (see :func:`table_to_csv`).
+    """
     path = Path(path)
     if path.suffix == ".parquet":
         import io
@@ -62,7 +90,7 @@ def atomic_write_table(table: "pd.DataFrame", path: str | Path) -> Path:
         buf = io.BytesIO()
         table.to_parquet(buf, index=False)
         return atomic_write_bytes(path, buf.getvalue())
-    return atomic_write_text(path, table.to_csv(index=False))
+    return atomic_write_text(path, table_to_csv(table))
 
 
 #: metadata that would make two saves of the same figure differ (dates, the writer's version), per format
@@ -121,8 +149,55 @@ def package_version() -> str:
         return __version__
 
 
+def compute_environment() -> dict[str, Any]:
+    """What decides the bits of a CPU/GPU computation besides the seed (see docs: "same seed, same numbers").
+
+    ``torch`` (version), ``torch_build`` (BLAS, CPU capability and compiler of the build),
+    ``cpu_capability`` (the kernel path in use: ``torch.backends.cpu.get_cpu_capability()``,
+    changed by ``ATEN_CPU_CAPABILITY``), ``threads`` (intra-op threads), ``blas`` and the
+    environment variables that change kernels (``ATEN_CPU_CAPABILITY``, ``MKL_CBWR``,
+    ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``, ``CUBLAS_WORKSPACE_CONFIG``), the CPU model and,
+    with a GPU, its name and the CUDA/cuDNN versions. Empty of torch fields if torch is not imported.
+    """
+    import sys
+
+    env_keys = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG")
+    info: dict[str, Any] = {"machine": platform.machine(), "cpu": _cpu_model(),
+                            "env": {k: os.environ[k] for k in env_keys if k in os.environ}}
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return info
+    info["torch"] = torch.__version__
+    info["threads"] = torch.get_num_threads()
+    try:
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):  # pragma: no cover - very old torch
+        info["cpu_capability"] = None
+    build = torch.__config__.show()
+    blas = re.search(r"BLAS_INFO=([^,\s]+)", build)
+    info["blas"] = blas.group(1) if blas else None
+    info["torch_build"] = {"git_version": getattr(torch.version, "git_version", None),
+                           "cuda": torch.version.cuda, "debug": bool(getattr(torch.version, "debug", False)),
+                           "mkl": bool(torch.backends.mkl.is_available()),
+                           "mkldnn": bool(torch.backends.mkldnn.is_available())}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cudnn"] = torch.backends.cudnn.version()
+    return info
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def run_metadata(**extra: Any) -> dict[str, Any]:
-    """Package version, git hash, Python/torch versions and a UTC timestamp."""
+    """Package version, git hash, Python version, the compute environment and a UTC timestamp."""
     meta: dict[str, Any] = {
         "package": PACKAGE_NAME,
         "version": package_version(),
@@ -130,10 +205,10 @@ def run_metadata(**extra: Any) -> dict[str, Any]:
         "python": platform.python_version(),
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    import sys
-
-    if "torch" in sys.modules:
-        meta["torch"] = sys.modules["torch"].__version__
+    env = compute_environment()
+    if "torch" in env:
+        meta["torch"] = env["torch"]
+    meta["environment"] = env
     meta.update(extra)
     return meta
 
@@ -141,7 +216,7 @@ def run_metadata(**extra: Any) -> dict[str, Any]:
 def save_run(
     out_dir: str | Path,
     config: "Config | Mapping[str, Any]",
-    tables: "Mapping[str, pd.DataFrame]" = {},
+    tables: "Mapping[str, pd.DataFrame] | None" = None,
     **meta: Any,
 ) -> Path:
     """Write ``config.json`` (config + metadata) and each table as ``<name>.csv`` into ``out_dir``.
@@ -150,8 +225,91 @@ def save_run(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name, table in tables.items():
+    for name, table in (tables or {}).items():
         atomic_write_table(table, out / (name if "." in name else f"{name}.csv"))
     cfg = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     atomic_write_json(out / "config.json", {"config": cfg, "meta": run_metadata(**meta)})
     return out
+
+
+# ---------------------------------------------------------------------------
+# checks of output paths, made before anything is written
+
+
+def _writable_dir(folder: Path) -> bool:
+    """Whether a file can be created in ``folder`` (tried, so it holds for root and read-only mounts)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".cpi-write-test."):
+            return True
+    except OSError:
+        return False
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_out_dir(path: str | Path, what: str = "--out") -> Path:
+    """Raise :class:`CpiError` unless ``path`` is (or can be made) a writable results folder.
+
+    Checked before any work starts, so that a bad ``--out`` costs nothing and writes nothing.
+    """
+    from cpi.errors import CpiError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CpiError(f"{what} {path}: is a file, not a folder")
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        raise CpiError(f"{what} {path}: {base} is a file, so the folder cannot be made")
+    if not _writable_dir(base):
+        raise CpiError(f"{what} {path}: {base} is not writable")
+    return path
+
+
+def check_out_file(path: str | Path, what: str = "--out") -> Path:
+    """Raise :class:`CpiError` unless ``path`` can be written as a file (not a folder, writable parent)."""
+    from cpi.errors import CpiError
+
+    path = Path(path)
+    if str(path) in ("", ".") or path.is_dir():
+        raise CpiError(f"{what} {path}: is a folder; give a file name")
+    check_out_dir(path.parent, what=f"{what} {path}: parent folder")
+    return path
+
+
+def check_input_file(path: str | Path, what: str) -> Path:
+    """Raise :class:`CpiError` if ``path`` is missing, a folder, or not UTF-8 text (binary data).
+
+    Reads the whole file once (in blocks), so a bad byte anywhere is found before any work.
+    """
+    import codecs
+
+    from cpi.errors import CpiError
+
+    path = Path(path)
+    if not path.exists():
+        raise CpiError(f"{what} {path}: file not found")
+    if path.is_dir():
+        raise CpiError(f"{what} {path}: is a folder, expected a file")
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                if b"\x00" in block:
+                    raise CpiError(f"{what} {path}: binary data, not a text file (NUL byte at {offset + block.index(0)})")
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as exc:
+                    raise CpiError(f"{what} {path}: not UTF-8 text (byte {offset + exc.start}: {exc.reason})") from None
+                offset += len(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        raise CpiError(f"{what} {path}: not UTF-8 text (ends inside a character: {exc.reason})") from None
+    except OSError as exc:
+        raise CpiError(f"{what} {path}: cannot read ({exc.strerror})") from exc
+    return path

@@ -30,6 +30,10 @@ _LAZY = {
     "discover_checkpoints": "fullscale.checkpoints",
     "load_checkpoint": "fullscale.checkpoints",
     "resolve_device_dtype": "fullscale.checkpoints",
+    # real pretrained models (the registry)
+    "list_models": "fullscale.models",
+    "fetch_model": "fullscale.models",
+    "resolve_model": "fullscale.models",
     # scoring
     "score_logprob": "fullscale.scoring",
     "score_generation": "fullscale.scoring",

@@ -69,7 +69,20 @@ def _convert(args: argparse.Namespace) -> int:
 
     from fullscale.conflicts import convert_authors_records, items_to_jsonl, read_authors_file, validate_file
 
+    from cpi.errors import CpiError
+    from cpi.io import check_input_file, check_out_file
+
+    if not args.dataset.strip():
+        raise CpiError("--dataset: empty name; give the dataset name written into every item (e.g. CF_World_Facts)")
+    if args.category is not None and not args.category.strip():
+        raise CpiError("--category: empty name")
+    if not args.version.strip():
+        raise CpiError("--version: empty")
+    check_out_file(args.out)
+    check_input_file(args.input, "input")
     records = read_authors_file(args.input)
+    if not records:
+        raise CpiError(f"{args.input}: no records to convert (empty file)")
     items = convert_authors_records(
         records, args.dataset, category=args.category, source=str(args.input), version=args.version
     )

@@ -86,9 +86,11 @@ def _finetune(args: argparse.Namespace) -> int:
     try:
         out = run_finetune(config)
     except FinetuneInterrupted as exc:
+        from cpi.errors import EXIT_INTERRUPTED
+
         if main_process:
             print(f"cpi: {exc}", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         _end_process_group()
     if main_process:
@@ -109,47 +111,90 @@ def _end_process_group() -> None:
         dist.destroy_process_group()
 
 
+def _check_numbers(args: argparse.Namespace, names: tuple[str, ...]) -> None:
+    """Positive sizes (``--batch-size`` ...) and a ``--fraction`` in [0, 1), before anything is loaded."""
+    import math
+
+    from cpi.errors import CpiError
+
+    for name in names:
+        value = getattr(args, name, None)
+        if name == "fraction":
+            if value is None or not (math.isfinite(value) and 0 <= value < 1):
+                raise CpiError(f"--fraction: must be in [0, 1), got {value}")
+        elif value is not None and value < 1:
+            raise CpiError(f"--{name.replace('_', '-')}: must be >= 1, got {value}")
+
+
+def _check_data(path: str) -> None:
+    """A local IFT data file that is binary or not UTF-8 gets a one-line error (Parquet is binary by design)."""
+    from pathlib import Path
+
+    from cpi.io import check_input_file
+
+    if Path(path).exists() and Path(path).suffix != ".parquet":
+        check_input_file(path, "--data")
+
+
 def _score_context(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cpi.errors import CpiError
-    from cpi.io import atomic_save_figure, atomic_write_text, save_run
+    from cpi.io import atomic_save_figure, atomic_write_text, check_out_dir, save_run
+    from cpi.lock import FolderLock
     from fullscale.curation import (filter_examples, lexical_overlap_scores, plot_criticality_histogram,
                                     score_context_criticality)
     from fullscale.ift_data import check_template, load_ift_data, write_ift_jsonl
 
+    _check_numbers(args, ("batch_size", "max_length", "max_examples", "fraction"))
+    out = check_out_dir(args.out)
     check_template(args.template)
+    if args.method == "loss" and not args.model:
+        raise CpiError("--model is needed for --method loss (or use --method lexical)")
+    _check_data(args.data)
     examples = load_ift_data(args.data, args.data_format, max_examples=args.max_examples)
-    if args.method == "loss":
-        if not args.model:
-            raise CpiError("--model is needed for --method loss (or use --method lexical)")
-        from fullscale.checkpoints import load_checkpoint
+    with FolderLock(out, "cpi data score-context"):
+        if args.method == "loss":
+            from fullscale.checkpoints import load_checkpoint
 
-        model, tokenizer = load_checkpoint(args.model, device=args.device, dtype=args.dtype)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        scores = score_context_criticality(model, tokenizer, examples, template=args.template,
-                                           batch_size=args.batch_size, max_length=args.max_length)
-        criterion = args.criterion
-    else:
-        scores = lexical_overlap_scores(examples)
-        criterion = "gap"
-    kept, dropped = filter_examples(examples, scores, args.fraction, criterion=criterion, source="scores")
-    out = Path(args.out)
-    write_ift_jsonl(kept, out / "filtered.jsonl")
-    atomic_write_text(out / "dropped_ids.txt", "".join(f"{ex.id}\n" for ex in dropped))
-    fig = plot_criticality_histogram(scores, column=criterion, fraction=args.fraction)
-    atomic_save_figure(fig, out / "histogram.png", dpi=150)
-    save_run(out, {**vars(args), "func": None, "criterion": criterion}, tables={"scores": scores},
-             n_examples=len(examples), n_kept=len(kept), n_dropped=len(dropped))
-    print(f"{len(examples)} examples scored; dropped {len(dropped)}, kept {len(kept)} -> {out}")
+            model, tokenizer = load_checkpoint(args.model, device=args.device, dtype=args.dtype)
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            scores = score_context_criticality(model, tokenizer, examples, template=args.template,
+                                               batch_size=args.batch_size, max_length=args.max_length)
+            criterion = args.criterion
+        else:
+            scores = lexical_overlap_scores(examples)
+            criterion = "gap"
+        ctx = scores[scores["has_context"].astype(bool)]
+        if len(ctx) and ctx[criterion].isna().all():
+            raise CpiError(f"--max-length {args.max_length}: no context-bearing example of {args.data} fits with its "
+                           f"response ({len(ctx)} scored NaN); raise --max-length")
+        kept, dropped = filter_examples(examples, scores, args.fraction, criterion=criterion, source="scores")
+        write_ift_jsonl(kept, out / "filtered.jsonl")
+        atomic_write_text(out / "dropped_ids.txt", "".join(f"{ex.id}\n" for ex in dropped))
+        fig = plot_criticality_histogram(scores, column=criterion, fraction=args.fraction)
+        atomic_save_figure(fig, out / "histogram.png", dpi=150)
+        n_unscored = int(ctx[criterion].isna().sum())
+        save_run(out, {**vars(args), "func": None, "criterion": criterion}, tables={"scores": scores},
+                 n_examples=len(examples), n_kept=len(kept), n_dropped=len(dropped), n_unscored=n_unscored)
+    unscored = f", {n_unscored} context-bearing unscored (NaN, kept)" if n_unscored else ""
+    print(f"{len(examples)} examples scored; dropped {len(dropped)}, kept {len(kept)}{unscored} -> {out}")
     return 0
 
 
 def _augment(args: argparse.Namespace) -> int:
+    from cpi.io import check_out_file
     from fullscale.augment import augment_data
     from fullscale.ift_data import load_ift_data, write_ift_jsonl
 
+    from cpi.errors import CpiError
+
+    _check_numbers(args, ("fraction",))
+    if not _split(args.conflicts):
+        raise CpiError("--conflicts: give at least one conflict set (shipped name or JSONL file)")
+    check_out_file(args.out)
+    _check_data(args.data)
     examples = load_ift_data(args.data, args.data_format)
     mixed, n_aug = augment_data(examples, _split(args.conflicts), _split(args.exclude), args.fraction, args.seed)
     write_ift_jsonl(mixed, args.out)

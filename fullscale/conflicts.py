@@ -258,8 +258,10 @@ def load_conflicts(source: str | Path, *, strict: bool = False) -> list[Conflict
     """Load a conflict set: a shipped name or a JSONL path in the same schema.
 
     Raises :class:`~cpi.errors.CpiError` ``"FILE:LINE: reason"`` for the first
-    malformed JSON line, missing/empty field, wrong type, or duplicate id (and
-    for an empty file). With ``strict=True`` every rule of
+    malformed JSON line, missing/empty field, wrong type, duplicate id, an item
+    whose context does not contain its context answer (or an alias) as a whole
+    word, or a ``context_answer_spans`` span outside the context or not on an
+    accepted answer (and for an empty file). With ``strict=True`` every rule of
     :func:`validate_file` is enforced as well (answer containment, spans).
     """
     path = _resolve(source)
@@ -274,6 +276,10 @@ def load_conflicts(source: str | Path, *, strict: bool = False) -> list[Conflict
         seen[item.id] = lineno
     if not parsed:
         raise CpiError(f"{path}: no items (empty conflict-set file)")
+    for lineno, item in parsed:  # every measurement needs the context answer in the context
+        bad = [p for p in _item_problems(item) if _UNUSABLE in p or " span [" in p]
+        if bad:
+            raise CpiError(f"{path}:{lineno}: {bad[0]} (`cpi data check {path}` lists every problem)")
     if strict:
         problems = _semantic_problems(path, parsed)
         if problems:
@@ -284,12 +290,15 @@ def load_conflicts(source: str | Path, *, strict: bool = False) -> list[Conflict
 # ---------------------------------------------------------------- validation
 
 
+_UNUSABLE = "context does not contain the context answer"
+
+
 def _item_problems(item: ConflictItem) -> list[str]:
     """Content rules for one parsed item (reasons without file:line)."""
     out: list[str] = []
     if not any(contains_word(item.context, a) for a in item.accepted_context):
         out.append(
-            f"id {item.id!r}: context does not contain the context answer {item.context_answer!r}"
+            f"id {item.id!r}: {_UNUSABLE} {item.context_answer!r}"
             + (f" or an alias {list(item.context_aliases)}" if item.context_aliases else "")
             + " as a whole word"
         )

@@ -235,8 +235,17 @@ def filter_examples(examples: Sequence["IFTExample"], scores: "pd.DataFrame", fr
         if ex.id not in known:
             raise CpiError(f"{source}: no score for example {ex.id!r} ({ex.where}); re-run `cpi data score-context` "
                            "on this data file")
-    drop = select_lowest(scores[scores["example_id"].astype(str).isin({ex.id for ex in examples})], fraction,
-                         criterion)
+    mine = scores[scores["example_id"].astype(str).isin({ex.id for ex in examples})]
+    if criterion in mine.columns and fraction > 0:
+        ctx = mine[mine["has_context"].astype(bool)]
+        unscored = int(ctx[criterion].isna().sum())
+        if len(ctx) and unscored == len(ctx):
+            raise CpiError(f"{source}: none of the {len(ctx)} context-bearing examples has a {criterion!r} score "
+                           "(all NaN: every response was cut off by the length limit?); nothing to filter on")
+        if unscored:
+            log.warning("%s: %d of %d context-bearing examples have no %r score (NaN: response cut off by the length "
+                        "limit) and are kept unfiltered", source, unscored, len(ctx), criterion)
+    drop = select_lowest(mine, fraction, criterion)
     kept = [ex for ex in examples if ex.id not in drop]
     dropped = [ex for ex in examples if ex.id in drop]
     log.info("context-criticality filter (%s, fraction %.2f): dropped %d of %d examples", criterion, fraction,

@@ -6,9 +6,12 @@ model in memory), scores every item of every dataset with the modes of
 
 ``items/<checkpoint>.csv`` + ``items/<checkpoint>.json``
     The rows of one checkpoint (all datasets), written atomically, then a
-    marker with the run fingerprint and the row count. A checkpoint whose
-    marker matches is skipped on a re-run, so an interrupted run resumes where
-    it stopped and never loses or duplicates rows.
+    marker with the run fingerprint (settings + item contents), the
+    checkpoint's weights fingerprint (:func:`cpi.fingerprint.checkpoint_fingerprint`)
+    and the row count. A checkpoint whose marker matches both is skipped on a
+    re-run (said at WARNING level), so an interrupted run resumes where it
+    stopped and never loses or duplicates rows; a marker from other weights or
+    settings is refused (or recomputed with ``overwrite``), never reused.
 ``items.csv``
     One row per checkpoint × dataset × item (prompt, output, both scores, the
     closed-book check), rebuilt from ``items/`` after each checkpoint.
@@ -127,6 +130,10 @@ def _fingerprint(cfg: EvalConfig, data: dict[str, list], dtype: str) -> str:
     h = hashlib.sha256()
     spec = {k: getattr(cfg, k) for k in ("template", "modes", "max_new_tokens", "max_length", "max_items", "seed")}
     spec["dtype"] = dtype
+    if cfg.tokenizer:  # used for checkpoints without their own tokenizer
+        from cpi.fingerprint import source_fingerprint
+
+        spec["tokenizer"] = source_fingerprint(cfg.tokenizer) or cfg.tokenizer
     h.update(json.dumps(spec, sort_keys=True, default=list).encode())
     for name in sorted(data):
         for it in data[name]:
@@ -135,39 +142,61 @@ def _fingerprint(cfg: EvalConfig, data: dict[str, list], dtype: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _done(items_dir: Path, name: str, fp: str, overwrite: bool) -> bool:
-    csv, marker = items_dir / f"{name}.csv", items_dir / f"{name}.json"
-    if not (csv.is_file() and marker.is_file()):
-        return False
-    try:
-        meta = json.loads(marker.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    if meta.get("fingerprint") != fp:
-        if overwrite:
-            return False
-        raise CpiError(
-            f"{marker}: results of checkpoint {name} were made with different settings or data "
-            f"(fingerprint {meta.get('fingerprint')} != {fp}); use a fresh --out or --overwrite"
-        )
-    return True
+def _marker(items_dir: Path, name: str) -> dict[str, Any] | None:
+    """The completion marker of checkpoint ``name`` (None if it or its rows are missing or unreadable)."""
+    from cpi.fingerprint import read_marker
+
+    return read_marker(items_dir / f"{name}.csv", items_dir / f"{name}.json")
 
 
-def _read_items(items_dir: Path, names: list[str]) -> "pd.DataFrame":
+def _done(items_dir: Path, name: str, fp: str, weights: str, overwrite: bool) -> bool:
+    """Whether checkpoint ``name``'s stored rows were made from these weights with these settings and data.
+
+    A marker from other weights (the same folder name, retrained or another run) or other
+    settings/data is recomputed with ``overwrite`` and refused without it; never reused.
+    """
+    from cpi.fingerprint import marker_differences
+
+    meta = _marker(items_dir, name)
+    if meta is None:
+        return False
+    differs = marker_differences(meta, fp, weights)
+    if not differs:
+        log.warning("checkpoint %s: skipped, already evaluated from the same weights (%s), settings and data "
+                    "(%s)", name, weights, items_dir / f"{name}.json")
+        return True
+    if overwrite:
+        log.warning("checkpoint %s: stored results differ in %s; recomputing (--overwrite)", name, " and ".join(differs))
+        return False
+    raise CpiError(f"{items_dir / (name + '.json')}: stored results of checkpoint {name} differ in "
+                   f"{' and '.join(differs)}; use a fresh --out or --overwrite")
+
+
+def _read_items(items_dir: Path, names: list[str], fp: str, weights: dict[str, str]) -> "pd.DataFrame":
+    """The stored rows of ``names`` whose markers match this run (fingerprint and weights); others are left out."""
     import pandas as pd
 
-    frames = [pd.read_csv(items_dir / f"{n}.csv", keep_default_na=False, na_values=[""])
-              for n in names if (items_dir / f"{n}.json").is_file() and (items_dir / f"{n}.csv").is_file()]
+    frames = []
+    for n in names:
+        meta = _marker(items_dir, n)
+        if meta is None or meta.get("fingerprint") != fp or meta.get("weights") != weights.get(n):
+            continue
+        frame = pd.read_csv(items_dir / f"{n}.csv", keep_default_na=False, na_values=[""])
+        if len(frame) != meta.get("n_rows"):
+            raise CpiError(f"{items_dir / (n + '.csv')}: {len(frame)} rows but its marker says {meta.get('n_rows')} "
+                           "(edited or damaged); delete it and its .json marker to recompute")
+        frames.append(frame)
     if not frames:
         return pd.DataFrame()
     table = pd.concat(frames, ignore_index=True)
     return table.drop_duplicates(subset=list(ITEM_KEY), keep="last")
 
 
-def _write_combined(cfg: EvalConfig, out: Path, names: list[str], meta: dict[str, Any]) -> "tuple[pd.DataFrame, pd.DataFrame]":
+def _write_combined(cfg: EvalConfig, out: Path, names: list[str], meta: dict[str, Any],
+                    weights: dict[str, str]) -> "tuple[pd.DataFrame, pd.DataFrame]":
     from fullscale.scoring import summarize_items
 
-    items = _read_items(out / "items", names)
+    items = _read_items(out / "items", names, meta["fingerprint"], weights)
     summary = summarize_items(items, n_boot=cfg.n_boot, seed=cfg.seed) if len(items) else items
     save_run(out, cfg, tables={"items": items, "summary": summary}, **meta)
     return items, summary
@@ -176,64 +205,70 @@ def _write_combined(cfg: EvalConfig, out: Path, names: list[str], meta: dict[str
 def evaluate_trajectory(config: EvalConfig | None = None, **kwargs: Any) -> Path:
     """Evaluate every checkpoint of ``config`` (or ``EvalConfig(**kwargs)``); returns the results folder.
 
-    One checkpoint is loaded at a time. Bad input (dataset, checkpoint,
-    tokenizer) raises :class:`CpiError`; everything written before stays.
+    One checkpoint is loaded at a time. Bad input (output folder, dataset,
+    checkpoint, tokenizer) raises :class:`CpiError` before anything is written;
+    a checkpoint that fails later keeps the finished ones. The folder is locked
+    (:class:`cpi.lock.FolderLock`) while the run writes into it.
     """
     import pandas as pd
     import torch
 
+    from cpi.fingerprint import checkpoint_fingerprint
+    from cpi.io import check_out_dir
+    from cpi.lock import FolderLock
     from fullscale.checkpoints import discover_checkpoints, load_checkpoint, resolve_device_dtype
     from fullscale.scoring import score_items
 
     cfg = config if config is not None else EvalConfig(**kwargs)
     if config is not None and kwargs:
         cfg = cfg.replace(**kwargs)
+    out = check_out_dir(cfg.out)
     data = _load_datasets(cfg)
     ckpts = discover_checkpoints(list(cfg.checkpoints))
     device, dtype = resolve_device_dtype(cfg.device, cfg.dtype)
     fp = _fingerprint(cfg, data, str(dtype))
-    out = Path(cfg.out)
     items_dir = out / "items"
-    items_dir.mkdir(parents=True, exist_ok=True)
     names = [c.name for c in ckpts]
+    weights = {c.name: checkpoint_fingerprint(c.path) for c in ckpts}
     meta = {"fingerprint": fp, "checkpoints": [{"name": c.name, "path": str(c.path), "step": c.step,
-                                                "adapter": c.adapter} for c in ckpts],
+                                                "adapter": c.adapter, "weights": weights[c.name]} for c in ckpts],
             "device": str(device), "dtype": str(dtype),
             "n_items": {k: len(v) for k, v in data.items()}}
     all_items = [it for name in data for it in data[name]]
-    for ck in progress(ckpts, desc="checkpoints", total=len(ckpts)):
-        if _done(items_dir, ck.name, fp, cfg.overwrite):
-            log.info("checkpoint %s: already evaluated, skipped", ck.name)
-            continue
-        model, tok = load_checkpoint(ck, device=str(device), dtype=dtype, tokenizer=cfg.tokenizer)
-        try:
-            table = score_items(model, tok, all_items, template=cfg.template, modes=cfg.modes,
-                                batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
-                                max_length=cfg.max_length)
-        except CpiError as exc:
-            raise CpiError(f"checkpoint {ck.name}: {exc}") from exc
-        finally:
-            del model
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        table.insert(0, "checkpoint", ck.name)
-        table.insert(1, "step", pd.array([ck.step] * len(table), dtype="Int64"))
-        table.insert(2, "template", cfg.template)
-        # rows first, then the marker that says they are complete
-        atomic_write_table(table, items_dir / f"{ck.name}.csv")
-        atomic_write_json(items_dir / f"{ck.name}.json", {"checkpoint": ck.name, "path": str(ck.path),
-                                                          "step": ck.step, "fingerprint": fp, "n_rows": len(table)})
-        _write_combined(cfg, out, names, meta)
-    items, summary = _write_combined(cfg, out, names, meta)
-    if cfg.plot and len(summary) and "cf_acc" in summary:
-        import matplotlib.pyplot as plt
+    with FolderLock(out, "cpi evaluate"):
+        todo = [ck for ck in ckpts if not _done(items_dir, ck.name, fp, weights[ck.name], cfg.overwrite)]
+        for ck in progress(todo, desc="checkpoints", total=len(todo)):
+            model, tok = load_checkpoint(ck, device=str(device), dtype=dtype, tokenizer=cfg.tokenizer)
+            try:
+                table = score_items(model, tok, all_items, template=cfg.template, modes=cfg.modes,
+                                    batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+                                    max_length=cfg.max_length)
+            except CpiError as exc:
+                raise CpiError(f"checkpoint {ck.name}: {exc}") from exc
+            finally:
+                del model
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            table.insert(0, "checkpoint", ck.name)
+            table.insert(1, "step", pd.array([ck.step] * len(table), dtype="Int64"))
+            table.insert(2, "template", cfg.template)
+            # rows first, then the marker that says they are complete
+            items_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_table(table, items_dir / f"{ck.name}.csv")
+            atomic_write_json(items_dir / f"{ck.name}.json", {"checkpoint": ck.name, "path": str(ck.path),
+                                                              "step": ck.step, "fingerprint": fp,
+                                                              "weights": weights[ck.name], "n_rows": len(table)})
+            _write_combined(cfg, out, names, meta, weights)
+        items, summary = _write_combined(cfg, out, names, meta, weights)
+        if cfg.plot and len(summary) and "cf_acc" in summary:
+            import matplotlib.pyplot as plt
 
-        from fullscale.plots import plot_inversion
+            from fullscale.plots import plot_inversion
 
-        fig = plot_inversion(summary)
-        atomic_save_figure(fig, out / "inversion.png", dpi=150)
-        plt.close(fig)
+            fig = plot_inversion(summary)
+            atomic_save_figure(fig, out / "inversion.png", dpi=150)
+            plt.close(fig)
     return out
 
 

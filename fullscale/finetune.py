@@ -36,6 +36,7 @@ and with tracking ``reliance.csv``, ``reliance_items.csv``,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -48,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from cpi.config import Config
-from cpi.errors import ConfigError, CpiError
+from cpi.errors import ConfigError, CpiError, Interrupted
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint"
 STAGING_PREFIX = ".tmp-checkpoint"
+INTERRUPTED_PREFIX = "interrupted-checkpoint"
+_INTERRUPTED_RE = re.compile(r"^interrupted-checkpoint-(\d+)$")
 CONFIG_FILE = "finetune_config.json"
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 _EXP_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -64,8 +67,13 @@ _SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constan
               "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "warmup_stable_decay")
 
 
-class FinetuneInterrupted(CpiError):
-    """SIGINT/SIGTERM stopped the run; a checkpoint of the last finished step was saved."""
+class FinetuneInterrupted(Interrupted):
+    """SIGINT/SIGTERM stopped the run after finishing a step; a resume point of that step was saved.
+
+    An off-cadence step is saved as ``interrupted-checkpoint-<step>/`` (not ``checkpoint-<step>``),
+    so that the trajectory later stages read keeps the ``save_steps`` cadence; the next run
+    resumes from it and deletes it once a later checkpoint exists.
+    """
 
 
 class NonFiniteLossError(CpiError):
@@ -100,7 +108,7 @@ class LoraSettings(Config):
     def validate(self) -> None:
         if self.rank < 1:
             raise ConfigError(f"field 'lora.rank': must be >= 1, got {self.rank}")
-        if self.alpha <= 0:
+        if not self.alpha > 0:
             raise ConfigError(f"field 'lora.alpha': must be > 0, got {self.alpha}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"field 'lora.dropout': must be in [0, 1), got {self.dropout}")
@@ -160,7 +168,7 @@ class FinetuneConfig(Config):
     paper is silent (linear schedule, 3% warm-up, effective batch 128 = 8 x 16 on one device).
 
     Model and data
-    - ``base_model``: local model folder or hub name (hub needs the network).
+    - ``base_model``: local model folder, registry model name (``cpi models list``) or hub name (hub needs the network).
     - ``tokenizer``: tokenizer folder/name if not the base model's.
     - ``data``: IFT data: local ``.jsonl``/``.json``/``.parquet`` or a hub dataset name.
     - ``data_format``: ``auto`` (per record), ``alpaca`` (instruction/input/output),
@@ -183,7 +191,8 @@ class FinetuneConfig(Config):
       ``max_grad_norm`` (0 = no clipping), ``optim`` (Trainer optimizer name).
     - ``per_device_batch_size`` and ``gradient_accumulation_steps``: effective
       batch = their product x number of processes.
-    - ``num_epochs`` or ``max_steps`` (> 0 overrides epochs; the paper ran up to 2 epochs).
+    - ``num_epochs`` or ``max_steps`` (> 0 overrides epochs; 0 or -1 = use ``num_epochs``;
+      the paper ran up to 2 epochs).
     - ``precision``: ``auto`` (the accelerate launcher's setting if any, else bf16
       on a GPU that supports it, else fp32), ``fp32``, ``bf16`` or ``fp16``.
     - ``model_dtype``: dtype the weights are loaded in (``auto`` = float32, or
@@ -200,7 +209,13 @@ class FinetuneConfig(Config):
       twice the fp32 model; resuming needs only the newest); ``all`` keeps them.
     - ``logging_steps``: log the loss every N steps.
     - ``resume``: continue from the last complete checkpoint in ``output_dir``
-      when one exists (False with existing checkpoints is an error).
+      when one exists (False with existing checkpoints is an error). A resumed run
+      must use the same number-changing settings and the same input files as the
+      segment before it (learning rate, schedule, batch, data file contents, ...;
+      ``max_steps``/``num_epochs`` may change only with a ``constant`` schedule); a
+      difference is refused with the fields named unless ``force_resume``.
+    - ``force_resume``: resume even though such settings or inputs changed; every
+      segment's settings and start step are kept in ``finetune_config.json``.
     - ``seed``: seeds model init (LoRA), data order and dropout.
     - ``report_to``: Trainer reporting integrations (e.g. ``["wandb"]``; default none).
 
@@ -253,6 +268,7 @@ class FinetuneConfig(Config):
     keep_optimizer_states: Literal["last", "all"] = "last"
     logging_steps: int = 10
     resume: bool = True
+    force_resume: bool = False
     seed: int = 0
     report_to: tuple[str, ...] = ()
     filter_fraction: float = 0.0
@@ -297,11 +313,17 @@ class FinetuneConfig(Config):
         return cfg
 
     def validate(self) -> None:
-        if not self.base_model:
+        import math
+
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"field '{f.name}': must be a finite number, got {value}")
+        if not self.base_model.strip():
             raise ConfigError("field 'base_model': required (a model folder or hub name)")
-        if not self.data:
+        if not self.data.strip():
             raise ConfigError("field 'data': required (an IFT data file or hub dataset name)")
-        if not self.output_dir:
+        if not self.output_dir.strip():
             raise ConfigError("field 'output_dir': required")
         _check_template_field("template", self.template)
         if self.lr_scheduler not in _SCHEDULES:
@@ -372,6 +394,38 @@ def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
             return path
         log.warning("%s: incomplete checkpoint (no trainer_state.json or weights); skipped", path)
     return None
+
+
+def list_interrupted(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """``(step, path)`` of every ``interrupted-checkpoint-<step>/`` resume point, sorted by step."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in out.iterdir() if p.is_dir() and (m := _INTERRUPTED_RE.match(p.name))]
+    return sorted(found)
+
+
+def resume_point(output_dir: str | Path) -> Path | None:
+    """Where a rerun continues: the newest complete checkpoint, or a newer complete interrupt resume point."""
+    last = last_complete_checkpoint(output_dir)
+    last_step = int(_CKPT_RE.match(last.name).group(1)) if last is not None else -1
+    for step, path in reversed(list_interrupted(output_dir)):
+        if step > last_step and is_complete_checkpoint(path):
+            return path
+    return last
+
+
+def remove_superseded_interrupts(output_dir: str | Path) -> list[Path]:
+    """Delete interrupt resume points that a later checkpoint (or resume point) has replaced."""
+    ckpts = [step for step, path in list_checkpoints(output_dir)]
+    inter = list_interrupted(output_dir)
+    newest = max(ckpts + [step for step, _ in inter], default=-1)
+    removed = []
+    for step, path in inter:
+        if step < newest or (ckpts and step <= max(ckpts)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def remove_stale_staging(output_dir: str | Path) -> list[Path]:
@@ -737,12 +791,14 @@ def load_base(config: FinetuneConfig) -> tuple[Any, Any]:
     """Load the base model and tokenizer (pad token = EOS if the tokenizer has none)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = config.base_model
+    from fullscale.models import resolve_model
+
+    base = str(resolve_model(config.base_model))  # a registry name becomes its cached folder
     if Path(base).exists():
         base = str(Path(base).resolve())  # so a LoRA adapter's base_model_name_or_path is absolute
-    tok_src = config.tokenizer or base
-    if config.tokenizer and Path(config.tokenizer).exists():
-        tok_src = str(Path(config.tokenizer).resolve())
+    tok_src = str(resolve_model(config.tokenizer)) if config.tokenizer else base
+    if config.tokenizer and Path(tok_src).exists():
+        tok_src = str(Path(tok_src).resolve())
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_src)
     except (OSError, ValueError) as exc:
@@ -752,9 +808,13 @@ def load_base(config: FinetuneConfig) -> tuple[Any, Any]:
             raise CpiError(f"tokenizer {tok_src!r}: has neither a pad nor an EOS token")
         tokenizer.pad_token = tokenizer.eos_token
         log.info("tokenizer has no pad token; using EOS %r for padding", tokenizer.eos_token)
+    from safetensors import SafetensorError
+
     try:
         model = AutoModelForCausalLM.from_pretrained(base, dtype=_load_dtype(config))
-    except (OSError, ValueError) as exc:
+    except SafetensorError as exc:
+        raise CpiError(f"base_model {config.base_model!r}: corrupt or truncated safetensors file: {exc}") from exc
+    except (OSError, ValueError, KeyError) as exc:
         raise CpiError(f"base_model {config.base_model!r}: cannot load: {str(exc).splitlines()[0]}") from exc
     model.config.use_cache = False
     return model, tokenizer
@@ -787,8 +847,10 @@ def prepare_examples(config: FinetuneConfig, model: Any = None, tokenizer: Any =
                      ) -> tuple[list[Any], dict[str, Any]]:
     """Load the IFT data and apply filtering then augmentation; returns ``(examples, summary)``.
 
-    Filtering with ``filter_method: loss`` and no ``filter_scores`` scores every
-    example with the base ``model`` here (moved to ``device`` first; in a
+    With ``out_dir=None`` the score table of filtering is not written but returned in
+    ``summary["_scores"]`` (``run_finetune`` writes it once training starts, so that a failed
+    command writes nothing). Filtering with ``filter_method: loss`` and no ``filter_scores``
+    scores every example with the base ``model`` here (moved to ``device`` first; in a
     multi-process launch every process scores, so prefer ``cpi data
     score-context`` once and pass its table as ``filter_scores``).
     """
@@ -816,6 +878,8 @@ def prepare_examples(config: FinetuneConfig, model: Any = None, tokenizer: Any =
             from cpi.io import atomic_write_table
 
             atomic_write_table(scores, out_dir / "curation_scores.csv")
+        elif out_dir is None:
+            summary["_scores"] = scores  # the caller writes it (run_finetune: once training starts)
         criterion = config.filter_criterion if config.filter_method == "loss" or config.filter_scores else "gap"
         kept, dropped = filter_examples(examples, scores, config.filter_fraction, criterion=criterion,
                                         source=str(config.filter_scores or "computed scores"))
@@ -843,32 +907,143 @@ def _tracking_items(config: FinetuneConfig) -> list[Any]:
     return items
 
 
-def _config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    return [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+#: Fields that may change between the segments of a resumed run: they change no number.
+_FREE_FIELDS = frozenset({"output_dir", "logging_steps", "report_to", "dataloader_num_workers", "save_total_limit",
+                          "keep_optimizer_states", "resume", "force_resume", "save_steps", "tracking"})
+#: Fields that set the run's length: free to change only with a constant schedule.
+_LENGTH_FIELDS = frozenset({"max_steps", "num_epochs"})
+
+
+def input_fingerprints(config: FinetuneConfig) -> dict[str, Any]:
+    """Content fingerprints of every input that changes the trained numbers (local files and folders;
+    a hub name stands for itself): base model, tokenizer, data, filter scores, augmentation sets."""
+    from cpi.fingerprint import checkpoint_fingerprint, source_fingerprint
+
+    def one(source: str | None) -> str | None:
+        if not source:
+            return None
+        if Path(source).is_dir() and not (Path(source) / "config.json").is_file() and \
+                not (Path(source) / "adapter_config.json").is_file():
+            return source_fingerprint(source)
+        if Path(source).is_dir():
+            return checkpoint_fingerprint(source)
+        return source_fingerprint(source) or source
+
+    def conflict(source: str) -> str | None:
+        from fullscale.conflicts import SHIPPED_DATASETS, shipped_path
+
+        return one(str(shipped_path(source)) if source in SHIPPED_DATASETS else source)
+
+    fps: dict[str, Any] = {"base_model": one(config.base_model), "tokenizer": one(config.tokenizer),
+                           "data": one(config.data), "filter_scores": one(config.filter_scores)}
+    if config.augment_fraction > 0:
+        exclude = list(config.augment_exclude) + (list(config.tracking.conflicts) if config.tracking else [])
+        fps["augment_sources"] = {src: conflict(src) for src in config.augment_sources}
+        fps["augment_exclude"] = {src: conflict(src) for src in exclude}
+    return fps
+
+
+def _read_record(out: Path) -> dict[str, Any] | None:
+    path = out / CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CpiError(f"{path}: unreadable ({exc}); it records the run's segments: restore it or use another "
+                       "output_dir") from exc
+    return record if isinstance(record, dict) else None
+
+
+def resume_differences(previous: dict[str, Any], config: FinetuneConfig, inputs: dict[str, Any]) -> list[str]:
+    """What differs between the last segment (``{"config", "inputs"}``) and this one, in settings
+    or input contents that change the trained numbers (see :data:`_FREE_FIELDS`)."""
+    old, new = previous.get("config") or {}, config.to_dict()
+    diffs = [k for k in sorted(set(old) & set(new)) if k not in _FREE_FIELDS and old[k] != new[k]]
+    if old.get("lr_scheduler") == new["lr_scheduler"] == "constant":
+        diffs = [k for k in diffs if k not in _LENGTH_FIELDS]
+    details = [f"{k} ({old[k]!r} -> {new[k]!r})" for k in diffs]
+    old_inputs = previous.get("inputs")
+    if isinstance(old_inputs, dict):
+        for name, fp in inputs.items():
+            if name in old_inputs and old_inputs[name] != fp and name not in diffs:
+                details.append(f"contents of {name}")
+    return details
+
+
+def _check_inputs(config: FinetuneConfig) -> None:
+    """One-line errors for inputs that cannot work, before anything is loaded or written."""
+    from cpi.io import check_input_file
+
+    for name in ("base_model", "tokenizer"):
+        value = getattr(config, name)
+        if not value:
+            continue
+        looks_local = value.startswith((".", "/", "~")) or os.sep in value.rstrip(os.sep) and value.count("/") != 1
+        if looks_local and not Path(value).expanduser().exists():
+            raise CpiError(f"{name} {value!r}: no such folder (give a model folder or a hub name 'org/name')")
+        if Path(value).is_file():
+            raise CpiError(f"{name} {value!r}: is a file; give the model folder that holds it")
+    data = Path(config.data)
+    if data.exists() and data.suffix != ".parquet":
+        check_input_file(data, "data")
+    if config.filter_scores:
+        check_input_file(config.filter_scores, "filter_scores")
+
+
+def _segment_start(checkpoint: Path | None) -> int:
+    if checkpoint is None:
+        return 0
+    try:
+        return int(json.loads((checkpoint / "trainer_state.json").read_text()).get("global_step", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def _already_complete(checkpoint: Path | None, config: FinetuneConfig, differences: list[str]) -> int | None:
+    """The step a finished run reached if this config would train nothing more, else None."""
+    if checkpoint is None:
+        return None
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    step, planned = int(state.get("global_step", 0)), int(state.get("max_steps", 0) or 0)
+    if config.max_steps > 0:
+        return step if step >= config.max_steps else None
+    if planned and step >= planned and not any(d.startswith(("num_epochs", "max_steps")) for d in differences):
+        return step
+    return None
 
 
 def run_finetune(config: FinetuneConfig, callbacks: Sequence[Any] = ()) -> Path:
     """Instruction-finetune ``config.base_model`` on ``config.data``; returns ``config.output_dir``.
 
-    Resumes from the last complete ``checkpoint-<step>/`` when ``config.resume``.
-    ``callbacks``: extra ``transformers.TrainerCallback`` objects (run before the
-    guard, so its stop decisions win). Raises :class:`NonFiniteLossError` or
-    :class:`FinetuneInterrupted` (both :class:`CpiError`) after saving what can
-    be saved; other bad input raises :class:`CpiError`.
+    Resumes from the last complete ``checkpoint-<step>/`` (or a newer interrupt resume
+    point) when ``config.resume``; a resume whose number-changing settings or input contents
+    differ from the last segment is refused unless ``config.force_resume``
+    (:func:`resume_differences`). Bad input raises :class:`CpiError` before anything is
+    written into ``output_dir``, which is locked (:class:`cpi.lock.FolderLock`) while the run
+    writes. ``callbacks``: extra ``transformers.TrainerCallback`` objects (run before the
+    guard, so its stop decisions win). Raises :class:`NonFiniteLossError` (a ``CpiError``) or
+    :class:`FinetuneInterrupted` (exit code 130 in the CLI) after saving what can be saved.
     """
-    import transformers
-    from transformers import DataCollatorForSeq2Seq, TrainingArguments
-    from transformers.trainer_callback import PrinterCallback
+    import contextlib
 
-    from cpi.io import atomic_write_json, atomic_write_table, run_metadata
+    import transformers
+    from transformers import TrainingArguments
+
+    from cpi.io import check_out_dir
+    from cpi.lock import FolderLock
     from cpi.progress import progress_enabled
-    from fullscale.ift_data import tokenize_examples
 
     import torch
 
     if not progress_enabled():
         transformers.utils.logging.disable_progress_bar()
-    out = Path(config.output_dir)
+    out = check_out_dir(config.output_dir, "output_dir")
+    _check_inputs(config)
+    inputs = input_fingerprints(config)
     precision = _precision(config)
     args = TrainingArguments(
         output_dir=str(out),
@@ -881,7 +1056,7 @@ def run_finetune(config: FinetuneConfig, callbacks: Sequence[Any] = ()) -> Path:
         max_grad_norm=config.max_grad_norm,
         optim=config.optim,
         num_train_epochs=config.num_epochs,
-        max_steps=config.max_steps,
+        max_steps=config.max_steps if config.max_steps > 0 else -1,  # 0 means "use num_epochs" too
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         activation_checkpointing=config.gradient_checkpointing,
@@ -905,29 +1080,49 @@ def run_finetune(config: FinetuneConfig, callbacks: Sequence[Any] = ()) -> Path:
         use_cpu=not _has_accelerator(),
     )
     is_main = args.process_index == 0
+    lock = FolderLock(out, "cpi finetune") if is_main else contextlib.nullcontext()
+    with lock:
+        return _run_locked(config, args, out, inputs, is_main, callbacks)
 
-    # output folder: stale staging folders, resume point, config record
+
+def _run_locked(config: FinetuneConfig, args: Any, out: Path, inputs: dict[str, Any], is_main: bool,
+                callbacks: Sequence[Any]) -> Path:
+    import datetime
+
+    import transformers
+    from transformers import DataCollatorForSeq2Seq
+    from transformers.trainer_callback import PrinterCallback
+
+    from cpi.io import atomic_write_json, atomic_write_table, run_metadata
+    from fullscale.ift_data import tokenize_examples
+
+    import torch
+
+    # output folder: resume point and its compatibility; nothing is written before training starts
     with args.main_process_first(desc="prepare output folder"):
-        if is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            remove_stale_staging(out)
-        resume_from = last_complete_checkpoint(out)
+        resume_from = resume_point(out)
         if resume_from is not None and not config.resume:
             raise CpiError(f"{out}: already holds checkpoints (last: {resume_from.name}); set resume: true to "
                            "continue, or choose another output_dir")
+        record = _read_record(out) if resume_from is not None else None
+        segments = list(record.get("segments") or []) if record else []
+        if record and not segments and "config" in record:  # written before segments were recorded
+            segments = [{"start_step": None, "config": record["config"], "inputs": None}]
+        differences = resume_differences(segments[-1], config, inputs) if segments else []
+        if differences and not config.force_resume:
+            raise CpiError(f"{out}: resuming with changed {', '.join(differences)}; a trajectory must not mix "
+                           "them: restore them, use another output_dir, or set force_resume: true")
+        done_step = _already_complete(resume_from, config, differences)
+        if done_step is not None:
+            log.warning("%s: already trained to step %d (nothing to do); skipped", out, done_step)
+            return out
         if is_main:
-            cfg_path = out / CONFIG_FILE
-            if resume_from is not None and cfg_path.is_file():
-                old = json.loads(cfg_path.read_text()).get("config", {})
-                changed = _config_diff(old, config.to_dict())
-                if changed:
-                    log.warning("resuming with a changed config (fields: %s)", ", ".join(changed))
-            atomic_write_json(cfg_path, {"config": config.to_dict(), "meta": run_metadata(
-                resumed_from=resume_from.name if resume_from else None, transformers=transformers.__version__)})
+            remove_stale_staging(out)
 
     transformers.set_seed(config.seed)
     model, tokenizer = load_base(config)
-    examples, summary = prepare_examples(config, model, tokenizer, out, is_main, device=args.device)
+    examples, summary = prepare_examples(config, model, tokenizer, None, is_main, device=args.device)
+    scores = summary.pop("_scores", None)
     model, no_decay = prepare_model(config, model)
     features, dropped = tokenize_examples(examples, tokenizer, config.template, config.max_seq_length,
                                           config.response_only_loss, config.add_eos)
@@ -935,8 +1130,21 @@ def run_finetune(config: FinetuneConfig, callbacks: Sequence[Any] = ()) -> Path:
         raise CpiError(f"{config.data}: no example has a response token within max_seq_length={config.max_seq_length}")
     summary.update(n_dropped_too_long=len(dropped), n_train=len(features),
                    n_trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad))
-    if is_main:
+    start = _segment_start(resume_from)
+    if is_main:  # everything checked and loaded: record this segment, then train
+        out.mkdir(parents=True, exist_ok=True)
+        segments.append({"start_step": start, "config": config.to_dict(), "inputs": inputs,
+                         "forced_changes": differences,
+                         "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+        atomic_write_json(out / CONFIG_FILE, {"config": config.to_dict(), "inputs": inputs, "segments": segments,
+                                              "meta": run_metadata(resumed_from=resume_from.name if resume_from
+                                                                   else None, transformers=transformers.__version__)})
+        if scores is not None:
+            atomic_write_table(scores, out / "curation_scores.csv")
         atomic_write_json(out / "data_summary.json", summary)
+    if differences:
+        log.warning("%s: resuming at step %d with changed %s (force_resume: recorded as a new segment)", out, start,
+                    ", ".join(differences))
     log.info("training on %d examples (%s)", len(features), summary)
 
     classes = _trainer_classes()
@@ -962,16 +1170,27 @@ def run_finetune(config: FinetuneConfig, callbacks: Sequence[Any] = ()) -> Path:
             import pandas as pd
 
             atomic_write_table(pd.DataFrame(trainer.state.log_history), out / "train_log.csv")
-    last = last_complete_checkpoint(out)
+    interrupted = guard.signal_received is not None and trainer.state.global_step < trainer.state.max_steps
+    step = trainer.state.global_step
+    if is_main and interrupted and step % config.save_steps != 0:
+        # an off-cadence save is a resume point only: the trajectory keeps its save_steps cadence
+        saved = out / f"{CHECKPOINT_PREFIX}-{step}"
+        if saved.is_dir() and trainer.state.best_model_checkpoint != str(saved):
+            publish_checkpoint(saved, out / f"{INTERRUPTED_PREFIX}-{step}")
+    if is_main:
+        remove_superseded_interrupts(out)
+    if args.world_size > 1:
+        trainer.accelerator.wait_for_everyone()
+    last = resume_point(out)
     if guard.nonfinite_step is not None:
         raise NonFiniteLossError(
             f"non-finite {guard.nonfinite_what} at step {guard.nonfinite_step} (lr={config.learning_rate}); training "
             f"stopped and nothing was saved after it; last good checkpoint: {last if last else 'none'}"
         )
-    if guard.signal_received is not None and trainer.state.global_step < trainer.state.max_steps:
+    if interrupted:
         raise FinetuneInterrupted(
-            f"interrupted by {signal.Signals(guard.signal_received).name} at step {trainer.state.global_step}; "
-            f"saved {last if last else 'nothing'}; run the same command again to resume"
+            f"interrupted by {signal.Signals(guard.signal_received).name} at step {step}; "
+            f"saved {last if last else 'nothing'}; run the same command again to resume", signum=guard.signal_received
         )
     return out
 

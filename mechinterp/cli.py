@@ -69,6 +69,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU)")
 
 
+def _check_sizes(args: argparse.Namespace) -> None:
+    """``--batch-size``, ``--max-items`` and ``--max-length`` must be positive (checked before any loading)."""
+    from cpi.errors import CpiError
+
+    for name in ("batch_size", "max_items", "max_length"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise CpiError(f"--{name.replace('_', '-')}: must be >= 1, got {value}")
+
+
 def _save_fig(fig: object, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -80,13 +90,17 @@ def _save_fig(fig: object, path: Path) -> Path:
 
 
 def draw_probe_figures(table: "object", out_dir: Path) -> list[Path]:
-    """Fig. 3b, per-span value contributions and (with ≥2 checkpoints) the Δ-attention heatmap."""
+    """Layer x head heat maps of attention-to-context and per-head contribution at the last checkpoint,
+    Fig. 3b, per-span value contributions and (with ≥2 checkpoints) the Δ-attention heatmap."""
     from cpi.errors import CpiError
     from mechinterp import link, plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
     steps = link.steps_table(table)  # type: ignore[arg-type]
-    paths = [_save_fig(plots.plot_context_vs_subject(steps), out_dir / "attention_context_vs_subject.png"),
+    last = link.head_table(table)  # type: ignore[arg-type]
+    paths = [_save_fig(plots.plot_head_heatmap(last, "attn_context"), out_dir / "attention_context_heatmap.png"),
+             _save_fig(plots.plot_head_heatmap(last, "value_total"), out_dir / "head_contribution_heatmap.png"),
+             _save_fig(plots.plot_context_vs_subject(steps), out_dir / "attention_context_vs_subject.png"),
              _save_fig(plots.plot_value_contributions(steps), out_dir / "value_contributions.png")]
     try:
         heads = link.head_change_table(table)  # type: ignore[arg-type]
@@ -112,11 +126,13 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _intervene(args: argparse.Namespace) -> int:
-    from cpi.io import save_run
+    from cpi.io import check_out_dir, save_run
     from mechinterp.intervene import HeadIntervention, intervene, parse_heads, summarize_intervention
     from mechinterp.load import load_bridge
     from mechinterp.trajectory import load_items
 
+    _check_sizes(args)
+    check_out_dir(args.out)
     items = load_items(args.dataset, args.max_items)
     bridge, tok = load_bridge(args.checkpoint, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer)
     heads = parse_heads(args.heads, int(bridge.cfg.n_layers), int(bridge.cfg.n_heads))
@@ -130,8 +146,10 @@ def _intervene(args: argparse.Namespace) -> int:
              weights=getattr(bridge, "cpi_weights", "raw_hf"))
     allrow = summary[summary["category"] == "ALL"]
     for _, row in allrow.iterrows():
-        print(f"{row['dataset']}: cf_acc {row['cf_acc_base']:.3f} -> {row['cf_acc_int']:.3f}, "
-              f"logit diff {row['logit_diff_base']:.3f} -> {row['logit_diff_int']:.3f} (n={row['n']})")
+        print(f"{row['dataset']}: cf_acc {row['cf_acc_base']:.3f} -> {row['cf_acc_int']:.3f} "
+              f"(change 95% CI [{row['delta_cf_acc_lo']:+.3f}, {row['delta_cf_acc_hi']:+.3f}]), "
+              f"logit diff {row['logit_diff_base']:.3f} -> {row['logit_diff_int']:.3f} "
+              f"(change 95% CI [{row['delta_logit_diff_lo']:+.3f}, {row['delta_logit_diff_hi']:+.3f}]) (n={row['n']})")
     print(f"wrote {args.out}")
     return 0
 
@@ -140,10 +158,11 @@ def _link(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from cpi.errors import CpiError
-    from cpi.io import save_run
+    from cpi.io import check_out_dir, save_run
     from mechinterp import link, plots
     from mechinterp.trajectory import read_probe_table
 
+    check_out_dir(args.out)
     table = read_probe_table(args.probe)
     ev = None
     if args.eval_summary is not None:

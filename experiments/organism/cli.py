@@ -122,13 +122,23 @@ def inversion_verdict(traj, n_items: int, min_effect: float = 0.1) -> str:
 def _run(args: argparse.Namespace) -> int:
     import time
 
-    from experiments.organism.experiment import StageTimer, run_organism
-    from experiments.organism.figures import make_organism_figures
+    from cpi.io import check_out_dir
+    from cpi.lock import FolderLock
 
     t0 = time.perf_counter()
     cfg = _config(args)
-    out = _out(args)
-    figures = Path(args.figures) if args.figures else out / "figures"
+    out = check_out_dir(_out(args))
+    figures = check_out_dir(args.figures, "--figures") if args.figures else out / "figures"
+    with FolderLock(out, "cpi run"):
+        return _run_locked(args, cfg, figures, out, t0)
+
+
+def _run_locked(args: argparse.Namespace, cfg, figures: Path, out: Path, t0: float) -> int:
+    import time
+
+    from experiments.organism.experiment import StageTimer, run_organism
+    from experiments.organism.figures import make_organism_figures
+
     written: list[Path] = []
     timer = StageTimer()
     if not args.no_theory:
@@ -147,8 +157,15 @@ def _run(args: argparse.Namespace) -> int:
 def _organism_run(args: argparse.Namespace) -> int:
     from experiments.organism.experiment import run_organism
 
+    from cpi.io import check_out_dir
+    from cpi.lock import FolderLock
+
     cfg = _config(args)
-    run = run_organism(cfg, _out(args), probe=not args.no_probe)
+    out = check_out_dir(_out(args))
+    if args.figures:
+        check_out_dir(args.figures, "--figures")
+    with FolderLock(out, "cpi organism run"):
+        run = run_organism(cfg, out, probe=not args.no_probe)
     if args.figures:
         from experiments.organism.figures import make_organism_figures
 

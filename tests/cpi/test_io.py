@@ -45,3 +45,67 @@ def test_atomic_write_uses_normal_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert (path.stat().st_mode & 0o777) == 0o644
+
+
+NASTY = (["plain", "a\rb", "c\r\nd", "e\nf", "\rlead", "trail\r", 'q"uo"te', "com,ma", "ünï©ødé ✓", "None", "NA",
+          "tab\there", "x\x0by\x0cz", "\x1c\x1d\x1e", "u\x85v\u2028w"] + ["c" + chr(i) + "c" for i in range(1, 32)])
+
+
+@pytest.mark.parametrize("with_cr", [True, False])
+def test_table_round_trips_any_text(tmp_path, with_cr):
+    """Carriage returns, CRLF, control characters, quotes, commas and non-ASCII survive write + read."""
+    texts = NASTY if with_cr else [t for t in NASTY if "\r" not in t]
+    table = pd.DataFrame({"output": texts, "context": list(reversed(texts)), "n": range(len(texts)),
+                          "x": [0.5 * i for i in range(len(texts))], "ok": [i % 2 == 0 for i in range(len(texts))]})
+    path = io.atomic_write_table(table, tmp_path / "t.csv")
+    back = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    assert len(back) == len(table)
+    assert list(back["output"]) == texts and list(back["context"]) == list(reversed(texts))
+    assert list(back["n"]) == list(table["n"]) and list(back["x"]) == list(table["x"])
+    assert list(back["ok"]) == list(table["ok"])
+    if not with_cr:  # without a bare carriage return the file keeps minimal quoting
+        assert path.read_text().splitlines()[0] == "output,context,n,x,ok"
+
+
+def test_save_run_tables_default_is_not_shared(tmp_path):
+    import inspect
+
+    assert inspect.signature(io.save_run).parameters["tables"].default is None
+    io.save_run(tmp_path / "a", {"x": 1})
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["config.json"]
+
+
+def test_run_metadata_records_the_compute_environment():
+    import torch
+
+    meta = io.run_metadata()
+    env = meta["environment"]
+    assert env["torch"] == torch.__version__ and env["threads"] == torch.get_num_threads()
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert env["blas"] and "mkl" in env["torch_build"]
+
+
+def test_out_path_checks(tmp_path):
+    from cpi.errors import CpiError
+
+    f = tmp_path / "f.txt"
+    f.write_text("x")
+    assert io.check_out_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()  # checking writes nothing
+    with pytest.raises(CpiError, match="is a file, not a folder"):
+        io.check_out_dir(f)
+    with pytest.raises(CpiError, match="so the folder cannot be made"):
+        io.check_out_dir(f / "sub")
+    with pytest.raises(CpiError, match="is a folder; give a file name"):
+        io.check_out_file(tmp_path)
+    with pytest.raises(CpiError, match="not writable"):
+        io.check_out_dir("/proc/cpi-test-out")
+    b = tmp_path / "b.bin"
+    b.write_bytes(b"\x00\x01\xff")
+    with pytest.raises(CpiError, match="binary data"):
+        io.check_input_file(b, "data")
+    u = tmp_path / "u.txt"
+    u.write_bytes("é".encode("utf-8") * (1 << 15) + b"\xff\xfe ok")
+    with pytest.raises(CpiError, match="not UTF-8"):
+        io.check_input_file(u, "data")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.bin", "f.txt", "u.txt"]

@@ -99,7 +99,7 @@ def test_resume_after_failure_loses_and_duplicates_nothing(tmp_path, data):
     evaluate_trajectory(cfg)
     assert (out / "items.csv").read_text() == before
     # other settings in the same folder: refused, unless --overwrite
-    with pytest.raises(CpiError, match="different settings"):
+    with pytest.raises(CpiError, match="differ in settings or dataset contents"):
         evaluate_trajectory(cfg.replace(template="plain"))
     evaluate_trajectory(cfg.replace(template="plain", overwrite=True))
     items = pd.read_csv(out / "items.csv")
@@ -175,7 +175,10 @@ def test_cli_bad_checkpoints(tmp_path, data, capsys):
     donor = make_tiny_checkpoint(tmp_path / "donor", arch="llama")
     assert _cli(tmp_path, ck, data[0], "--tokenizer", str(donor)) == 0
     (ck / "model.safetensors").unlink()
-    assert _cli(tmp_path, ck, data[0], "--tokenizer", str(donor)) == 0  # already evaluated: resumed, not reloaded
+    capsys.readouterr()
+    # the folder name was evaluated before, but its weights are gone: never resumed from the old rows
+    assert _cli(tmp_path, ck, data[0], "--tokenizer", str(donor)) == 2
+    assert "stored results of checkpoint checkpoint-1 differ in checkpoint weights" in capsys.readouterr().err
     assert _cli(tmp_path, ck, data[0], "--tokenizer", str(donor), out="out2") == 2
     assert "checkpoint checkpoint-1: no weights" in capsys.readouterr().err
     assert _cli(tmp_path, tmp_path / "missing", data[0]) == 2

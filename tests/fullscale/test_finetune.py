@@ -211,9 +211,14 @@ def test_lora_runs_and_reloads(env, tmp_path):
     sd = merged.state_dict()
     assert not torch.equal(sd["model.layers.0.self_attn.v_proj.weight"], base["model.layers.0.self_attn.v_proj.weight"])
     assert torch.equal(sd["model.layers.0.mlp.up_proj.weight"], base["model.layers.0.mlp.up_proj.weight"])
-    # resume of an adapter run continues
-    run_finetune(cfg.replace(max_steps=6))
+    # resume of an adapter run continues (a longer linear schedule changes the learning rates: forced)
+    with pytest.raises(CpiError, match=r"resuming with changed max_steps \(4 -> 6\)"):
+        run_finetune(cfg.replace(max_steps=6))
+    run_finetune(cfg.replace(max_steps=6, force_resume=True))
     assert _steps(out) == [2, 4, 6]
+    segments = json.loads((out / "finetune_config.json").read_text())["segments"]
+    assert [(g["start_step"], g["config"]["max_steps"], g["forced_changes"]) for g in segments] == [
+        (0, 4, []), (4, 6, ["max_steps (4 -> 6)"])]
 
 
 def test_unknown_lora_target_is_named(env, tmp_path):
@@ -252,14 +257,16 @@ def test_sigint_saves_then_resume_matches_uninterrupted_run(env, tmp_path):
 
     cfg = base_config(env["llama"], env["data"], tmp_path / "int", max_steps=6, save_steps=4)
     handler_before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(FinetuneInterrupted, match=r"interrupted by SIGINT at step 3; saved .*checkpoint-3"):
+    with pytest.raises(FinetuneInterrupted, match=r"interrupted by SIGINT at step 3; saved .*interrupted-checkpoint-3"):
         run_finetune(cfg, callbacks=[_callback("on_step_end", send_sigint)])
     assert signal.getsignal(signal.SIGINT) is handler_before
-    assert _steps(cfg.output_dir and tmp_path / "int") == [3]
-    state = json.loads((tmp_path / "int/checkpoint-3/trainer_state.json").read_text())
+    # step 3 is off the save_steps=4 cadence: a resume point, not a trajectory checkpoint
+    assert _steps(cfg.output_dir and tmp_path / "int") == []
+    state = json.loads((tmp_path / "int/interrupted-checkpoint-3/trainer_state.json").read_text())
     assert state["global_step"] == 3
     run_finetune(cfg)  # resume
-    assert _steps(tmp_path / "int") == [3, 4, 6]
+    assert _steps(tmp_path / "int") == [4, 6]  # the same steps as the uninterrupted run
+    assert not (tmp_path / "int/interrupted-checkpoint-3").exists()  # superseded, removed
     state = json.loads((tmp_path / "int/checkpoint-6/trainer_state.json").read_text())
     assert state["global_step"] == 6
     a, b = _weights(ref / "checkpoint-6"), _weights(tmp_path / "int/checkpoint-6")
@@ -382,7 +389,11 @@ def test_cli_finetune(env, tmp_path, capsys):
     assert "known templates: plain, alpaca, chat" in capsys.readouterr().err
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"instruction": "a"}])
     assert main(["finetune", "--config", str(cfg), "--set", f"data={bad}", "--set", "resume=true"]) == 2
+    assert "resuming with changed data" in capsys.readouterr().err  # another data file: refused before reading it
+    assert main(["finetune", "--config", str(cfg), "--set", f"data={bad}", "--set",
+                 f"output_dir={tmp_path / 'fresh'}"]) == 2
     assert "bad.jsonl:1: missing 'output'" in capsys.readouterr().err
+    assert not (tmp_path / "fresh").exists()  # a failed command leaves no folder behind
 
 
 @pytest.mark.slow
@@ -419,7 +430,8 @@ def test_sigterm_to_cli_process_then_resume(env, tmp_path):
     last = steps[-1][0]
     from cpi.cli import main
 
-    assert main(["finetune", "--config", str(cfg), "--set", f"max_steps={last + 2}"]) == 0
+    assert main(["finetune", "--config", str(cfg), "--set", f"max_steps={last + 2}", "--set",
+                 "force_resume=true"]) == 0
     assert list_checkpoints(out)[-1][0] == last + 2
     state = json.loads((out / f"checkpoint-{last + 2}/trainer_state.json").read_text())
     assert state["global_step"] == last + 2

@@ -29,13 +29,25 @@ def test_probe_intervene_link(setup, tmp_path, capsys):
     assert set(table["n"][table.category == "ALL"]) == {3}
     meta = json.loads((out / "config.json").read_text())
     assert meta["config"]["max_items"] == 3 and meta["meta"]["weights"] == "raw_hf"
-    for fig in ("attention_context_vs_subject.png", "value_contributions.png", "attention_change_heatmap.png"):
+    for fig in ("attention_context_vs_subject.png", "value_contributions.png", "attention_change_heatmap.png",
+                "attention_context_heatmap.png", "head_contribution_heatmap.png"):
         assert (out / "figures" / fig).stat().st_size > 1000
+    targets = pd.read_csv(out / "targets" / "checkpoint-5.csv", keep_default_na=False)
+    assert len(targets) == 3 and set(targets["status"]) == {"used"}
+    one = tmp_path / "one"  # a single checkpoint still gets its layer x head heat maps
+    assert main(["probe", "--checkpoints", str(run / "checkpoint-15"), "--dataset", str(data), "--out", str(one),
+                 "--max-items", "2"]) == 0
+    for fig in ("attention_context_heatmap.png", "head_contribution_heatmap.png"):
+        assert (one / "figures" / fig).stat().st_size > 1000
     iv = tmp_path / "iv"
     assert main(["probe-intervene", "--checkpoint", str(run / "checkpoint-5"), "--dataset", str(data),
                  "--heads", "1.*", "--mode", "value", "--out", str(iv)]) == 0
     items = pd.read_csv(iv / "intervention_items.csv")
     assert len(items) == 4 and (items["heads"] == "1.0,1.1,1.2,1.3").all()
+    assert {"shared_prefix_len", "context_token", "parametric_token"} <= set(items.columns)
+    summ = pd.read_csv(iv / "intervention_summary.csv")
+    assert (summ["delta_logit_diff_lo"] <= summ["delta_logit_diff_hi"]).all()
+    assert "95% CI" in capsys.readouterr().out
     theory = pd.DataFrame({"step": [0, 1, 2], "attn_context_test": [0.5, 0.8, 0.6],
                            "attn_subject_test": [0.5, 0.2, 0.4], "M_C": [0.4, 0.7, 0.5]})
     theory.to_csv(tmp_path / "theory.csv", index=False)
@@ -61,3 +73,23 @@ def test_bad_input_exits_2(setup, tmp_path, capsys):
     assert main(["probe-intervene", "--checkpoint", str(run / "checkpoint-5"), "--dataset", str(data),
                  "--heads", "7.0", "--out", str(tmp_path / "o3")]) == 2
     assert "7.0 does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_probe_intervene_in_a_fresh_process(setup, tmp_path):
+    """`cpi probe-intervene` as a user runs it: nothing imported beforehand (the lazy `mechinterp.probe`
+    function once shadowed the submodule of the same name there, and the command crashed)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root, run, data = setup
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "cpi.cli", "probe-intervene", "--checkpoint", str(run / "checkpoint-5"),
+                           "--dataset", str(data), "--heads", "1.*", "--out", str(tmp_path / "iv")],
+                          env=env, cwd=repo, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(pd.read_csv(tmp_path / "iv" / "intervention_items.csv")) == 4
+    assert "95% CI" in proc.stdout and (tmp_path / "iv" / "intervention_summary.csv").is_file()

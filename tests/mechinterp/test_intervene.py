@@ -86,3 +86,26 @@ def test_summary_and_validation(llama):
     assert parse_heads("1.*,0.1", 2, 4) == ((1, 0), (1, 1), (1, 2), (1, 3), (0, 1))
     with pytest.raises(CpiError):
         parse_heads("x.y", 2, 4)
+
+
+def test_summary_intervals_known_answers():
+    """Paired bootstrap intervals of the changes: a constant per-item change has a zero-width interval at
+    that change; a mixed one brackets its mean; per category and ALL."""
+    import pandas as pd
+
+    rows = []
+    for i in range(8):
+        rows.append(dict(item_id=f"i{i}", dataset="d", category="a" if i < 4 else "b",
+                         logit_diff_base=1.0 + i, logit_diff_int=0.5 + i if i < 4 else 1.0 + i - (i % 2) * 2.0,
+                         cf_top1_base=1.0, cf_top1_int=0.0 if i < 4 else float(i % 2 == 0),
+                         param_top1_base=0.0, param_top1_int=0.0, mode="attention", scale=0.0, span="context",
+                         heads="1.0"))
+    df = pd.DataFrame(rows)
+    df["delta_logit_diff"] = df["logit_diff_int"] - df["logit_diff_base"]
+    s = summarize_intervention(df).set_index("category")
+    assert (s.loc["a", "delta_logit_diff_lo"], s.loc["a", "delta_logit_diff_hi"]) == pytest.approx((-0.5, -0.5))
+    assert (s.loc["a", "delta_cf_acc_lo"], s.loc["a", "delta_cf_acc_hi"]) == pytest.approx((-1.0, -1.0))
+    assert s.loc["b", "delta_logit_diff"] == pytest.approx(-1.0)
+    assert s.loc["b", "delta_logit_diff_lo"] < -1.0 < s.loc["b", "delta_logit_diff_hi"]
+    assert s.loc["ALL", "n"] == 8 and s.loc["ALL", "delta_cf_acc"] == pytest.approx(-0.75)
+    assert s.loc["ALL", "delta_cf_acc_lo"] <= -0.75 <= s.loc["ALL", "delta_cf_acc_hi"]

@@ -116,3 +116,53 @@ def test_plots_use_given_axes_and_return_figures():
     plt.close(alone)
     with pytest.raises(CpiError, match="lacks columns"):
         plots.plot_correlation(st.drop(columns=["attn_context"]))
+
+
+def test_head_table_known_values_and_heatmaps():
+    """Per head at one step: masses and contributions from the hand-made table; both heat maps drawn
+    layer x head with the right values and colour scales."""
+    t = fake_probe_table()
+    ht = link.head_table(t).set_index(["layer", "head"])  # default: the last step (20)
+    assert set(ht["step"]) == {20}
+    assert ht.loc[(1, 1), "attn_context"] == pytest.approx(0.05) and ht.loc[(0, 0), "attn_context"] == pytest.approx(0.3)
+    assert ht.loc[(1, 1), "value_total"] == pytest.approx(1.0) and ht.loc[(0, 1), "value_context"] == pytest.approx(0.1)
+    assert ht.loc[(0, 0), "attn_question"] == pytest.approx(0.35)
+    first = link.head_table(t, step=0).set_index(["layer", "head"])
+    assert first.loc[(1, 1), "attn_context"] == pytest.approx(0.2)
+    with pytest.raises(CpiError, match="step 5"):
+        link.head_table(t, step=5)
+    for column, cmap in (("attn_context", "viridis"), ("value_total", "RdBu_r")):
+        fig = plots.plot_head_heatmap(link.head_table(t), column)
+        ax = fig.axes[0]
+        img = ax.images[0]
+        grid = np.asarray(img.get_array())
+        assert grid.shape == (2, 2) and img.get_cmap().name == cmap
+        expected = link.head_table(t).pivot(index="layer", columns="head", values=column).to_numpy()
+        np.testing.assert_allclose(grid, expected)
+        if cmap == "RdBu_r":
+            assert img.get_clim()[0] == pytest.approx(-img.get_clim()[1])  # centred at 0
+        assert ax.get_xlabel() == "head" and ax.get_ylabel() == "layer" and "step 20" in ax.get_title()
+        plt.close(fig)
+    _, ax = plt.subplots()
+    assert plots.plot_head_heatmap(link.head_table(t), "attn_context", ax=ax) is ax.figure
+    plt.close(ax.figure)
+
+
+def test_new_figures_keep_their_labels_inside_the_canvas():
+    """The x-label and tick labels of every probe figure lie inside the saved canvas (no clipping)."""
+    st = link.steps_table(fake_probe_table())
+    for fig in (plots.plot_context_vs_subject(st), plots.plot_value_contributions(st),
+                plots.plot_head_heatmap(link.head_table(fake_probe_table()), "value_total"),
+                plots.plot_attention_change(link.head_change_table(fake_probe_table()))):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        W, H = fig.bbox.width, fig.bbox.height
+        for ax in fig.axes[:1]:
+            lo, hi = sorted(ax.get_xlim())
+            drawn = [t for t, x in zip(ax.get_xticklabels(), ax.get_xticks()) if lo <= x <= hi]
+            for text in [ax.xaxis.label, ax.yaxis.label, ax.title, *drawn]:
+                if not text.get_text():
+                    continue
+                bb = text.get_window_extent(renderer)
+                assert bb.x0 >= -1 and bb.y0 >= -1 and bb.x1 <= W + 1 and bb.y1 <= H + 1, text.get_text()
+        plt.close(fig)
