@@ -12,9 +12,15 @@ setup:
 	@$(PIP) install -q -e ".[test]"
 
 run: setup
-	cpi run
+	cpi run --figures figures
 
+# The `real` tests need smollm2-135m-instruct: fetch it first (a no-op once cached), timed; a failed fetch
+# stops here, loudly (it is never skipped).
 test: setup
+	@start=$$(date +%s); \
+	$(PYTHON) -m cpi.cli models fetch smollm2-135m-instruct \
+	  || { echo "make test: FAILED to fetch smollm2-135m-instruct (see above)" >&2; exit 1; }; \
+	echo "make test: smollm2-135m-instruct ready ($$(( $$(date +%s) - start )) s)"
 	$(PYTHON) -m pytest -q
 
 bench: setup

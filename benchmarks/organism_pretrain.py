@@ -16,9 +16,9 @@ import argparse
 
 import torch
 
-from fullscale.organism.experiment import OrganismConfig, _template_texts
-from fullscale.organism.pretrain import pretrain
-from fullscale.organism.world import build_tokenizer, build_world
+from experiments.organism.experiment import OrganismConfig, template_texts
+from experiments.organism.pretrain import pretrain
+from experiments.organism.world import build_tokenizer, build_world
 
 
 def main() -> None:
@@ -26,9 +26,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=150)
     args = ap.parse_args()
     cfg = OrganismConfig()
-    world = build_world(cfg.world_config())
-    tok = build_tokenizer(world, extra_texts=_template_texts())
-    pcfg = cfg.pretrain_config().replace(steps=args.steps, warmup=10, threads=0)
+    world = build_world(cfg.world)
+    tok = build_tokenizer(world, extra_texts=template_texts())
+    pcfg = cfg.pretrain.replace(steps=args.steps, warmup=10, threads=0)
     results = {}
     for threads in (2, 1):
         torch.set_num_threads(threads)

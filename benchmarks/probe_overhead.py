@@ -88,7 +88,7 @@ def run_variant(variant: str, batch: int, seq: int, repeats: int, threads: int) 
     import torch
 
     torch.set_num_threads(threads)
-    from mechinterp.probe import _collate, probe_arrays
+    from mechinterp.probe import collate, probe_arrays
     from tests.tiny_models import make_tokenizer
 
     items = make_items(batch, seq)
@@ -98,7 +98,7 @@ def run_variant(variant: str, batch: int, seq: int, repeats: int, threads: int) 
         from mechinterp.load import bridge_from_model
 
         bridge = bridge_from_model(model, tok)
-    coll = _collate(items, 0, "cpu")
+    coll = collate(items, 0, "cpu")
 
     def a() -> None:
         with torch.inference_mode():
@@ -108,9 +108,9 @@ def run_variant(variant: str, batch: int, seq: int, repeats: int, threads: int) 
         probe_arrays(bridge, tok, items, batch_size=batch)
 
     def c() -> None:
-        from mechinterp.probe import SPANS, _direction, _norm_scale, _readout
+        from mechinterp.probe import SPANS, _direction, _norm_scale, readout
 
-        ro = _readout(bridge)
+        ro = readout(bridge)
         L, H, KV, dh = CFG["num_hidden_layers"], 8, 2, CFG["hidden_size"] // 8
         with torch.inference_mode():
             for it in items:

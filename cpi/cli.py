@@ -17,6 +17,7 @@ from cpi.errors import CpiError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from experiments import cli as experiments_cli
     from fullscale import cli as fullscale_cli
     from mechinterp import cli as mechinterp_cli
     from theory import cli as theory_cli
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     theory_cli.register(sub)
     fullscale_cli.register(sub)
     mechinterp_cli.register(sub)
+    experiments_cli.register(sub)
     return parser
 
 

@@ -65,13 +65,31 @@ def atomic_write_table(table: "pd.DataFrame", path: str | Path) -> Path:
     return atomic_write_text(path, table.to_csv(index=False))
 
 
+#: metadata that would make two saves of the same figure differ (dates, the writer's version), per format
+_VOLATILE_FIGURE_METADATA: dict[str, dict[str, None]] = {
+    "pdf": {"CreationDate": None, "Producer": None, "Creator": None},
+    "png": {"Software": None},
+    "svg": {"Date": None, "Creator": None},
+}
+
+
 def atomic_save_figure(fig: Any, path: str | Path, **kwargs: Any) -> Path:
-    """Save a matplotlib figure atomically; the format follows the suffix."""
+    """Save a matplotlib figure atomically; the format follows the suffix.
+
+    PNG, PDF and SVG are byte-reproducible: the same figure saved twice gives the same bytes (no
+    creation date or writer version in the file, fixed SVG ids; ``metadata=`` entries given by the
+    caller are kept). Other formats are written as matplotlib writes them.
+    """
     import io
 
+    import matplotlib
+
     path = Path(path)
+    fmt = path.suffix.lstrip(".").lower()
+    metadata = {**_VOLATILE_FIGURE_METADATA.get(fmt, {}), **kwargs.pop("metadata", {})}
     buf = io.BytesIO()
-    fig.savefig(buf, format=path.suffix.lstrip("."), bbox_inches="tight", **kwargs)
+    with matplotlib.rc_context({"svg.hashsalt": "cpi"}):
+        fig.savefig(buf, format=fmt, bbox_inches="tight", metadata=metadata or None, **kwargs)
     return atomic_write_bytes(path, buf.getvalue())
 
 

@@ -41,6 +41,9 @@ VARIANTS = {"default": {}, "qk": dict(qk_only=True), "steps2x": dict(ft_steps=60
             "d256_plr1e-3_qk": dict(d_model=256, d_mlp=1024, pretrain_lr=1e-3, qk_only=True),
             "d256_plr1e-3_steps2x": dict(d_model=256, d_mlp=1024, pretrain_lr=1e-3, ft_steps=600)}
 BASE_FIELDS = ("pretrain_steps", "pretrain_lr", "d_model", "d_mlp")  # variants changing these need their own base
+# the short names above (kept: they name the cached bases) -> OrganismConfig's nested fields
+NESTED = {"pretrain_steps": "pretrain.steps", "pretrain_lr": "pretrain.lr", "d_model": "pretrain.d_model",
+          "d_mlp": "pretrain.d_mlp"}
 PROBED = {"default", "qk", "cosine", "cosine_lr3x", "qk_lr3x", "qk_lr10x", "pretrain2x", "pretrain2x_qk", "d256", "d256_qk",
           "d256_plr1e-3", "d256_plr1e-3_qk", "d256_plr1e-3_steps2x"}
 
@@ -86,7 +89,7 @@ def figure() -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from cpi.io import atomic_save_figure
-    from fullscale.organism.figures import plot_seeds
+    from experiments.organism.figures import plot_seeds
 
     t = pd.concat([pd.read_csv(p) for p in sorted(out.glob("traj_*.csv"))], ignore_index=True)
     names = [v for v in SECTION6 if v in set(t["variant"])]
@@ -108,21 +111,21 @@ if __name__ == "__main__":
         print(summary().to_string(index=False)); sys.exit()
     if sys.argv[1] == "figure":
         print("\n".join(map(str, figure()))); sys.exit()
-    from fullscale.organism.experiment import OrganismConfig, run_organism
-    from fullscale.organism.sweep import _share_base
+    from experiments.organism.experiment import OrganismConfig, run_organism
+    from experiments.organism.sweep import share_base
     seeds = [int(s) for s in sys.argv[1].split(",")]
     names = sys.argv[2].split(",")
     rows = []
     for seed in seeds:
         for name in names:
-            cfg = OrganismConfig(seed=seed, rho=0.3, **VARIANTS[name])
+            cfg = OrganismConfig(seed=seed).replace(**{"ift.rho": 0.3}, **{NESTED.get(k, k): v for k, v in VARIANTS[name].items()})
             cache = base_cache(name, seed)
             if not (cache / "pretrain" / "done.json").is_file():
                 assert cache.parent != sweep / "_base", f"no pretrained base in {cache}: run section 3's sweep first"
                 run_organism(cfg, cache, probe=False, stages=("data", "pretrain"))
             cell = out / f"{name}_rho=0.3" / f"seed{seed}"
             cell.mkdir(parents=True, exist_ok=True)
-            _share_base(cache, cell)
+            share_base(cache, cell)
             t0 = time.time()
             run = run_organism(cfg, cell, probe=name in PROBED)
             t = run.trajectory(); t.insert(0, "variant", name); t.insert(1, "seed", seed)

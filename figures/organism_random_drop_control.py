@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 torch.set_num_threads(1)
 from cpi.io import atomic_write_table
-from fullscale.organism.experiment import OrganismConfig, run_organism
-from fullscale.organism.sweep import _share_base
+from experiments.organism.experiment import OrganismConfig, run_organism
+from experiments.organism.sweep import share_base
 
 sweep = Path("runs/organism_sweep_default")
 out = Path("runs/organism_sweep_default_ctrl")
@@ -22,7 +22,7 @@ for seed in [int(s) for s in sys.argv[1].split(",")]:
     cfg = OrganismConfig(seed=seed, filter_fraction=0.25)
     cell = out / "random_drop_rho=0.3" / f"seed{seed}"
     cell.mkdir(parents=True, exist_ok=True)
-    _share_base(cache, cell)
+    share_base(cache, cell)
     if not (cell / "data" / "filter_scores.csv").is_file():
         run_organism(cfg, cell, probe=False, stages=("data",))
         n = sum(1 for _ in open(cell / "data" / "ift.jsonl"))

@@ -13,8 +13,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from fullscale.organism.experiment import OrganismConfig, run_organism
-from fullscale.organism.figures import make_organism_figures
+from experiments.organism.experiment import OrganismConfig, run_organism
+from experiments.organism.figures import make_organism_figures
 
 
 def main(argv: list[str]) -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fullscale.organism.experiment import OrganismConfig
-from fullscale.organism.sweep import SweepConfig, plot_sweep, run_sweep, sweep_summary
+from experiments.organism.experiment import OrganismConfig
+from experiments.organism.sweep import SweepConfig, plot_sweep, run_sweep, sweep_summary
 
 
 def main() -> None:

@@ -4,7 +4,9 @@
   (``OUT/checkpoint-<step>/``), a single model folder, a PEFT LoRA adapter
   folder (``adapter_config.json``), a list of any of these, or a
   comma-separated string of them. Result: :class:`Checkpoint` records sorted by
-  training step.
+  training step. A registry model name (``smollm2-135m-instruct``, see
+  :mod:`fullscale.models`) or its hub id stands for its cached folder and is
+  fetched on first use, here and in :func:`load_checkpoint`.
 - :func:`resolve_device_dtype` picks ``cuda`` + ``bfloat16`` when a GPU is
   present, else ``cpu`` + ``float32``; both can be overridden.
 - :func:`load_checkpoint` loads one checkpoint (merging a LoRA adapter onto its
@@ -83,9 +85,19 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_") or "checkpoint"
 
 
+def _resolve(spec: str | Path) -> Path:
+    """A folder for ``spec``: a registry model name or hub id becomes its cached folder (fetched on first use)."""
+    from fullscale.models import resolve_model
+
+    return Path(resolve_model(spec)).expanduser()
+
+
 def _expand(path: Path) -> list[Path]:
     if not path.exists():
-        raise CpiError(f"checkpoint path {path}: does not exist")
+        from fullscale.models import known_names
+
+        raise CpiError(f"checkpoint path {path}: does not exist (nor is it a registry model: "
+                       f"{', '.join(known_names())})")
     if not path.is_dir():
         raise CpiError(f"checkpoint path {path}: not a folder")
     subs = [d for d in path.iterdir() if d.is_dir() and _STEP_RE.match(d.name)]
@@ -118,7 +130,7 @@ def discover_checkpoints(spec: str | Path | Sequence[str | Path]) -> list[Checkp
         raise CpiError("no checkpoints given")
     paths: list[Path] = []
     for part in parts:
-        paths.extend(_expand(Path(part).expanduser()))
+        paths.extend(_expand(_resolve(part)))
     seen: set[Path] = set()
     unique = []
     for p in paths:
@@ -245,6 +257,8 @@ def load_tokenizer(source: str | Path, what: str = "tokenizer") -> "PreTrainedTo
 
 
 def _resolve_base(adapter_dir: Path, base: str) -> str:
+    if not (adapter_dir / base).exists():
+        base = str(_resolve(base))
     cand = Path(base).expanduser()
     if cand.is_absolute():
         return str(cand)
@@ -273,7 +287,7 @@ def load_checkpoint(
     from transformers import AutoModelForCausalLM
 
     if not isinstance(ckpt, Checkpoint):
-        p = Path(ckpt)
+        p = _resolve(ckpt)
         if not p.is_dir():
             raise CpiError(f"checkpoint {p}: folder does not exist")
         ckpt = Checkpoint(name=p.name, path=p, step=_step_of(p), adapter=(p / "adapter_config.json").is_file())

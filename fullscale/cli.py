@@ -12,13 +12,12 @@ import argparse
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
-    """Add ``data``, ``evaluate``, ``finetune``, ``run`` and ``organism`` to the ``cpi`` parser."""
-    from fullscale import cli_conflicts, cli_evaluate, cli_finetune
-    from fullscale.organism import cli as organism_cli
+    """Add ``data``, ``evaluate``, ``finetune`` and ``models`` to the ``cpi`` parser."""
+    from fullscale import cli_conflicts, cli_evaluate, cli_finetune, cli_models
 
     data = sub.add_parser("data", help="knowledge-conflict sets and IFT data: check, convert, score-context, augment")
     data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
     cli_conflicts.register(sub, data_sub)
     cli_evaluate.register(sub, data_sub)
     cli_finetune.register(sub, data_sub)
-    organism_cli.register(sub, data_sub)
+    cli_models.register(sub)

@@ -59,8 +59,8 @@ _STOPWORDS = frozenset(
 )
 
 
-def _response_losses(model: Any, tokenizer: Any, features: Sequence[dict[str, list[int]]], batch_size: int,
-                     desc: str) -> list[tuple[float, int]]:
+def response_losses(model: Any, tokenizer: Any, features: Sequence[dict[str, list[int]]], batch_size: int,
+                    desc: str) -> list[tuple[float, int]]:
     """Mean next-token NLL over each feature's labelled (response) tokens, and their count.
 
     ``features``: dicts with ``input_ids`` and ``labels`` (``-100`` = not scored), as made by
@@ -70,7 +70,7 @@ def _response_losses(model: Any, tokenizer: Any, features: Sequence[dict[str, li
     import torch
 
     from cpi.progress import progress
-    from fullscale.scoring import pad_batch, pad_token_id
+    from fullscale.batching import pad_batch, pad_token_id
 
     device = next(model.parameters()).device
     pad = pad_token_id(tokenizer)
@@ -124,8 +124,8 @@ def score_context_criticality(model: Any, tokenizer: Any, examples: Sequence["IF
         feats_without.append(_last_response_only(g))
     idx_with = [i for i, f in enumerate(feats_with) if f is not None]
     idx_without = [i for i, f in enumerate(feats_without) if f is not None]
-    with_l = _response_losses(model, tokenizer, [feats_with[i] for i in idx_with], batch_size, "loss with context")
-    without_l = _response_losses(model, tokenizer, [feats_without[i] for i in idx_without], batch_size,
+    with_l = response_losses(model, tokenizer, [feats_with[i] for i in idx_with], batch_size, "loss with context")
+    without_l = response_losses(model, tokenizer, [feats_without[i] for i in idx_without], batch_size,
                                  "loss without context")
     lw = {i: v for i, v in zip(idx_with, with_l)}
     lwo = {i: v for i, v in zip(idx_without, without_l)}

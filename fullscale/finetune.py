@@ -160,7 +160,7 @@ class FinetuneConfig(Config):
     paper is silent (linear schedule, 3% warm-up, effective batch 128 = 8 x 16 on one device).
 
     Model and data
-    - ``base_model``: local model folder or hub name (hub needs the network).
+    - ``base_model``: local model folder, registry model name (``cpi models list``) or hub name (hub needs the network).
     - ``tokenizer``: tokenizer folder/name if not the base model's.
     - ``data``: IFT data: local ``.jsonl``/``.json``/``.parquet`` or a hub dataset name.
     - ``data_format``: ``auto`` (per record), ``alpaca`` (instruction/input/output),
@@ -737,12 +737,14 @@ def load_base(config: FinetuneConfig) -> tuple[Any, Any]:
     """Load the base model and tokenizer (pad token = EOS if the tokenizer has none)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = config.base_model
+    from fullscale.models import resolve_model
+
+    base = str(resolve_model(config.base_model))  # a registry name becomes its cached folder
     if Path(base).exists():
         base = str(Path(base).resolve())  # so a LoRA adapter's base_model_name_or_path is absolute
-    tok_src = config.tokenizer or base
-    if config.tokenizer and Path(config.tokenizer).exists():
-        tok_src = str(Path(config.tokenizer).resolve())
+    tok_src = str(resolve_model(config.tokenizer)) if config.tokenizer else base
+    if config.tokenizer and Path(tok_src).exists():
+        tok_src = str(Path(tok_src).resolve())
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_src)
     except (OSError, ValueError) as exc:

@@ -166,12 +166,8 @@ def _link(args: argparse.Namespace) -> int:
         print(f"skipping head-change tables: {exc}")
     if args.theory is not None:
         if args.theory == "default":
-            from theory.simulate import simulate
+            from theory import SimConfig, simulate
 
-            try:
-                from theory import SimConfig
-            except ImportError:  # pragma: no cover - before theory's __init__ re-exports it
-                from theory.config import SimConfig
             th = simulate(SimConfig(), show_progress=False)
         else:
             path = Path(args.theory)

@@ -20,6 +20,7 @@ counterfactual / parametric accuracy, before and after.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from cpi.config import Config
@@ -78,10 +79,10 @@ def intervention_hooks(bridge: Any, batch_span_masks: Any, iv: HeadIntervention)
     [batch pos] (float, 1 on the span's tokens)."""
     import torch
 
-    from mechinterp.probe import _attn_geometry
+    from mechinterp.probe import attn_geometry
 
     n_layers = int(bridge.cfg.n_layers)
-    H, _, _ = _attn_geometry(bridge)
+    H, _, _ = attn_geometry(bridge)
     by_layer: dict[int, list[int]] = {}
     for layer, head in iv.heads:
         if layer >= n_layers or head >= H:
@@ -116,8 +117,8 @@ def intervene(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], interv
     import numpy as np
     import pandas as pd
 
-    from fullscale.scoring import pad_token_id
-    from mechinterp import probe as P
+    from fullscale.batching import pad_token_id
+    P = importlib.import_module("mechinterp.probe")  # not `from mechinterp import probe`: that is the function
 
     bridge = P.as_bridge(bridge_or_model, tokenizer)
     pitems = P.prepare_items(items, tokenizer, template=template, max_length=max_length)
@@ -132,7 +133,7 @@ def intervene(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], interv
     base_rows, int_rows = [], []
     for start in range(0, len(pitems), batch_size):
         batch = pitems[start:start + batch_size]
-        coll = P._collate(batch, pad_id, bridge.cfg.device)
+        coll = P.collate(batch, pad_id, bridge.cfg.device)
         current["mask"] = coll["span_masks"][:, span_idx, :]
         base_rows.append(P.run_probe_batch(bridge, batch, pad_id))
         int_rows.append(P.run_probe_batch(bridge, batch, pad_id, extra_hooks=hooks))

@@ -194,7 +194,8 @@ class _Readout:
     b_U: "torch.Tensor | None"
 
 
-def _readout(bridge: Any) -> _Readout:
+def readout(bridge: Any) -> _Readout:
+    """The final norm and unembedding of ``bridge``, as the probe applies them to a residual read-out."""
     import torch
 
     norm = bridge.ln_final.original_component
@@ -240,7 +241,8 @@ def _direction(ro: _Readout, c_tok: "torch.Tensor", p_tok: "torch.Tensor") -> tu
     return g, const
 
 
-def _attn_geometry(bridge: Any) -> tuple[int, int, int]:
+def attn_geometry(bridge: Any) -> tuple[int, int, int]:
+    """``(n_heads, n_key_value_heads, d_head)`` of a bridge (grouped-query attention: ``n_kv < n_heads``)."""
     cfg = bridge.cfg
     n_heads = int(cfg.n_heads)
     n_kv = int(getattr(cfg, "n_key_value_heads", None) or n_heads)
@@ -250,11 +252,11 @@ def _attn_geometry(bridge: Any) -> tuple[int, int, int]:
     return n_heads, n_kv, d_head
 
 
-def _collate(batch: Sequence[ProbeItem], pad_id: int, device: Any) -> dict[str, "torch.Tensor"]:
+def collate(batch: Sequence[ProbeItem], pad_id: int, device: Any) -> dict[str, "torch.Tensor"]:
     """Left-pad a batch. Returns input_ids/attention_mask [batch pos], span_masks [batch span pos] float32."""
     import torch
 
-    from fullscale.scoring import pad_batch
+    from fullscale.batching import pad_batch
 
     ids, mask = pad_batch([it.input_ids for it in batch], pad_id, side="left")
     B, S = ids.shape
@@ -289,11 +291,11 @@ def run_probe_batch(bridge: Any, batch: Sequence[ProbeItem], pad_id: int,
     import torch
 
     n_layers = int(bridge.cfg.n_layers)
-    H, KV, dh = _attn_geometry(bridge)
+    H, KV, dh = attn_geometry(bridge)
     G = H // KV
     device = bridge.cfg.device
-    ro = _readout(bridge)
-    t = _collate(batch, pad_id, device)
+    ro = readout(bridge)
+    t = collate(batch, pad_id, device)
     B = t["input_ids"].shape[0]
     g, const = _direction(ro, t["c_tok"], t["p_tok"])  # [batch d_model], [batch]
     span_masks = t["span_masks"]
@@ -406,7 +408,7 @@ def probe_arrays(bridge: Any, tokenizer: Any, items: Sequence[Any], template: st
     import numpy as np
 
     from cpi.progress import progress
-    from fullscale.scoring import pad_token_id
+    from fullscale.batching import pad_token_id
 
     if batch_size < 1:
         raise CpiError(f"batch_size must be >= 1, got {batch_size}")

@@ -1,4 +1,9 @@
-"""Test-wide fixtures: every test starts from the same seeds, offline."""
+"""Test-wide fixtures: every test starts from the same seeds, offline (except the fetch of real models).
+
+``real_smollm2`` / ``real_gemma`` give the fetched registry models (``cpi models fetch``, into the model
+cache; ``make test`` fetches smollm2 before pytest starts). A failed fetch fails the tests that need the
+model: it is never a silent skip. Tests marked ``gemma`` are opt-in: ``python -m pytest -m gemma``.
+"""
 
 from __future__ import annotations
 
@@ -39,3 +44,35 @@ def _seed_everything():
 
         torch.manual_seed(0)
     yield
+
+
+def _fetch_real(name: str):
+    from cpi.errors import CpiError
+    from fullscale.models import REGISTRY_FILE, fetch_model
+
+    try:
+        return fetch_model(name, registry=REGISTRY_FILE)
+    except CpiError as exc:
+        pytest.fail(f"could not fetch the real model {name} (needed by `real` tests): {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def real_smollm2():
+    """The converted SmolLM2-135M-Instruct checkpoint folder (fetched into the model cache on first use)."""
+    return _fetch_real("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def real_gemma():
+    """The converted Gemma-3-270M (base) checkpoint folder (fetched into the model cache on first use)."""
+    return _fetch_real("gemma-3-270m")
+
+
+def pytest_collection_modifyitems(config, items):
+    """``gemma`` tests run only when selected by ``-m`` (e.g. ``python -m pytest -m gemma``)."""
+    if "gemma" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="opt-in (minutes on CPU): python -m pytest -m gemma")
+    for item in items:
+        if item.get_closest_marker("gemma") is not None:
+            item.add_marker(skip)

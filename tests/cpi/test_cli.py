@@ -27,9 +27,3 @@ def test_unknown_command_exits_nonzero(capsys):
         assert exc.code == 2
     else:
         raise AssertionError("argparse should reject an unknown command")
-
-
-def test_import_theory_stays_light():
-    code = "import sys, theory; bad = [m for m in ('transformer_lens', 'transformers') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, f"`import theory` pulled in {out.stdout.strip()} {out.stderr[-300:]}"

@@ -97,7 +97,7 @@ def test_shipped_bio_substitution_is_consistent():
     items = load_conflicts("CF_Bio")
     cats = Counter(it.category for it in items)
     assert {"birthplace", "birth_year", "occupation", "nationality", "award"} <= set(cats)
-    people = {p[0]: p for p in conflict_sources.PEOPLE}
+    people = {p.name: p for p in conflict_sources.PEOPLE}
     twice = 0
     for it in items:
         name = next(n for n in people if it.question.find(n) >= 0)
@@ -116,7 +116,7 @@ def test_shipped_bio_substitution_is_consistent():
 def test_shipped_quotes_shape():
     items = load_conflicts("CF_Quotes")
     assert all(it.task == "quote" and it.category == "quote" for it in items)
-    by_prefix = {q[0]: q[1] for q in conflict_sources.QUOTES}
+    by_prefix = {q.prefix: q.last_word for q in conflict_sources.QUOTES}
     assert by_prefix["Absence makes the heart grow"] == "fonder"
     for it in items:
         assert by_prefix[it.question] == it.parametric_answer

@@ -279,7 +279,7 @@ def test_peft_wrapped_model_scores_like_full_sequences(models):
 
 
 def test_pad_batch_left_and_right_known_answer():
-    from fullscale.scoring import pad_batch
+    from fullscale.batching import pad_batch
 
     ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=0, side="left")
     assert ids.tolist() == [[5, 6, 7], [0, 0, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]

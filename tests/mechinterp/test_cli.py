@@ -61,3 +61,22 @@ def test_bad_input_exits_2(setup, tmp_path, capsys):
     assert main(["probe-intervene", "--checkpoint", str(run / "checkpoint-5"), "--dataset", str(data),
                  "--heads", "7.0", "--out", str(tmp_path / "o3")]) == 2
     assert "7.0 does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_probe_intervene_in_a_fresh_process(setup, tmp_path):
+    """`cpi probe-intervene` as a user runs it: nothing imported beforehand (the lazy `mechinterp.probe`
+    function once shadowed the submodule of the same name there, and the command crashed)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root, run, data = setup
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "cpi.cli", "probe-intervene", "--checkpoint", str(run / "checkpoint-5"),
+                           "--dataset", str(data), "--heads", "1.*", "--out", str(tmp_path / "iv")],
+                          env=env, cwd=repo, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(pd.read_csv(tmp_path / "iv" / "intervention_items.csv")) == 4

@@ -7,7 +7,7 @@ import pytest
 
 from cpi.errors import ConfigError, CpiError
 from mechinterp.intervene import HeadIntervention, intervene, intervention_hooks, parse_heads, summarize_intervention
-from mechinterp.probe import SPANS, _collate, prepare_items, run_probe_batch
+from mechinterp.probe import SPANS, collate, prepare_items, run_probe_batch
 from tests.mechinterp.helpers import conflict_items, load_tiny
 from tests.tiny_models import make_tiny_checkpoint
 
@@ -50,7 +50,7 @@ def test_attention_mode_moves_mass_off_the_context(llama):
     pitems = prepare_items(conflict_items(3), tok)
     H = bridge.cfg.n_heads
     iv = HeadIntervention(heads=tuple((0, h) for h in range(H)), scale=0.0, mode="attention")
-    coll = _collate(pitems, tok.pad_token_id, "cpu")
+    coll = collate(pitems, tok.pad_token_id, "cpu")
     mask = coll["span_masks"][:, SPANS.index("context"), :]
     hooks = intervention_hooks(bridge, lambda: mask, iv)
     base = run_probe_batch(bridge, pitems, tok.pad_token_id)

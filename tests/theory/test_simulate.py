@@ -119,7 +119,15 @@ def test_non_finite_loss_is_a_cpi_error():
         simulate(SimConfig(init_noise=1e308, steps=2), show_progress=False)
 
 
-def test_torch_threads_restored():
-    n = torch.get_num_threads()
-    simulate(SimConfig(steps=2), show_progress=False)
-    assert torch.get_num_threads() == n
+def test_torch_threads_set_for_the_run_then_restored(monkeypatch):
+    """simulate(num_threads=k) runs on k threads and gives the caller's setting back (fails without either)."""
+    import theory.simulator as sim
+
+    seen = []
+    inner = sim._simulate
+    monkeypatch.setattr(sim, "_simulate", lambda *a: seen.append(torch.get_num_threads()) or inner(*a))
+    before = torch.get_num_threads()
+    run_with = 2 if before != 2 else 1
+    simulate(SimConfig(steps=2), show_progress=False, num_threads=run_with)
+    assert seen == [run_with]
+    assert torch.get_num_threads() == before

@@ -18,28 +18,30 @@ The sweep is resumable: finished cells are read back, not recomputed.
 
 from __future__ import annotations
 
-import logging
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cpi.config import Config
 from cpi.errors import ConfigError
+from cpi.io import atomic_save_figure, atomic_write_table, save_run
 from cpi.progress import progress
-
-if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
-
-    from fullscale.organism.experiment import OrganismConfig
-
-log = logging.getLogger(__name__)
+from experiments.organism.experiment import OrganismConfig, run_organism
+from experiments.organism.figures import plot_rho_sweep
+from experiments.organism.ift import QA_INSTRUCTION_CLOSED
+from fullscale.curation import response_losses
+from fullscale.ift_data import format_example, IFTExample, load_ift_data
 
 
 @dataclass(frozen=True)
 class SweepConfig(Config):
     """Which variants and seeds to run."""
-
     seeds: tuple[int, ...] = (0, 1, 2)
     rhos: tuple[float, ...] = (0.1, 0.3, 0.5, 1.0)
     mitigations: bool = True
@@ -56,11 +58,12 @@ class SweepConfig(Config):
 
 def variants(base: "OrganismConfig", sweep: SweepConfig) -> dict[str, "OrganismConfig"]:
     """Variant name -> config (seed still the base's; :func:`run_sweep` sets it)."""
-    out = {f"rho={r:g}": base.replace(rho=float(r)) for r in sweep.rhos}
+    out = {f"rho={r:g}": base.replace(**{"ift.rho": float(r)}) for r in sweep.rhos}
+    rho = base.ift.rho
     if sweep.mitigations:
-        out[f"filter (rho={base.rho:g})"] = base.replace(filter_fraction=sweep.filter_fraction)
-        out[f"augment (rho={base.rho:g})"] = base.replace(augment_fraction=sweep.augment_fraction)
-        out[f"qk_only (rho={base.rho:g})"] = base.replace(qk_only=True)
+        out[f"filter (rho={rho:g})"] = base.replace(filter_fraction=sweep.filter_fraction)
+        out[f"augment (rho={rho:g})"] = base.replace(**{"ift.augment_fraction": sweep.augment_fraction})
+        out[f"qk_only (rho={rho:g})"] = base.replace(qk_only=True)
     return out
 
 
@@ -75,13 +78,6 @@ def context_criticality_scores(base_model: str | Path, ift_jsonl: str | Path, ba
     score-context``: ``example_id, has_context, loss_with_context,
     loss_without_context, gap``.
     """
-    import pandas as pd
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from fullscale.curation import _response_losses
-    from fullscale.ift_data import IFTExample, format_example, load_ift_data
-    from fullscale.organism.ift import QA_INSTRUCTION_CLOSED
-
     tok = AutoTokenizer.from_pretrained(base_model)
     model = AutoModelForCausalLM.from_pretrained(base_model)
     examples = load_ift_data(str(ift_jsonl), data_format="alpaca")
@@ -92,8 +88,8 @@ def context_criticality_scores(base_model: str | Path, ift_jsonl: str | Path, ba
         has.append(bool(ex.input.strip()) and bool(question))
         closed = IFTExample(ex.id, f"{QA_INSTRUCTION_CLOSED}\nQuestion: {question}", "", ex.output) if question else ex
         without_f.append(format_example(closed, tok, "alpaca"))
-    lw = _response_losses(model, tok, with_f, batch_size, "loss with context")
-    lwo = _response_losses(model, tok, without_f, batch_size, "loss without context")
+    lw = response_losses(model, tok, with_f, batch_size, "loss with context")
+    lwo = response_losses(model, tok, without_f, batch_size, "loss without context")
     rows = []
     for ex, h, (a, _), (b, _) in zip(examples, has, lw, lwo):
         rows.append({"example_id": ex.id, "has_context": h, "loss_with_context": a,
@@ -101,7 +97,7 @@ def context_criticality_scores(base_model: str | Path, ift_jsonl: str | Path, ba
     return pd.DataFrame(rows)
 
 
-def _share_base(cache: Path, cell: Path) -> None:
+def share_base(cache: Path, cell: Path) -> None:
     """Copy a pretrained base (``base/`` + ``pretrain/``) from ``cache`` into ``cell`` if the cell has none."""
     for sub in ("base", "pretrain"):
         if (cache / sub).is_dir() and not (cell / sub).exists():
@@ -114,11 +110,6 @@ def run_sweep(base: "OrganismConfig", sweep: SweepConfig, out_dir: str | Path) -
     Table: ``variant, rho, seed, step, cf_acc, param_acc, mean_margin, recall`` (evaluation
     summary, category ALL), also saved as ``out_dir/sweep.csv`` with ``config.json``.
     """
-    import pandas as pd
-
-    from cpi.io import atomic_write_table, save_run
-    from fullscale.organism.experiment import run_organism
-
     out = Path(out_dir)
     frames = []
     cells = [(name, cfg, seed) for name, cfg in variants(base, sweep).items() for seed in sweep.seeds]
@@ -130,7 +121,7 @@ def run_sweep(base: "OrganismConfig", sweep: SweepConfig, out_dir: str | Path) -
             run_organism(base.replace(seed=seed), cache, probe=False,
                          stages=("data", "pretrain"))
         cell.mkdir(parents=True, exist_ok=True)
-        _share_base(cache, cell)
+        share_base(cache, cell)
         if cfg.filter_fraction > 0 and not (cell / "data" / "filter_scores.csv").is_file():
             run_organism(cfg, cell, probe=False, stages=("data",))
             scores = context_criticality_scores(cell / "base" / "checkpoint-0", cell / "data" / "ift.jsonl")
@@ -138,7 +129,7 @@ def run_sweep(base: "OrganismConfig", sweep: SweepConfig, out_dir: str | Path) -
         run = run_organism(cfg, cell, probe=sweep.probe)
         traj = run.trajectory()
         traj.insert(0, "variant", name)
-        traj.insert(1, "rho", cfg.rho)
+        traj.insert(1, "rho", cfg.ift.rho)
         traj.insert(2, "seed", seed)
         traj["recall"] = run.closed_book_recall
         frames.append(traj)
@@ -149,15 +140,11 @@ def run_sweep(base: "OrganismConfig", sweep: SweepConfig, out_dir: str | Path) -
 
 
 def _slug(name: str) -> str:
-    import re
-
     return re.sub(r"[^A-Za-z0-9.=-]+", "_", name).strip("_")
 
 
 def sweep_summary(table: "pd.DataFrame") -> "pd.DataFrame":
     """Per variant x seed: cf_acc at step 0, its peak (and step), final value, drop = peak - final."""
-    import pandas as pd
-
     rows = []
     for (variant, seed), g in table.groupby(["variant", "seed"], sort=False):
         g = g.sort_values("step")
@@ -172,11 +159,6 @@ def sweep_summary(table: "pd.DataFrame") -> "pd.DataFrame":
 
 def plot_sweep(table: "pd.DataFrame", out_dir: str | Path, prefix: str = "organism_sweep") -> list[Path]:
     """The rho figure (cf_acc vs step per rho) and the mitigation figure; PNG + PDF."""
-    import matplotlib.pyplot as plt
-
-    from cpi.io import atomic_save_figure
-    from fullscale.organism.figures import plot_rho_sweep
-
     out = Path(out_dir)
     paths: list[Path] = []
     rho_names = [v for v in dict.fromkeys(table["variant"]) if v.startswith("rho=")]
@@ -200,4 +182,3 @@ def plot_sweep(table: "pd.DataFrame", out_dir: str | Path, prefix: str = "organi
 
 
 __all__ = ["SweepConfig", "variants", "run_sweep", "sweep_summary", "plot_sweep", "context_criticality_scores"]
-_ = Any

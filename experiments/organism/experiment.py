@@ -19,70 +19,67 @@ model (``cpi finetune``, ``cpi evaluate``, ``cpi probe``).
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import resource
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, ClassVar, Literal
+
+import pandas as pd
+import torch
+from transformers import AutoModelForCausalLM
 
 from cpi.config import Config
 from cpi.errors import ConfigError, CpiError
+from cpi.io import atomic_write_json, atomic_write_table, save_run
+from experiments.organism.ift import IFTConfig, make_eval_items, make_ift_records, write_eval_jsonl, write_ift_jsonl
+from experiments.organism.pretrain import closed_book_recall, context_reading, pretrain, PretrainConfig, save_model
+from experiments.organism.world import build_tokenizer, build_world, WorldConfig
+from fullscale import prompts
+from fullscale.checkpoints import discover_checkpoints
+from fullscale.evaluate import EvalConfig, evaluate_trajectory, load_results
+from fullscale.finetune import FinetuneConfig, is_complete_checkpoint, list_checkpoints, run_finetune
+from mechinterp.trajectory import load_items, probe_trajectory
 
-if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class OrganismConfig(Config):
-    """One organism run. Field groups: world, model + pretraining, IFT data, finetuning, evaluation.
+    """One organism run: nested world / pretraining / IFT-data configs, then finetuning and evaluation.
 
-    World: ``n_known_*`` subjects with facts in pretraining, ``n_new_*`` subjects only seen in
-    context-critical finetuning contexts, ``eval_fraction`` of known subjects held out for the
-    counterfactual evaluation.
-    Pretraining: Llama-style decoder ``n_layers`` x ``d_model`` (``n_heads``, ``d_mlp``), trained
-    ``pretrain_steps`` steps of ``pretrain_batch_size`` documents at ``pretrain_lr``;
-    ``copy_fraction`` of documents state a throw-away fact twice (with up to ``copy_filler``
-    unrelated statements between) and ``qa_fraction`` are short question-answer documents (half
-    answered from a throw-away fact stated just before, half closed-book about a known fact):
-    these give the base model in-context reading.
-    IFT data: ``n_ift_examples`` records, ``rho`` = fraction context-critical among
+    ``world`` (:class:`WorldConfig`): ``n_known_*`` subjects with facts in pretraining, ``n_new_*``
+    subjects only seen in context-critical finetuning contexts, ``eval_fraction`` of known subjects
+    held out for the counterfactual evaluation.
+    ``pretrain`` (:class:`PretrainConfig`): the Llama-style decoder's shape and its pretraining
+    schedule; ``copy_fraction`` of documents state a throw-away fact twice (with up to
+    ``copy_filler`` unrelated statements between) and ``qa_fraction`` are short question-answer
+    documents: these give the base model in-context reading.
+    ``ift`` (:class:`IFTConfig`): ``n_examples`` records, ``rho`` = fraction context-critical among
     context-bearing ones, ``recall_fraction`` no-context recall records, ``augment_fraction``
     counterfactual records (mitigation).
     Finetuning (``fullscale.finetune``): full finetuning (or ``qk_only``), ``ft_lr``,
     ``ft_steps`` optimizer steps of ``ft_batch_size``, checkpoint every ``save_steps``,
     ``filter_fraction`` = the paper's filter (base-model loss without context, driver's rule).
     Evaluation: ``eval_modes`` of ``cpi evaluate``; probing on ``probe_items`` items (0 = all).
-    """
 
-    # world
-    n_known_countries: int = 40
-    n_known_people: int = 80
-    n_new_countries: int = 40
-    n_new_people: int = 80
-    n_cities: int = 100
-    n_throwaway: int = 200
-    eval_fraction: float = 0.3
-    # model + pretraining
-    n_layers: int = 4
-    d_model: int = 128
-    n_heads: int = 4
-    d_mlp: int = 512
-    tie_embeddings: bool = False
-    pretrain_steps: int = 1500
-    pretrain_batch_size: int = 32
-    pretrain_lr: float = 3e-3
-    copy_fraction: float = 0.3
-    qa_fraction: float = 0.3
-    copy_filler: int = 0
-    # IFT data
-    n_ift_examples: int = 2000
-    rho: float = 0.3
-    recall_fraction: float = 0.0
-    augment_fraction: float = 0.0
+    ``seed`` seeds every stage and ``threads`` sets torch's intra-op threads for the whole run: the
+    nested configs' own ``seed`` (and ``pretrain.threads``) are set from them, so give ``seed``, not
+    ``world.seed``. Nested fields are reached with dotted keys: ``--set ift.rho=0.5``,
+    ``cfg.replace(**{"pretrain.steps": 3000})``.
+
+    >>> cfg = OrganismConfig().replace(**{"ift.rho": 0.5}, seed=2)
+    >>> cfg.ift.rho, cfg.ift.seed, cfg.world.seed, cfg.pretrain.copy_fraction
+    (0.5, 2, 2, 0.3)
+    """
+    world: WorldConfig = field(default_factory=WorldConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    ift: IFTConfig = field(default_factory=IFTConfig)
     # finetuning
     ft_lr: float = 1e-3
     ft_steps: int = 300
@@ -100,10 +97,25 @@ class OrganismConfig(Config):
     seed: int = 0
     threads: int = 1  # torch intra-op threads; 1 is robust on a shared machine, 2 is 1.7x faster on an idle one
 
+    #: nested fields that follow the run's own field (name in the nested config -> field here)
+    SHARED: ClassVar[dict[str, tuple[str, ...]]] = {"seed": ("world", "pretrain", "ift"), "threads": ("pretrain",)}
+
+    def __post_init__(self) -> None:
+        for name, subs in self.SHARED.items():
+            for sub in subs:
+                if getattr(getattr(self, sub), name) != getattr(self, name):
+                    object.__setattr__(self, sub, getattr(self, sub).replace(**{name: getattr(self, name)}))
+        super().__post_init__()
+
+    def replace(self, **changes: Any) -> "OrganismConfig":
+        for name, subs in self.SHARED.items():
+            for sub in subs:
+                if f"{sub}.{name}" in changes:
+                    raise ConfigError(f"field '{sub}.{name}': set by the run's '{name}'; set '{name}' instead")
+        return super().replace(**changes)
+
     def validate(self) -> None:
-        if not 0.0 <= self.rho <= 1.0:
-            raise ConfigError(f"field 'rho': must be in [0, 1], got {self.rho}")
-        for name in ("pretrain_steps", "ft_steps", "save_steps", "ft_batch_size", "n_ift_examples"):
+        for name in ("ft_steps", "save_steps", "ft_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"field '{name}': must be >= 1, got {getattr(self, name)}")
         if self.save_steps > self.ft_steps:
@@ -114,10 +126,6 @@ class OrganismConfig(Config):
             raise ConfigError(f"field 'filter_fraction': must be in [0, 1), got {self.filter_fraction}")
         if self.probe_items < 0:
             raise ConfigError(f"field 'probe_items': must be >= 0, got {self.probe_items}")
-        # the sub-configs validate the rest
-        self.world_config()
-        self.pretrain_config()
-        self.ift_config()
 
     @classmethod
     def quick(cls, **changes: Any) -> "OrganismConfig":
@@ -125,52 +133,21 @@ class OrganismConfig(Config):
 
         Its base model knows its facts but cannot read its context (no QA / filler-free copy
         documents; see docs/organism.md): a smoke test of the pipeline, not of the science.
+        ``changes`` (dotted keys for nested fields) are applied on top.
         """
-        base = dict(
-            n_known_countries=16, n_known_people=24, n_new_countries=16, n_new_people=24, n_cities=40,
-            n_throwaway=60, pretrain_steps=500, n_ift_examples=600, ft_steps=120, save_steps=20,
+        base = {
+            "world": WorldConfig(n_known_countries=16, n_known_people=24, n_new_countries=16, n_new_people=24,
+                                 n_cities=40, n_throwaway=60),
             # fewer non-fact documents than the default so that 500 steps reach full recall
             # (measured: 100 % here; with the default's 30 % copy + 30 % QA documents only 44 %)
-            copy_fraction=0.2, qa_fraction=0.0, copy_filler=2,
-            eval_modes=("generate", "logprob"),
-        )
-        base.update(changes)
-        return cls(**base)
-
-    # -- sub-configs -------------------------------------------------------
-    def world_config(self):
-        from fullscale.organism.world import WorldConfig
-
-        return WorldConfig(
-            n_known_countries=self.n_known_countries, n_known_people=self.n_known_people,
-            n_new_countries=self.n_new_countries, n_new_people=self.n_new_people, n_cities=self.n_cities,
-            n_throwaway=self.n_throwaway, eval_fraction=self.eval_fraction, seed=self.seed,
-        )
-
-    def pretrain_config(self):
-        from fullscale.organism.pretrain import PretrainConfig
-
-        return PretrainConfig(
-            n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads, n_kv_heads=self.n_heads,
-            d_mlp=self.d_mlp, tie_embeddings=self.tie_embeddings, steps=self.pretrain_steps,
-            batch_size=self.pretrain_batch_size, lr=self.pretrain_lr,
-            warmup=min(100, max(1, self.pretrain_steps // 10)), copy_fraction=self.copy_fraction,
-            qa_fraction=self.qa_fraction, copy_filler=self.copy_filler, seed=self.seed,
-            threads=self.threads,
-        )
-
-    def ift_config(self):
-        from fullscale.organism.ift import IFTConfig
-
-        return IFTConfig(
-            n_examples=self.n_ift_examples, rho=self.rho, recall_fraction=self.recall_fraction,
-            augment_fraction=self.augment_fraction, seed=self.seed,
-        )
+            "pretrain": PretrainConfig(steps=500, warmup=50, copy_fraction=0.2, qa_fraction=0.0, copy_filler=2),
+            "ift": IFTConfig(n_examples=600),
+            "ft_steps": 120, "save_steps": 20, "eval_modes": ("generate", "logprob"),
+        }
+        return cls(**base).replace(**changes)
 
     def finetune_config(self, base_model: Path, data: Path, output_dir: Path, filter_scores: Path | None = None):
         """The ``fullscale.finetune`` config of this run (``filter_scores``: a ``score-context`` table)."""
-        from fullscale.finetune import FinetuneConfig
-
         return FinetuneConfig(
             base_model=str(base_model), data=str(data), data_format="alpaca", template="alpaca",
             max_seq_length=256, learning_rate=self.ft_lr, lr_scheduler=self.ft_scheduler, warmup_ratio=0.0,
@@ -183,15 +160,12 @@ class OrganismConfig(Config):
 
 
 def _utc_now() -> str:
-    import datetime
-
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
 class StageTimer:
     """Wall time and peak resident memory (process high-water mark, MiB) per stage of one invocation."""
-
     rows: list[dict[str, Any]] = field(default_factory=list)
     started: str = field(default_factory=_utc_now)  # UTC, labels this invocation's rows in timings.csv
 
@@ -204,15 +178,12 @@ class StageTimer:
         return result
 
     def table(self) -> "pd.DataFrame":
-        import pandas as pd
-
         return pd.DataFrame(self.rows, columns=["invocation", "stage", "wall_s", "peak_rss_mib"])
 
 
 @dataclass
 class OrganismRun:
     """Paths and headline tables of one finished run."""
-
     out: Path
     config: OrganismConfig
     recall: "pd.DataFrame"
@@ -250,16 +221,10 @@ class OrganismRun:
 
 def _stage_data(cfg: OrganismConfig, out: Path) -> tuple[Any, Any]:
     """World, tokenizer, IFT mixture and evaluation items (always regenerated: cheap and deterministic)."""
-    import pandas as pd
-
-    from cpi.io import atomic_write_json, atomic_write_table
-    from fullscale.organism.ift import make_eval_items, make_ift_records, write_eval_jsonl, write_ift_jsonl
-    from fullscale.organism.world import build_tokenizer, build_world
-
-    world = build_world(cfg.world_config())
-    tokenizer = build_tokenizer(world, extra_texts=_template_texts())
+    world = build_world(cfg.world)
+    tokenizer = build_tokenizer(world, extra_texts=template_texts())
     data = out / "data"
-    records = make_ift_records(world, cfg.ift_config())
+    records = make_ift_records(world, cfg.ift)
     write_ift_jsonl(records, data / "ift.jsonl")
     atomic_write_table(
         pd.DataFrame([{k: r[k] for k in ("kind", "subject", "relation", "output")} for r in records]),
@@ -277,10 +242,8 @@ def _stage_data(cfg: OrganismConfig, out: Path) -> tuple[Any, Any]:
     return world, tokenizer
 
 
-def _template_texts() -> list[str]:
+def template_texts() -> list[str]:
     """The fixed words of ``fullscale.prompts``' templates, so the word-level vocab covers them."""
-    from fullscale import prompts
-
     return [
         prompts.ALPACA_HEADER_INPUT, prompts.ALPACA_HEADER_NO_INPUT, prompts.QA_INSTRUCTION,
         prompts.QA_INSTRUCTION_CLOSED, prompts.QUOTE_INSTRUCTION_CLOSED,
@@ -295,26 +258,19 @@ def _stage_pretrain(cfg: OrganismConfig, out: Path, world: Any,
     Returns (path, closed-book recall table, in-context reading table, tokens/s); both tables
     are measured on the base model every time (cheap) and written to ``pretrain/``.
     """
-    import shutil
-
-    import pandas as pd
-
-    from cpi.io import atomic_write_json, atomic_write_table
-    from fullscale.organism.pretrain import closed_book_recall, context_reading, pretrain, save_model
-
     base = out / "base" / "checkpoint-0"
     stamp = out / "pretrain" / "done.json"
-    want = {"pretrain": cfg.pretrain_config().to_dict(), "world": cfg.world_config().to_dict()}
+    want = {"pretrain": cfg.pretrain.to_dict(), "world": cfg.world.to_dict()}
     done = None
     if stamp.is_file() and (base / "config.json").is_file():
         done = json.loads(stamp.read_text())
         if done.get("config") != want:
             raise CpiError(f"{stamp}: the base model was pretrained with a different config; use a fresh --out folder")
-        from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(base)
+        log.info("%s: base model already pretrained with this config; reading it back", base)
     else:
-        result = pretrain(world, tokenizer, cfg.pretrain_config())
+        result = pretrain(world, tokenizer, cfg.pretrain)
         model = result.model
         tmp = out / "base" / ".tmp-checkpoint-0"
         if tmp.exists():
@@ -336,12 +292,16 @@ def _stage_pretrain(cfg: OrganismConfig, out: Path, world: Any,
     return base, recall, reading, done.get("tokens_per_s")
 
 
-def _stage_finetune(cfg: OrganismConfig, out: Path, base: Path) -> Path:
-    from fullscale.finetune import is_complete_checkpoint, list_checkpoints, run_finetune
+def _finetuned(cfg: OrganismConfig, ft_dir: Path) -> bool:
+    """Whether ``ft_dir`` holds a complete checkpoint at step ``cfg.ft_steps`` (or later)."""
+    done = [step for step, path in list_checkpoints(ft_dir) if is_complete_checkpoint(path)]
+    return bool(done) and done[-1] >= cfg.ft_steps
 
-    done = [step for step, path in list_checkpoints(out / "finetune") if is_complete_checkpoint(path)]
-    if done and done[-1] >= cfg.ft_steps:
+
+def _stage_finetune(cfg: OrganismConfig, out: Path, base: Path) -> Path:
+    if _finetuned(cfg, out / "finetune"):
         # finished: the driver would do nothing either, but only after loading the model and data
+        log.info("%s: finetuning already finished (%d steps); reading it back", out / "finetune", cfg.ft_steps)
         return out / "finetune"
 
     scores = out / "data" / "filter_scores.csv"
@@ -351,8 +311,6 @@ def _stage_finetune(cfg: OrganismConfig, out: Path, base: Path) -> Path:
 
 
 def _stage_evaluate(cfg: OrganismConfig, out: Path, base: Path, ft_dir: Path) -> tuple["pd.DataFrame", "pd.DataFrame"]:
-    from fullscale.evaluate import EvalConfig, evaluate_trajectory, load_results
-
     ev = EvalConfig(
         checkpoints=(str(base), str(ft_dir)), datasets=(str(out / "data" / "eval.jsonl"),), out=str(out / "eval"),
         template="alpaca", modes=cfg.eval_modes, batch_size=cfg.eval_batch_size, max_new_tokens=4,
@@ -363,9 +321,6 @@ def _stage_evaluate(cfg: OrganismConfig, out: Path, base: Path, ft_dir: Path) ->
 
 
 def _stage_probe(cfg: OrganismConfig, out: Path, base: Path, ft_dir: Path) -> "pd.DataFrame":
-    from fullscale.checkpoints import discover_checkpoints
-    from mechinterp.trajectory import load_items, probe_trajectory
-
     items = load_items(str(out / "data" / "eval.jsonl"), cfg.probe_items or None)
     ckpts = discover_checkpoints([str(base), str(ft_dir)])
     return probe_trajectory(ckpts, items, out / "probe", template="alpaca", batch_size=cfg.probe_batch_size)
@@ -384,8 +339,6 @@ def run_organism(cfg: OrganismConfig, out_dir: str | Path, probe: bool = True,
     rows are appended to ``out_dir/timings.csv``, which keeps the rows of earlier invocations
     (a resumed run's near-zero stage times do not overwrite the first run's measurements).
     """
-    import torch
-
     old_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -397,9 +350,7 @@ def run_organism(cfg: OrganismConfig, out_dir: str | Path, probe: bool = True,
 
 def _run_stages(cfg: OrganismConfig, out: Path, probe: bool, stages: tuple[str, ...],
                 timer: StageTimer) -> OrganismRun:
-    import pandas as pd
 
-    from cpi.io import atomic_write_table, save_run
 
     out.mkdir(parents=True, exist_ok=True)
     prev = out / "organism_config.json"
@@ -417,10 +368,16 @@ def _run_stages(cfg: OrganismConfig, out: Path, probe: bool, stages: tuple[str, 
     empty = pd.DataFrame()
     recall, reading, items, summary, probe_table, tps = empty, empty, empty, empty, None, None
     world, tokenizer = timer.run("data", _stage_data, cfg, out)
+    # a stage left out is read from the run folder when a later stage needs it
+    base, ft_dir = out / "base" / "checkpoint-0", out / "finetune"
     if "pretrain" in stages:
         base, recall, reading, tps = timer.run("pretrain", _stage_pretrain, cfg, out, world, tokenizer)
+    elif {"finetune", "evaluate", "probe"} & set(stages) and not (base / "config.json").is_file():
+        raise CpiError(f"{base}: no pretrained base model; run the 'pretrain' stage first")
     if "finetune" in stages:
         ft_dir = timer.run("finetune", _stage_finetune, cfg, out, base)
+    elif {"evaluate", "probe"} & set(stages) and not _finetuned(cfg, ft_dir):
+        raise CpiError(f"{ft_dir}: no finished finetuning ({cfg.ft_steps} steps); run the 'finetune' stage first")
     if "evaluate" in stages:
         items, summary = timer.run("evaluate", _stage_evaluate, cfg, out, base, ft_dir)
     if probe and "probe" in stages:
@@ -433,10 +390,6 @@ def _run_stages(cfg: OrganismConfig, out: Path, probe: bool, stages: tuple[str, 
 
 def _append_timings(path: Path, timings: "pd.DataFrame") -> None:
     """Add this invocation's stage rows to ``path``, keeping the rows of earlier invocations."""
-    import pandas as pd
-
-    from cpi.io import atomic_write_table
-
     if path.is_file():
         timings = pd.concat([pd.read_csv(path), timings], ignore_index=True)
     atomic_write_table(timings, path)

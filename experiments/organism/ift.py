@@ -32,7 +32,7 @@ from cpi.config import Config
 from cpi.errors import ConfigError
 from cpi.io import atomic_write_text
 from fullscale.conflicts import ConflictItem, items_to_jsonl
-from fullscale.organism.world import (
+from experiments.organism.world import (
     EVAL_CONTEXTS,
     EVAL_QUESTIONS,
     IFT_CONTEXTS,

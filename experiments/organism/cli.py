@@ -1,9 +1,13 @@
 """``cpi run [--quick]`` (the README's main command) and ``cpi organism sweep``.
 
-    cpi run                 # theory figures + the organism end to end, figures into figures/
-    cpi run --quick         # the same in < 2 minutes (smaller world, fewer steps)
-    cpi organism run --set rho=0.5 --out runs/rho05
+    cpi run                 # theory figures + the organism end to end, figures into runs/organism/figures/
+    cpi run --figures figures   # the same, regenerating the committed figures (what `make run` does)
+    cpi run --quick         # the same in < 2 minutes (smaller world, fewer steps) -> runs/organism_quick/
+    cpi organism run --set ift.rho=0.5 --out runs/rho05
     cpi organism sweep --out runs/organism_sweep
+
+A run's figures go under its ``--out`` folder (``<out>/figures/``) unless ``--figures`` names a
+folder, so a quick run never overwrites the committed full-size figures in ``figures/``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import sys
 from pathlib import Path
 
 
-def register(sub: "argparse._SubParsersAction", data_sub: "argparse._SubParsersAction") -> None:
+def register(sub: "argparse._SubParsersAction") -> None:
     """Add ``run`` and ``organism {run,sweep}`` to the ``cpi`` parser."""
     p = sub.add_parser(
         "run",
@@ -25,7 +29,7 @@ def register(sub: "argparse._SubParsersAction", data_sub: "argparse._SubParsersA
         "About 10 minutes on 2 CPU cores; --quick < 2 minutes.",
     )
     _common(p)
-    p.add_argument("--figures", default="figures", help="folder for the figures (default: figures/)")
+    p.add_argument("--figures", default=None, help="folder for the figures (default: <out>/figures/)")
     p.add_argument("--no-theory", action="store_true", help="skip regenerating the theory figures")
     p.set_defaults(func=_run)
 
@@ -38,12 +42,13 @@ def register(sub: "argparse._SubParsersAction", data_sub: "argparse._SubParsersA
     r.set_defaults(func=_organism_run)
     s = org_sub.add_parser("sweep", help="sweep rho (incl. the rho=1 control) and the mitigations over seeds")
     s.add_argument("--out", default="runs/organism_sweep", help="sweep folder (resumable)")
-    s.add_argument("--figures", default="figures", help="folder for the sweep figures")
+    s.add_argument("--figures", default=None, help="folder for the sweep figures (default: <out>/figures/)")
     s.add_argument("--quick", action="store_true", help="the quick organism in every cell")
     s.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     s.add_argument("--rhos", default="0.1,0.3,0.5,1.0", help="comma-separated rho values")
     s.add_argument("--no-mitigations", action="store_true", help="only the rho sweep")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an OrganismConfig field")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an OrganismConfig field (nested: ift.rho=0.5, pretrain.steps=3000)")
     s.set_defaults(func=_sweep)
 
 
@@ -51,17 +56,22 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="the < 2 minute variant (smaller world, fewer steps)")
     p.add_argument("--out", default=None, help="run folder (default runs/organism or runs/organism_quick); resumable")
     p.add_argument("--config", default=None, help="OrganismConfig as YAML/JSON (instead of the defaults)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override an OrganismConfig field")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an OrganismConfig field (nested: ift.rho=0.5, pretrain.steps=3000)")
 
 
 def _config(args: argparse.Namespace):
-    from fullscale.organism.experiment import OrganismConfig
+    from experiments.organism.experiment import OrganismConfig
 
     if args.config:
         cfg = OrganismConfig.from_file(args.config)
     else:
         cfg = OrganismConfig.quick() if args.quick else OrganismConfig()
     return cfg.with_overrides(args.set)
+
+
+def _out(args: argparse.Namespace) -> Path:
+    return Path(args.out or ("runs/organism_quick" if args.quick else "runs/organism"))
 
 
 def _summary_lines(run) -> list[str]:
@@ -71,7 +81,7 @@ def _summary_lines(run) -> list[str]:
         f"closed-book recall of known facts after pretraining: {run.closed_book_recall:.1%} "
         f"({len(run.recall)} facts)",
     ]
-    if len(run.reading) and run.config.qa_fraction > 0:
+    if len(run.reading) and run.config.pretrain.qa_fraction > 0:
         r = run.base_reading()
         lines.append(f"base model reading its context (pretraining QA format): new subjects {r['novel_context']:.1%}; "
                      f"conflicts: context {r['conflict_context']:.1%}, memory {r['conflict_memory']:.1%}")
@@ -112,13 +122,13 @@ def inversion_verdict(traj, n_items: int, min_effect: float = 0.1) -> str:
 def _run(args: argparse.Namespace) -> int:
     import time
 
-    from fullscale.organism.experiment import StageTimer, run_organism
-    from fullscale.organism.figures import make_organism_figures
+    from experiments.organism.experiment import StageTimer, run_organism
+    from experiments.organism.figures import make_organism_figures
 
     t0 = time.perf_counter()
     cfg = _config(args)
-    figures = Path(args.figures)
-    out = Path(args.out or ("runs/organism_quick" if args.quick else "runs/organism"))
+    out = _out(args)
+    figures = Path(args.figures) if args.figures else out / "figures"
     written: list[Path] = []
     timer = StageTimer()
     if not args.no_theory:
@@ -135,13 +145,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _organism_run(args: argparse.Namespace) -> int:
-    from fullscale.organism.experiment import run_organism
+    from experiments.organism.experiment import run_organism
 
     cfg = _config(args)
-    out = Path(args.out or ("runs/organism_quick" if args.quick else "runs/organism"))
-    run = run_organism(cfg, out, probe=not args.no_probe)
+    run = run_organism(cfg, _out(args), probe=not args.no_probe)
     if args.figures:
-        from fullscale.organism.figures import make_organism_figures
+        from experiments.organism.figures import make_organism_figures
 
         make_organism_figures(run, Path(args.figures))
     print("\n".join(_summary_lines(run)))
@@ -149,8 +158,8 @@ def _organism_run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from fullscale.organism.experiment import OrganismConfig
-    from fullscale.organism.sweep import SweepConfig, plot_sweep, run_sweep
+    from experiments.organism.experiment import OrganismConfig
+    from experiments.organism.sweep import SweepConfig, plot_sweep, run_sweep
 
     base = (OrganismConfig.quick() if args.quick else OrganismConfig()).with_overrides(args.set)
     scfg = SweepConfig(
@@ -159,7 +168,7 @@ def _sweep(args: argparse.Namespace) -> int:
         mitigations=not args.no_mitigations,
     )
     table = run_sweep(base, scfg, Path(args.out))
-    paths = plot_sweep(table, Path(args.figures))
+    paths = plot_sweep(table, Path(args.figures) if args.figures else Path(args.out) / "figures")
     print(table.groupby(["variant", "step"])["cf_acc"].mean().unstack("step").round(3).to_string())
     print(f"figures: {', '.join(str(p) for p in paths)}")
     return 0

@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
-if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
-    from matplotlib.figure import Figure
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+
+import mechinterp
+from cpi.io import atomic_save_figure
+from theory import SimConfig, simulate
+
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +29,6 @@ log = logging.getLogger(__name__)
 def _ax(ax: Any, figsize: tuple[float, float] = (5.0, 3.6)):
     if ax is not None:
         return ax.figure, ax
-    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=figsize)
     return fig, ax
@@ -74,8 +78,6 @@ def plot_rho_sweep(table: "pd.DataFrame", ax: Any = None, metric: str = "cf_acc"
 
     ``table``: the sweep's long table (``variant, seed, step, cf_acc, param_acc, mean_margin``).
     """
-    import matplotlib.pyplot as plt
-
     fig, ax = _ax(ax, (6.0, 3.8))
     names = list(variants) if variants is not None else list(dict.fromkeys(table["variant"]))
     cmap = plt.get_cmap("viridis")
@@ -103,8 +105,6 @@ def plot_seeds(table: "pd.DataFrame", variant: str, metric: str = "cf_acc", ax: 
     A rise-then-fall in one seed can vanish in a seed mean; this shows each seed's shape.
     ``table``: long table with ``variant, seed, step`` and ``metric`` columns.
     """
-    import matplotlib.pyplot as plt
-
     rows = table[table["variant"] == variant]
     if rows.empty:
         raise ValueError(f"variant {variant!r} not in the table (variants: {sorted(set(table['variant']))})")
@@ -120,10 +120,6 @@ def plot_seeds(table: "pd.DataFrame", variant: str, metric: str = "cf_acc", ax: 
 
 
 def _save(fig: "Figure", out: Path, name: str) -> list[Path]:
-    import matplotlib.pyplot as plt
-
-    from cpi.io import atomic_save_figure
-
     paths = [atomic_save_figure(fig, out / f"{name}.png", dpi=150), atomic_save_figure(fig, out / f"{name}.pdf")]
     plt.close(fig)
     return paths
@@ -131,21 +127,18 @@ def _save(fig: "Figure", out: Path, name: str) -> list[Path]:
 
 def theory_reference_table(quick: bool = False) -> "pd.DataFrame":
     """The theory simulator's default trajectory (QK-only, the setting of Proposition 1 and Theorem 1)."""
-    from theory import SimConfig, simulate
-
     cfg = SimConfig(steps=150 if quick else 300)
     return simulate(cfg, seeds=(0,), show_progress=False)
 
 
 def make_organism_figures(run: Any, out_dir: str | Path, prefix: str = "organism") -> list[Path]:
-    """Draw every figure of ``run`` (an :class:`~fullscale.organism.experiment.OrganismRun`) into ``out_dir``."""
+    """Draw every figure of ``run`` (an :class:`~experiments.organism.experiment.OrganismRun`) into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     paths += _save(plot_organism_inversion(run.eval_summary), out, f"{prefix}_inversion")
     if run.probe is None or not len(run.probe):
         return paths
-    import mechinterp
 
     steps = mechinterp.steps_table(run.probe)
     paths += _save(mechinterp.plot_context_vs_subject(steps), out, f"{prefix}_probe_attention")

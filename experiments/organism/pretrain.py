@@ -21,37 +21,26 @@ recall prefix such as ``"the capital of X is"``.
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
+
+import pandas as pd
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from cpi.config import Config
 from cpi.errors import ConfigError
 from cpi.progress import progress
-from fullscale.organism.world import (
-    PRETRAIN_QUESTIONS,
-    PRETRAIN_TEMPLATES,
-    RECALL_TEMPLATES,
-    RELATIONS,
-    Fact,
-    World,
-)
-
-if TYPE_CHECKING:
-    import pandas as pd
-    import torch
-
-log = logging.getLogger(__name__)
+from experiments.organism.world import Fact, PRETRAIN_QUESTIONS, PRETRAIN_TEMPLATES, RECALL_TEMPLATES, RELATIONS, World
 
 
 @dataclass(frozen=True)
 class PretrainConfig(Config):
-    """Model shape and pretraining schedule of the organism."""
-
+    """Model shape and pretraining schedule of the organism (the defaults are ``cpi run``'s)."""
     n_layers: int = 4
     d_model: int = 128
     n_heads: int = 4
@@ -65,9 +54,9 @@ class PretrainConfig(Config):
     warmup: int = 100
     weight_decay: float = 0.01
     facts_per_doc: int = 4
-    copy_fraction: float = 0.2
-    qa_fraction: float = 0.0
-    copy_filler: int = 2  # at most this many unrelated statements between the two mentions
+    copy_fraction: float = 0.3
+    qa_fraction: float = 0.3
+    copy_filler: int = 0  # at most this many unrelated statements between the two mentions
     seed: int = 0
     threads: int = 0  # 0 = leave torch's default
 
@@ -120,9 +109,6 @@ def make_document(world: World, rng: random.Random, cfg: PretrainConfig, throwaw
 
 def build_model(cfg: PretrainConfig, vocab_size: int, tokenizer: Any = None):
     """A fresh ``LlamaForCausalLM`` of the configured shape (seeded by ``cfg.seed``)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     hf = LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=cfg.d_model,
@@ -163,8 +149,6 @@ class PretrainResult:
 
 def pretrain(world: World, tokenizer, cfg: PretrainConfig, desc: str = "pretrain") -> PretrainResult:
     """Train a fresh model on the world's known facts; return it with its loss curve and speed."""
-    import torch
-
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     model = build_model(cfg, len(tokenizer), tokenizer)
@@ -207,8 +191,6 @@ def pretrain(world: World, tokenizer, cfg: PretrainConfig, desc: str = "pretrain
 
 def _next_token(model, tokenizer, prompts: Sequence[str], batch_size: int = 64) -> tuple[list[str], "torch.Tensor"]:
     """Greedy next word after each prompt and the next-token distribution ``[batch d_vocab]``."""
-    import torch
-
     words, probs = [], []
     model.eval()
     with torch.inference_mode():
@@ -226,8 +208,6 @@ def closed_book_recall(model, tokenizer, facts: Sequence[Fact], batch_size: int 
     Columns: ``subject, relation, object, predicted, correct, p_object`` where
     ``p_object`` is the model's probability of the true object as next token.
     """
-    import pandas as pd
-
     words, probs = _next_token(model, tokenizer, [RECALL_TEMPLATES[f.relation].format(s=f.subject) for f in facts],
                                batch_size)
     obj_ids = tokenizer.convert_tokens_to_ids([f.obj for f in facts])
@@ -253,8 +233,6 @@ def context_reading(model, tokenizer, world: World, seed: int = 0, batch_size: i
     Columns: ``kind, subject, relation, context_answer, parametric_answer`` (empty for novel),
     ``predicted, follows_context, follows_memory``.
     """
-    import pandas as pd
-
     rng = random.Random(f"context-reading-{seed}")
     rows = []
     for kind, facts in (("novel", world.new_facts), ("conflict", world.eval_facts)):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from cpi.errors import ConfigError
-from fullscale.organism.ift import IFTConfig, make_eval_items, make_ift_records, write_eval_jsonl, write_ift_jsonl
-from fullscale.organism.world import RELATIONS, WorldConfig, build_tokenizer, build_world
+from experiments.organism.ift import IFTConfig, make_eval_items, make_ift_records, write_eval_jsonl, write_ift_jsonl
+from experiments.organism.world import RELATIONS, WorldConfig, build_tokenizer, build_world
 
 SMALL = WorldConfig(n_known_countries=6, n_known_people=10, n_new_countries=6, n_new_people=10, n_cities=20,
                     n_throwaway=10, seed=3)
@@ -116,6 +117,79 @@ def test_ift_config_validation():
 
 
 # ---------------------------------------------------------------------------------------------
+# the run's config: nested stage configs, one seed
+
+
+def test_organism_config_nests_the_stage_configs_with_the_numbers_the_organism_ran_with():
+    from experiments.organism.experiment import OrganismConfig
+    from experiments.organism.pretrain import PretrainConfig
+
+    cfg = OrganismConfig()
+    # the defaults `cpi run` has always used (docs/organism.md); PretrainConfig's own defaults are these
+    assert (cfg.pretrain.copy_fraction, cfg.pretrain.qa_fraction, cfg.pretrain.copy_filler) == (0.3, 0.3, 0)
+    assert (cfg.pretrain.steps, cfg.pretrain.warmup, cfg.pretrain.lr, cfg.pretrain.threads) == (1500, 100, 3e-3, 1)
+    assert cfg.pretrain == PretrainConfig(threads=1)
+    assert (cfg.world.n_known_countries, cfg.world.n_known_people, cfg.world.n_cities) == (40, 80, 100)
+    assert (cfg.ift.n_examples, cfg.ift.rho, cfg.ft_steps, cfg.save_steps) == (2000, 0.3, 300, 25)
+    quick = OrganismConfig.quick()
+    assert (quick.pretrain.steps, quick.pretrain.warmup, quick.pretrain.copy_fraction, quick.pretrain.qa_fraction,
+            quick.pretrain.copy_filler) == (500, 50, 0.2, 0.0, 2)
+    assert (quick.world.n_known_countries, quick.ift.n_examples, quick.ft_steps) == (16, 600, 120)
+
+
+def test_organism_config_dotted_overrides_one_seed_and_round_trip(tmp_path):
+    from experiments.organism.experiment import OrganismConfig
+
+    cfg = OrganismConfig.quick().with_overrides(["ift.rho=0.5", "pretrain.steps=40", "seed=3", "ft_lr=2e-3"])
+    assert (cfg.ift.rho, cfg.pretrain.steps, cfg.ft_lr) == (0.5, 40, 2e-3)
+    assert cfg.world.seed == cfg.pretrain.seed == cfg.ift.seed == 3  # one seed for every stage
+    assert cfg.world == OrganismConfig.quick().world.replace(seed=3)  # the rest of the world unchanged
+    for suffix in (".json", ".yaml"):
+        cfg.save(tmp_path / f"c{suffix}")
+        assert OrganismConfig.from_file(tmp_path / f"c{suffix}") == cfg
+    with pytest.raises(ConfigError, match="field 'world.seed': set by the run's 'seed'"):
+        cfg.with_overrides(["world.seed=4"])
+    with pytest.raises(ConfigError, match="rho"):
+        cfg.with_overrides(["ift.rho=1.5"])
+    with pytest.raises(ConfigError, match="unknown field 'nope'"):
+        cfg.with_overrides(["ift.nope=1"])
+    with pytest.raises(ConfigError, match="'ft_lr' is not a nested config"):
+        cfg.with_overrides(["ft_lr.x=1"])
+    with pytest.raises(ConfigError, match="unknown field 'rho' for OrganismConfig"):
+        cfg.with_overrides(["rho=0.5"])
+
+
+def test_stages_left_out_need_their_outputs_on_disk(tmp_path):
+    """`stages=("data", "evaluate")` on an empty folder: a one-line error, not an UnboundLocalError."""
+    from cpi.errors import CpiError
+    from experiments.organism.experiment import OrganismConfig, run_organism
+
+    cfg = OrganismConfig.quick()
+    with pytest.raises(CpiError, match="no pretrained base model; run the 'pretrain' stage first"):
+        run_organism(cfg, tmp_path / "r", stages=("data", "evaluate"))
+    (tmp_path / "r" / "base" / "checkpoint-0").mkdir(parents=True)
+    (tmp_path / "r" / "base" / "checkpoint-0" / "config.json").write_text("{}")
+    with pytest.raises(CpiError, match=r"no finished finetuning \(120 steps\); run the 'finetune' stage first"):
+        run_organism(cfg, tmp_path / "r", stages=("data", "probe"))
+    run = run_organism(cfg, tmp_path / "r", stages=("data",))  # data only: nothing else needed
+    assert run.eval_summary.empty and (tmp_path / "r" / "data" / "eval.jsonl").is_file()
+
+
+def test_run_sets_its_threads_then_restores_them(tmp_path, monkeypatch):
+    import torch
+
+    import experiments.organism.experiment as ex
+
+    seen = []
+    inner = ex._run_stages
+    monkeypatch.setattr(ex, "_run_stages", lambda *a: seen.append(torch.get_num_threads()) or inner(*a))
+    before = torch.get_num_threads()
+    threads = 2 if before != 2 else 1
+    ex.run_organism(ex.OrganismConfig.quick(threads=threads), tmp_path / "t", stages=("data",))
+    assert seen == [threads] and torch.get_num_threads() == before
+
+
+# ---------------------------------------------------------------------------------------------
 # the quick pipeline end to end (the variant `cpi run --quick` uses)
 
 
@@ -127,7 +201,7 @@ def test_seed_and_sweep_plots_draw_the_table():
     import numpy as np
     import pandas as pd
 
-    from fullscale.organism.figures import plot_rho_sweep, plot_seeds
+    from experiments.organism.figures import plot_rho_sweep, plot_seeds
 
     steps = [0, 25, 50]
     table = pd.DataFrame([dict(variant=v, seed=s, step=t, cf_acc=0.1 * s + 0.01 * t, ctx_attn=0.5)
@@ -147,10 +221,17 @@ def test_seed_and_sweep_plots_draw_the_table():
 def quick_run(tmp_path_factory):
     """The README's main command, `cpi run --quick`, then its run folder read back (every stage resumes)."""
     from cpi.cli import main
-    from fullscale.organism.experiment import OrganismConfig, run_organism
+    from experiments.organism.experiment import OrganismConfig, run_organism
 
     out = tmp_path_factory.mktemp("organism_quick")
-    assert main(["run", "--quick", "--out", str(out), "--figures", str(out / "figures")]) == 0
+    cwd = tmp_path_factory.mktemp("cwd")
+    here = Path.cwd()
+    os.chdir(cwd)  # no --figures: the figures go under --out, never into ./figures
+    try:
+        assert main(["run", "--quick", "--out", str(out)]) == 0
+    finally:
+        os.chdir(here)
+    assert not (cwd / "figures").exists()
     return run_organism(OrganismConfig.quick(), out)
 
 
@@ -184,10 +265,10 @@ def test_quick_run_base_reading_table(quick_run):
     import pandas as pd
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from fullscale.organism.pretrain import context_reading
-    from fullscale.organism.world import build_world
+    from experiments.organism.pretrain import context_reading
+    from experiments.organism.world import build_world
 
-    world = build_world(quick_run.config.world_config())
+    world = build_world(quick_run.config.world)
     r = quick_run.reading
     assert (r["kind"] == "novel").sum() == len(world.new_facts) and (r["kind"] == "conflict").sum() == len(world.eval_facts)
     conflict = r[r["kind"] == "conflict"]
@@ -215,7 +296,7 @@ def test_quick_run_checkpoints_written_and_reloadable(quick_run):
     steps = [c.step for c in ckpts]
     assert steps == list(range(0, cfg.ft_steps + 1, cfg.save_steps))
     model, tok = load_checkpoint(ckpts[-1])
-    assert model.config.num_hidden_layers == cfg.n_layers
+    assert model.config.num_hidden_layers == cfg.pretrain.n_layers
     # the final checkpoint differs from the base (finetuning happened)
     base, _ = load_checkpoint(ckpts[0])
     w_final = dict(model.named_parameters())["model.layers.0.self_attn.q_proj.weight"]
@@ -236,7 +317,7 @@ def test_quick_run_eval_and_probe_tables_complete(quick_run):
     assert set(probe["step"]) == steps
     heads = probe[(probe["component"] == "head") & (probe["metric"] == "attn")]
     per_step = heads.groupby("step")[["layer", "head"]].apply(lambda g: len(g.drop_duplicates()))
-    assert per_step.eq(cfg.n_layers * cfg.n_heads).all()
+    assert per_step.eq(cfg.pretrain.n_layers * cfg.pretrain.n_heads).all()
     # the trajectory is a real one: the finetuned model answers differently from the base
     traj = quick_run.trajectory()
     assert traj["mean_margin"].nunique() > 1
@@ -244,8 +325,8 @@ def test_quick_run_eval_and_probe_tables_complete(quick_run):
 
 @pytest.mark.slow
 def test_quick_run_figures_and_resume(quick_run, tmp_path):
-    from fullscale.organism.experiment import run_organism
-    from fullscale.organism.figures import make_organism_figures
+    from experiments.organism.experiment import run_organism
+    from experiments.organism.figures import make_organism_figures
 
     paths = make_organism_figures(quick_run, tmp_path)
     names = {p.name for p in paths}

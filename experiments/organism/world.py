@@ -23,12 +23,17 @@ finetuning never saw. Everything is a pure function of :class:`WorldConfig`
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, Tokenizer
+from transformers import PreTrainedTokenizerFast
+
 from cpi.config import Config
 from cpi.errors import ConfigError
+
 
 #: relation -> (subject kind, object kind)
 RELATIONS: dict[str, tuple[str, str]] = {
@@ -149,7 +154,6 @@ class WorldConfig(Config):
     ``eval_fraction`` of the known subjects is held out for the counterfactual
     evaluation and never appears in finetuning.
     """
-
     n_known_countries: int = 40
     n_known_people: int = 80
     n_new_countries: int = 40
@@ -182,7 +186,6 @@ class Fact:
 @dataclass(frozen=True)
 class World:
     """The generated world: names, facts, and the known/new/eval splits."""
-
     config: WorldConfig
     cities: tuple[str, ...]
     fields: tuple[str, ...]
@@ -220,8 +223,6 @@ class World:
 
 
 def _words(text: str) -> list[str]:
-    import re
-
     return re.findall(r"\w+|[^\w\s]+", text.lower())
 
 
@@ -294,9 +295,6 @@ def build_tokenizer(world: World, extra_texts: Iterable[str] = ()):
     ``extra_texts`` (e.g. the instruction templates of ``fullscale.prompts``)
     add their words to the vocab. Unknown words map to ``<unk>``.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
     words = set(world.all_words())
     for text in extra_texts:
         words |= set(_words(text))

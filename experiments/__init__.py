@@ -1,0 +1,27 @@
+"""Experiments built on every package: ``theory``, ``fullscale`` and ``mechinterp``.
+
+``experiments.organism`` is the model organism (``cpi run``, ``cpi organism ...``): a small
+Llama-style model pretrained on a synthetic world, instruction-finetuned, evaluated and probed
+with the same code a user runs on a 7B checkpoint. This package sits on top of the dependency
+graph ``cpi <- theory, fullscale <- mechinterp <- experiments``; nothing below imports it.
+Names are imported lazily (no torch at ``import experiments``)::
+
+    from experiments import OrganismConfig, run_organism
+    run = run_organism(OrganismConfig.quick(), "runs/organism_quick")
+"""
+
+from __future__ import annotations
+
+from cpi.lazy import lazy_exports
+
+_EXPORTS = {
+    "OrganismConfig": "experiments.organism.experiment",
+    "run_organism": "experiments.organism.experiment",
+    "SweepConfig": "experiments.organism.sweep",
+    "run_sweep": "experiments.organism.sweep",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
