@@ -26,7 +26,7 @@ from cpi.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-GROUPS = {"theory", "data", "organism", "models"}  # subcommands with their own sub-subcommands
+GROUPS = {"theory", "data", "organism", "models", "controlled"}  # subcommands with their own sub-subcommands
 
 #: documented subcommands not run here, and why
 SKIPPED = {
@@ -38,6 +38,8 @@ SKIPPED = {
 COVERED_ELSEWHERE = {
     "run --quick": ("tests/experiments/test_organism.py", "def quick_run("),
     "theory prove": ("tests/theory/test_cli.py", '"theory", "prove"'),
+    "controlled run": ("tests/experiments/test_controlled.py", '"controlled", "run"'),
+    "controlled sweep": ("tests/experiments/test_controlled.py", '"controlled", "sweep"'),
 }
 #: launcher lines (`accelerate launch ... -m cpi.cli finetune`, `torchrun ...`): parsed, not launched
 #: here (GPU / multi-process); tests/fullscale/test_finetune.py runs the same finetune code path.
@@ -138,6 +140,10 @@ def _config_class(sub: str):
         from experiments.organism.experiment import OrganismConfig
 
         return OrganismConfig
+    if sub in ("controlled run", "controlled sweep"):
+        from experiments.controlled.experiment import ControlledConfig
+
+        return ControlledConfig
     return None
 
 

@@ -243,3 +243,22 @@ def test_condition_table_and_plots():
     assert fig.axes[0].get_ylabel() and plot_attention(t).axes[0].get_ylabel()
     sweep = plot_sweep(pd.concat([t.assign(condition="a"), t.assign(condition="b")]))
     assert [line.get_label() for line in sweep.axes[0].lines] == ["a", "b"]
+
+
+@pytest.mark.slow
+def test_cli_sweep_runs_conditions_with_a_shared_knowledge_cache(tiny, tmp_path, capsys):
+    root, cfg, _ = tiny
+    cfg_file = tmp_path / "c.yaml"
+    cfg.replace(seeds=(0,)).save(cfg_file)
+    out = tmp_path / "sweep"
+    code = main(["controlled", "sweep", "--config", str(cfg_file), "--conditions", "rho_1,qk_only", "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "rho_1: verdict:" in text and "qk_only: verdict:" in text
+    v = pd.read_csv(out / "verdicts.csv")
+    assert list(v["condition"]) == ["rho_1", "qk_only"]
+    assert len(list((out / "knowledge").iterdir())) == 1  # scored closed-book once for both conditions
+    counts = pd.read_csv(out / "rho_1" / "counts.csv")
+    assert (counts["CS"] == 0).all() and (counts["C"] == 16).all()
+    assert (out / "figures" / "controlled_sweep.png").is_file()
+    assert (out / "figures" / "controlled_rho_1_trajectory.png").is_file()
