@@ -27,6 +27,7 @@ def register(sub: "argparse._SubParsersAction") -> None:
                       "finetune with checkpoints, evaluate and probe every checkpoint on held-out conflicts, "
                       "and print a verdict with a bootstrap interval over seeds x items.")
     _common(r)
+    r.add_argument("--prefix", default="controlled", help="figure file names start with this (default controlled)")
     r.set_defaults(func=_run)
     s = ps.add_parser("sweep", help="several conditions (rho low/mid/1.0, filter, augment, qk_only)")
     _common(s)
@@ -84,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = _config(args)
     out = _out(args, "controlled")
     run = run_controlled(cfg, out)
-    paths = make_condition_figures(run, Path(args.figures) if args.figures else out / "figures")
+    paths = make_condition_figures(run, Path(args.figures) if args.figures else out / "figures", prefix=args.prefix)
     print("\n".join(summary_lines(run)))
     print(f"figures: {', '.join(str(p) for p in paths if p.suffix == '.png')}")
     return 0

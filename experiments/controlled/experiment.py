@@ -9,10 +9,10 @@ settings, evaluation settings) run over several seeds. :func:`run_controlled` wr
                                            shares one cache between its conditions (``knowledge_cache``)
     <out>/base/checkpoint-0 -> the base    (a link: the base is step 0 of every trajectory)
     <out>/seed-<s>/data-<key>/             ift.jsonl (finetuning records), records.csv (kind per record),
-                                           heldout.jsonl (held-out conflicts), eval.jsonl (those evaluated),
-                                           counts.json
+                                           heldout.jsonl (held-out conflicts), counts.json
     <out>/seed-<s>/finetune-<key>/         ``fullscale.finetune.run_finetune`` output (checkpoint-<step>/)
-    <out>/seed-<s>/eval-<key>/             ``fullscale.evaluate`` output (items.csv, summary.csv)
+    <out>/seed-<s>/eval-<key>/             eval.jsonl (the held-out conflicts evaluated) and
+                                           ``fullscale.evaluate`` output (items.csv, summary.csv)
     <out>/seed-<s>/probe-<key>/            ``mechinterp.probe_trajectory`` output (probe.csv)
     <out>/trajectory.csv, items.csv, probe_steps.csv, verdict.json, timings.csv
 
@@ -302,7 +302,8 @@ def stage_knowledge(cfg: ControlledConfig, model_dir: Path, model_fp: str, cache
 
 @dataclass(frozen=True)
 class SeedData:
-    """One seed's mixture on disk."""
+    """One seed's mixture on disk, and the held-out conflicts evaluated (at most ``evaluate.max_items``
+    of the held-out ones, sampled with the seed)."""
 
     folder: Path
     key: str
@@ -320,25 +321,22 @@ def stage_mixture(cfg: ControlledConfig, seed: int, items: Sequence[Any], known:
 
     mcfg = cfg.mixture.replace(seed=seed)
     known_sig = sorted(zip(known["item_id"].astype(str), known["known"].astype(bool)))
-    key = content_key(mcfg, _items_key(items), known_sig, cfg.evaluate.max_items)
+    key = content_key(mcfg, _items_key(items), known_sig)
     folder = seed_dir / f"data-{key}"
     done = folder / "counts.json"
     if not done.is_file():
         mix = build_mixture(items, known, mcfg)
-        heldout = list(mix.heldout)
-        evaluated = heldout
-        n = cfg.evaluate.max_items
-        if n is not None and len(heldout) > n:
-            evaluated = sorted(random.Random(seed).sample(heldout, n), key=lambda it: it.id)
         write_records(mix.records, folder / "ift.jsonl")
         atomic_write_table(pd.DataFrame([{k: r[k] for k in ("id", "kind", "item_id", "category")}
                                          for r in mix.records]), folder / "records.csv")
-        items_to_jsonl(heldout, folder / "heldout.jsonl")
-        items_to_jsonl(evaluated, folder / "eval.jsonl")
-        atomic_write_json(done, {**mix.counts, "evaluated": len(evaluated)})  # last: marks the folder complete
-    counts = json.loads(done.read_text())
-    return SeedData(folder=folder, key=key, counts=counts, heldout=load_conflicts(folder / "heldout.jsonl"),
-                    evaluated=load_conflicts(folder / "eval.jsonl"))
+        items_to_jsonl(mix.heldout, folder / "heldout.jsonl")
+        atomic_write_json(done, mix.counts)  # last: marks the folder complete
+    heldout = load_conflicts(folder / "heldout.jsonl")
+    n = cfg.evaluate.max_items
+    evaluated = heldout if n is None or len(heldout) <= n else sorted(
+        random.Random(seed).sample(heldout, n), key=lambda it: it.id)
+    counts = {**json.loads(done.read_text()), "evaluated": len(evaluated)}
+    return SeedData(folder=folder, key=key, counts=counts, heldout=heldout, evaluated=evaluated)
 
 
 def _finished(ft_dir: Path, steps: int) -> bool:
@@ -366,9 +364,14 @@ def stage_evaluate(cfg: ControlledConfig, seed: int, base_link: Path, ft_dir: Pa
     """Every checkpoint (the base as step 0) on the seed's evaluated held-out conflicts."""
     from fullscale.evaluate import EvalConfig, evaluate_trajectory, load_results
 
+    from fullscale.conflicts import items_to_jsonl
+
     e = cfg.evaluate
-    out = seed_dir / f"eval-{content_key(ft_dir.name, e.template, e.modes, e.max_new_tokens, e.n_boot, seed)}"
-    ev = EvalConfig(checkpoints=(str(base_link.parent), str(ft_dir)), datasets=(str(data.folder / "eval.jsonl"),),
+    key = content_key(ft_dir.name, e.template, e.modes, e.max_new_tokens, e.n_boot, seed, _items_key(data.evaluated))
+    out = seed_dir / f"eval-{key}"
+    if not (out / "eval.jsonl").is_file():
+        items_to_jsonl(data.evaluated, out / "eval.jsonl")
+    ev = EvalConfig(checkpoints=(str(base_link.parent), str(ft_dir)), datasets=(str(out / "eval.jsonl"),),
                     out=str(out), template=e.template, modes=e.modes, batch_size=e.batch_size,
                     max_new_tokens=e.max_new_tokens, n_boot=e.n_boot, seed=seed, plot=False)
     evaluate_trajectory(ev)

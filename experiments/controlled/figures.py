@@ -68,6 +68,9 @@ def _ax(ax: Any, figsize: tuple[float, float] = (5.2, 3.6)):
 
 
 def _band(ax: Any, t: "pd.DataFrame", label: str, color: Any = None) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     t = t.sort_values("step")
     line, = ax.plot(t["step"], t["mean"], marker="o", ms=3, label=label, color=color)
     ax.fill_between(t["step"], t["lo"], t["hi"], alpha=0.2, color=line.get_color(), linewidth=0)
@@ -141,7 +144,7 @@ def make_condition_figures(run: Any, out_dir: str | Path, prefix: str = "control
     if has_probe:
         plot_attention(table, axes[0, 1])
     m = run.config.mixture
-    fig.suptitle(f"{run.config.model}: rho={m.rho:g}, augment={m.augment_fraction:g}, "
+    fig.suptitle(f"{Path(run.config.model).name}: rho={m.rho:g}, augment={m.augment_fraction:g}, "
                  f"{run.config.finetune.method}, filter={run.config.finetune.filter_fraction:g}; "
                  f"{run.verdict.get('verdict', '')}", fontsize=9)
     paths = save_figure(fig, out, f"{prefix}_trajectory")

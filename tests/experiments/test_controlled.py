@@ -104,11 +104,12 @@ def test_changed_setting_gets_its_own_folder(tiny):
     root, cfg, _ = tiny
     out = root / "run"
     evals = set((out / "seed-0").glob("eval-*"))
-    changed = cfg.replace(seeds=(0,), **{"evaluate.max_new_tokens": 2})
+    changed = cfg.replace(seeds=(0,), **{"evaluate.max_new_tokens": 2, "evaluate.max_items": 2})
     run = run_controlled(changed, out)
     new = set((out / "seed-0").glob("eval-*")) - evals
-    assert len(new) == 1  # a new evaluation folder; the finetuning (same inputs) is reused
-    assert len(list((out / "seed-0").glob("finetune-*"))) == 1
+    assert len(new) == 1  # a new evaluation folder; the mixture and finetuning (same inputs) are reused
+    assert len(list((out / "seed-0").glob("finetune-*"))) == 1 and len(list((out / "seed-0").glob("data-*"))) == 1
+    assert (run.items.groupby("step").size() == 2).all()
     assert list(run.counts["seed"]) == [0]
 
 
