@@ -9,7 +9,7 @@ strings from the command line.
 Field types understood when reading JSON/YAML or ``--set`` values: ``bool``,
 ``int``, ``float``, ``str``, ``Optional[...]``, ``Literal[...]``,
 ``tuple[X, ...]``/``list[X]`` (stored as tuples), ``dict`` and nested
-``Config`` subclasses (whose fields ``--set`` reaches with a dotted key, ``world.seed=3``).
+``Config`` subclasses (whose fields ``--set`` reaches with a dotted key, ``ift.rho=0.5``).
 """
 
 from __future__ import annotations

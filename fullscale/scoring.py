@@ -255,7 +255,7 @@ def score_generation(model: Any, tokenizer: Any, items: Sequence["ConflictItem"]
 
 
 @dataclass(frozen=True)
-class _Seq:
+class AnswerSequence:
     """One (prompt, answer surface form) sequence to score: ``ids[start:]`` are the answer's tokens.
 
     ``ids[:start]`` are always the prompt's own tokens. ``boundary_merge``: tokenizing prompt and
@@ -291,7 +291,7 @@ def _continuation_ids(tokenizer: Any, answer: str) -> list[int] | None:
     return None
 
 
-def answer_sequence(tokenizer: Any, fp: FormattedPrompt, answer: str, add_special: bool) -> _Seq:
+def answer_sequence(tokenizer: Any, fp: FormattedPrompt, answer: str, add_special: bool) -> AnswerSequence:
     """The prompt's own tokens followed by the tokens of ``answer`` as its continuation.
 
     ``prompt + answer`` is tokenized together, so the answer's tokens are those the tokenizer gives it
@@ -313,14 +313,14 @@ def answer_sequence(tokenizer: Any, fp: FormattedPrompt, answer: str, add_specia
         ids.pop()
         offs.pop()
     if len(ids) > n and ids[:n] == prompt_ids:
-        return _Seq(ids=tuple(int(i) for i in ids), start=n, boundary_merge=False)
+        return AnswerSequence(ids=tuple(int(i) for i in ids), start=n, boundary_merge=False)
     cont = _continuation_ids(tokenizer, answer)
     if not cont:
         raise CpiError(f"item {fp.item_id}: answer {answer!r} cannot be tokenized as a continuation of the prompt")
-    return _Seq(ids=tuple(int(i) for i in prompt_ids + cont), start=n, boundary_merge=True)
+    return AnswerSequence(ids=tuple(int(i) for i in prompt_ids + cont), start=n, boundary_merge=True)
 
 
-def sequence_logprobs(model: Any, seqs: Sequence[_Seq], pad_id: int, batch_size: int = 16,
+def sequence_logprobs(model: Any, seqs: Sequence[AnswerSequence], pad_id: int, batch_size: int = 16,
                       desc: str = "log-prob") -> list[tuple[float, int]]:
     """``(sum log p(answer tokens | preceding tokens), n_answer_tokens)`` for each sequence.
 
@@ -347,7 +347,7 @@ def sequence_logprobs(model: Any, seqs: Sequence[_Seq], pad_id: int, batch_size:
     return res
 
 
-def shared_prefix_logprobs(model: Any, seqs: Sequence[_Seq], pad_id: int, batch_size: int = 16,
+def shared_prefix_logprobs(model: Any, seqs: Sequence[AnswerSequence], pad_id: int, batch_size: int = 16,
                            desc: str = "log-prob") -> list[tuple[float, int]]:
     """Same result as :func:`sequence_logprobs`, computing each distinct prompt only once.
 
@@ -461,7 +461,7 @@ def score_logprob(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], t
                 raise CpiError(f"max_length {max_length} leaves no room for the prompt")
         prompts = _prompts_for(items, tokenizer, template, with_context, limit)
     add_special = (prompts[0].template != "chat") if prompts else True
-    seqs: list[_Seq] = []
+    seqs: list[AnswerSequence] = []
     keys: list[tuple[int, str, str]] = []
     for k, (it, fp) in enumerate(zip(items, prompts)):
         for side, ans in (("context", it.context_answer), ("parametric", it.parametric_answer)):

@@ -250,7 +250,8 @@ def smoke_probe_intervene(tiny, tmp_path, capsys):
     _run(["probe-intervene", "--checkpoint", str(tiny["traj"] / "checkpoint-5"), "--dataset", "CF_World_Facts",
           "--max-items", "3", "--heads", "1.*,0.3", "--out", str(out)], capsys)
     items = pd.read_csv(out / "intervention_items.csv")
-    assert len(items) == 3 and (items["heads"] == "0.3,1.0,1.1,1.2,1.3").all()
+    assert len(items) == 3
+    assert all(set(h.split(",")) == {"0.3", "1.0", "1.1", "1.2", "1.3"} for h in items["heads"])
 
 
 def smoke_probe_link(tiny, tmp_path, capsys):
@@ -291,7 +292,7 @@ def smoke_data_augment(tiny, tmp_path, capsys):
 
 
 TINY_ORGANISM = ["--quick", "--set", "pretrain.steps=30", "--set", "pretrain.warmup=3", "--set", "ift.n_examples=60",
-                 "--set", "ft_steps=4", "--set", "save_steps=2", "--set", "eval_modes=[logprob]"]
+                 "--set", "ft_steps=4", "--set", "save_steps=2"]
 
 
 def smoke_organism_run(tiny, tmp_path, capsys, monkeypatch):

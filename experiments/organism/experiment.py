@@ -350,8 +350,16 @@ def run_organism(cfg: OrganismConfig, out_dir: str | Path, probe: bool = True,
 
 def _run_stages(cfg: OrganismConfig, out: Path, probe: bool, stages: tuple[str, ...],
                 timer: StageTimer) -> OrganismRun:
-
-
+    bad = [s for s in stages if s not in STAGES]
+    if bad:
+        raise CpiError(f"unknown stage {bad[0]!r} (stages: {', '.join(STAGES)})")
+    # a stage left out is read from the run folder when a later stage needs it (checked before writing)
+    base, ft_dir = out / "base" / "checkpoint-0", out / "finetune"
+    later = set(stages)
+    if "pretrain" not in later and later & {"finetune", "evaluate", "probe"} and not (base / "config.json").is_file():
+        raise CpiError(f"{base}: no pretrained base model; run the 'pretrain' stage first")
+    if "finetune" not in later and later & {"evaluate", "probe"} and not _finetuned(cfg, ft_dir):
+        raise CpiError(f"{ft_dir}: no finished finetuning ({cfg.ft_steps} steps); run the 'finetune' stage first")
     out.mkdir(parents=True, exist_ok=True)
     prev = out / "organism_config.json"
     if prev.is_file():
@@ -362,22 +370,13 @@ def _run_stages(cfg: OrganismConfig, out: Path, probe: bool, stages: tuple[str, 
                            "use a fresh --out folder")
     save_run(out, cfg)
     (out / "config.json").rename(prev)
-    bad = [s for s in stages if s not in STAGES]
-    if bad:
-        raise CpiError(f"unknown stage {bad[0]!r} (stages: {', '.join(STAGES)})")
     empty = pd.DataFrame()
     recall, reading, items, summary, probe_table, tps = empty, empty, empty, empty, None, None
     world, tokenizer = timer.run("data", _stage_data, cfg, out)
-    # a stage left out is read from the run folder when a later stage needs it
-    base, ft_dir = out / "base" / "checkpoint-0", out / "finetune"
     if "pretrain" in stages:
         base, recall, reading, tps = timer.run("pretrain", _stage_pretrain, cfg, out, world, tokenizer)
-    elif {"finetune", "evaluate", "probe"} & set(stages) and not (base / "config.json").is_file():
-        raise CpiError(f"{base}: no pretrained base model; run the 'pretrain' stage first")
     if "finetune" in stages:
         ft_dir = timer.run("finetune", _stage_finetune, cfg, out, base)
-    elif {"evaluate", "probe"} & set(stages) and not _finetuned(cfg, ft_dir):
-        raise CpiError(f"{ft_dir}: no finished finetuning ({cfg.ft_steps} steps); run the 'finetune' stage first")
     if "evaluate" in stages:
         items, summary = timer.run("evaluate", _stage_evaluate, cfg, out, base, ft_dir)
     if probe and "probe" in stages:

@@ -167,6 +167,7 @@ def test_stages_left_out_need_their_outputs_on_disk(tmp_path):
     cfg = OrganismConfig.quick()
     with pytest.raises(CpiError, match="no pretrained base model; run the 'pretrain' stage first"):
         run_organism(cfg, tmp_path / "r", stages=("data", "evaluate"))
+    assert not (tmp_path / "r").exists()  # refused before writing anything
     (tmp_path / "r" / "base" / "checkpoint-0").mkdir(parents=True)
     (tmp_path / "r" / "base" / "checkpoint-0" / "config.json").write_text("{}")
     with pytest.raises(CpiError, match=r"no finished finetuning \(120 steps\); run the 'finetune' stage first"):
