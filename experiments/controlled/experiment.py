@@ -143,7 +143,8 @@ class ControlledConfig(Config):
     folder. ``knowledge`` (:class:`KnowledgeSettings`), ``mixture``
     (:class:`~experiments.controlled.mixture.MixtureConfig`; its ``seed`` is set per seed of the run),
     ``finetune`` (:class:`TrainSettings`), ``evaluate`` (:class:`EvalSettings`). ``threads``: torch
-    intra-op threads for the run (0 = leave as is). ``knowledge_cache``: folder of the knowledge cache
+    intra-op threads for the run (0 = leave as is; 1, the default, is robust on a shared machine, where
+    2 threads on 2 busy cores were many times slower). ``knowledge_cache``: folder of the knowledge cache
     (default ``<out>/knowledge``). Nested fields take dotted keys: ``--set mixture.rho=1.0``.
 
     >>> cfg = ControlledConfig().replace(**{"mixture.rho": 1.0}, seeds=(0, 1))
@@ -158,7 +159,7 @@ class ControlledConfig(Config):
                                                                          heldout_fraction=0.5, min_heldout=20))
     finetune: TrainSettings = field(default_factory=TrainSettings)
     evaluate: EvalSettings = field(default_factory=EvalSettings)
-    threads: int = 2
+    threads: int = 1
     knowledge_cache: Optional[str] = None
 
     def validate(self) -> None:
