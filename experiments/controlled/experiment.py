@@ -426,8 +426,10 @@ def inversion_statistic(items: "pd.DataFrame", n_boot: int = 2000, seed: int = 0
     ``items``: one row per seed x item x step (columns ``seed, item_id, step, <metric>``). Units are
     (seed, item) pairs; every unit must be scored at every step. The peak is the interior step with
     the highest mean; each bootstrap replicate resamples units within each seed and re-selects its
-    own peak (so the interval accounts for picking the maximum). Verdict: ``rise then fall`` when
-    both intervals exclude 0; ``rise, no significant fall`` / ``no significant rise`` otherwise;
+    own peak (so the interval accounts for picking the maximum); ``net`` = final - start likewise.
+    Verdict: ``rise then fall`` when the rise and fall intervals both exclude 0 (above); otherwise
+    ``still rising at the last checkpoint`` (fall interval below 0 and net above 0), ``rise, no
+    significant fall``, ``fall (no significant rise)`` (net below 0) or ``no significant change``;
     ``not testable`` with fewer than 3 steps.
     """
     import numpy as np
@@ -446,28 +448,32 @@ def inversion_statistic(items: "pd.DataFrame", n_boot: int = 2000, seed: int = 0
         out.update(verdict="not testable (fewer than 3 checkpoints)")
         return out
 
-    def stats(m: "np.ndarray") -> tuple[int, float, float]:
+    def stats(m: "np.ndarray") -> tuple[int, float, float, float]:
         p = 1 + int(np.argmax(m[1:-1]))
-        return p, float(m[p] - m[0]), float(m[p] - m[-1])
+        return p, float(m[p] - m[0]), float(m[p] - m[-1]), float(m[-1] - m[0])
 
-    peak, rise, fall = stats(mean)
+    peak, rise, fall, net = stats(mean)
     rng = np.random.default_rng(seed)
     groups = [np.flatnonzero(seeds == s) for s in sorted(set(seeds))]
-    rises, falls = np.empty(n_boot), np.empty(n_boot)
+    boot = np.empty((n_boot, 3))
     for b in range(n_boot):
         idx = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
-        _, rises[b], falls[b] = stats(x[idx].mean(axis=0))
+        boot[b] = stats(x[idx].mean(axis=0))[1:]
     a = (1 - level) / 2
-    r_lo, r_hi = (float(v) for v in np.quantile(rises, [a, 1 - a]))
-    f_lo, f_hi = (float(v) for v in np.quantile(falls, [a, 1 - a]))
+    (r_lo, f_lo, n_lo), (r_hi, f_hi, n_hi) = (tuple(float(v) for v in q) for q in np.quantile(boot, [a, 1 - a], axis=0))
     if r_lo > 0 and f_lo > 0:
         verdict = "rise then fall"
+    elif f_hi < 0 and n_lo > 0:
+        verdict = "still rising at the last checkpoint (no interior peak)"
     elif r_lo > 0:
         verdict = "rise, no significant fall"
+    elif n_hi < 0:
+        verdict = "fall (no significant rise)"
     else:
-        verdict = "no significant rise"
+        verdict = "no significant change"
     out.update(peak_step=steps[peak], start=float(mean[0]), peak=float(mean[peak]), final=float(mean[-1]),
-               rise=rise, rise_lo=r_lo, rise_hi=r_hi, fall=fall, fall_lo=f_lo, fall_hi=f_hi, verdict=verdict)
+               rise=rise, rise_lo=r_lo, rise_hi=r_hi, fall=fall, fall_lo=f_lo, fall_hi=f_hi,
+               net=net, net_lo=n_lo, net_hi=n_hi, verdict=verdict)
     return out
 
 
@@ -480,7 +486,8 @@ def verdict_line(stat: dict[str, Any]) -> str:
     return (f"verdict: {stat['verdict']} -- counterfactual accuracy {stat['start']:.1%} (step {stat['steps'][0]}) -> "
             f"peak {stat['peak']:.1%} (step {stat['peak_step']}) -> {stat['final']:.1%} (step {stat['steps'][-1]}); "
             f"rise {stat['rise']:+.1%} [{stat['rise_lo']:+.1%}, {stat['rise_hi']:+.1%}], "
-            f"fall {stat['fall']:+.1%} [{stat['fall_lo']:+.1%}, {stat['fall_hi']:+.1%}] ({pct}% bootstrap, {n})")
+            f"fall {stat['fall']:+.1%} [{stat['fall_lo']:+.1%}, {stat['fall_hi']:+.1%}], "
+            f"net {stat['net']:+.1%} [{stat['net_lo']:+.1%}, {stat['net_hi']:+.1%}] ({pct}% bootstrap, {n})")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -217,9 +217,13 @@ def test_statistic_finds_a_clear_rise_then_fall():
 
 def test_statistic_does_not_call_noise_an_inversion():
     flat = inversion_statistic(_items({0: [0.3, 0.35, 0.3, 0.3], 1: [0.3, 0.3, 0.3, 0.35]}, n_items=20), n_boot=500)
-    assert flat["verdict"] == "no significant rise" and flat["rise_lo"] <= 0
+    assert flat["verdict"] == "no significant change" and flat["rise_lo"] <= 0
     rising = inversion_statistic(_items({0: [0.1, 0.5, 0.8], 1: [0.1, 0.6, 0.8]}), n_boot=500)
-    assert rising["verdict"] == "rise, no significant fall"
+    assert rising["verdict"].startswith("still rising") and rising["net"] == pytest.approx(0.7)
+    plateau = inversion_statistic(_items({0: [0.1, 0.6, 0.6], 1: [0.1, 0.7, 0.7]}), n_boot=500)
+    assert plateau["verdict"] == "rise, no significant fall"
+    falling = inversion_statistic(_items({0: [0.8, 0.5, 0.1], 1: [0.8, 0.4, 0.2]}), n_boot=500)
+    assert falling["verdict"] == "fall (no significant rise)" and falling["net_hi"] < 0
     two = inversion_statistic(_items({0: [0.1, 0.5]}), n_boot=50)
     assert two["verdict"].startswith("not testable")
     gappy = _items({0: [0.1, 0.5, 0.2]}).iloc[1:]
