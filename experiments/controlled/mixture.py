@@ -21,7 +21,6 @@ layouts (:data:`INSTRUCTIONS`, :data:`INPUT_LAYOUTS`), none of which is the eval
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from cpi.config import Config
 from cpi.errors import ConfigError, CpiError
-from cpi.io import atomic_write_text
+from experiments.records import cycle, write_alpaca_jsonl
 from fullscale.conflicts import ConflictItem, find_word_spans
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -118,16 +117,6 @@ def _record(item: ConflictItem, context: str, answer: str, kind: str, rng: rando
             "output": answer, "kind": kind, "item_id": item.id, "category": item.category}
 
 
-def _cycle(pool: Sequence[ConflictItem], n: int, rng: random.Random) -> list[ConflictItem]:
-    """``n`` items from ``pool``, each used about equally often, in a seeded order."""
-    out: list[ConflictItem] = []
-    while len(out) < n:
-        block = list(pool)
-        rng.shuffle(block)
-        out.extend(block)
-    return out[:n]
-
-
 def build_mixture(items: Sequence[ConflictItem], known: "pd.DataFrame", cfg: MixtureConfig) -> Mixture:
     """The mixture of ``cfg`` from ``items`` and the base's ``known`` table (columns ``item_id``, ``known``).
 
@@ -160,10 +149,10 @@ def build_mixture(items: Sequence[ConflictItem], known: "pd.DataFrame", cfg: Mix
         raise CpiError(f"field 'rho': {cfg.rho} asks for {n_c} context-critical records, but the base knows every "
                        "fact, so no fact is unknown to it")
     records = [_record(it, agreeing_context(it), it.parametric_answer, "C", rng)
-               for it in _cycle(unknown_items, n_c, rng)]
+               for it in cycle(unknown_items, n_c, rng)]
     records += [_record(it, agreeing_context(it), it.parametric_answer, "CS", rng)
-                for it in _cycle(train_known, n_cs, rng)]
-    records += [_record(it, it.context, it.context_answer, "CF", rng) for it in _cycle(train_known, n_aug, rng)]
+                for it in cycle(train_known, n_cs, rng)]
+    records += [_record(it, it.context, it.context_answer, "CF", rng) for it in cycle(train_known, n_aug, rng)]
     rng.shuffle(records)
     for i, r in enumerate(records):
         r["id"] = f"ift-{i:05d}"
@@ -174,5 +163,4 @@ def build_mixture(items: Sequence[ConflictItem], known: "pd.DataFrame", cfg: Mix
 
 def write_records(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Alpaca JSONL (``id``, ``instruction``, ``input``, ``output``), written atomically."""
-    lines = [json.dumps({k: r[k] for k in ("id", "instruction", "input", "output")}) for r in records]
-    return atomic_write_text(Path(path), "\n".join(lines) + "\n")
+    return write_alpaca_jsonl(records, path)

@@ -22,7 +22,6 @@ the ``fullscale.conflicts.ConflictItem`` schema (dataset ``"Organism_CF"``).
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +29,6 @@ from typing import Any, Sequence
 
 from cpi.config import Config
 from cpi.errors import ConfigError
-from cpi.io import atomic_write_text
-from fullscale.conflicts import ConflictItem, items_to_jsonl
 from experiments.organism.world import (
     EVAL_CONTEXTS,
     EVAL_QUESTIONS,
@@ -40,6 +37,8 @@ from experiments.organism.world import (
     Fact,
     World,
 )
+from experiments.records import cycle, write_alpaca_jsonl
+from fullscale.conflicts import ConflictItem, items_to_jsonl
 
 EVAL_DATASET = "Organism_CF"
 
@@ -115,19 +114,10 @@ def make_ift_records(world: World, cfg: IFTConfig) -> list[dict[str, Any]]:
     new = list(world.new_facts)
     records: list[dict[str, Any]] = []
 
-    def cycle(pool: Sequence[Fact], n: int) -> list[Fact]:
-        # each fact used about equally often, in a seeded order
-        out: list[Fact] = []
-        while len(out) < n:
-            block = list(pool)
-            rng.shuffle(block)
-            out.extend(block)
-        return out[:n]
-
-    records += [_record(f, rng, "C", f.obj) for f in cycle(new, n_c)]
-    records += [_record(f, rng, "CS", f.obj) for f in cycle(known, n_cs)]
-    records += [_record(f, rng, "S", None) for f in cycle(known, n_recall)]
-    records += [_record(f, rng, "CF", _other_object(world, f, rng)) for f in cycle(known, n_aug)]
+    records += [_record(f, rng, "C", f.obj) for f in cycle(new, n_c, rng)]
+    records += [_record(f, rng, "CS", f.obj) for f in cycle(known, n_cs, rng)]
+    records += [_record(f, rng, "S", None) for f in cycle(known, n_recall, rng)]
+    records += [_record(f, rng, "CF", _other_object(world, f, rng)) for f in cycle(known, n_aug, rng)]
     rng.shuffle(records)
     for i, r in enumerate(records):
         r["id"] = f"ift-{i:05d}"
@@ -136,8 +126,7 @@ def make_ift_records(world: World, cfg: IFTConfig) -> list[dict[str, Any]]:
 
 def write_ift_jsonl(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Write Alpaca-shaped JSONL (``id``, instruction/input/output only), atomically."""
-    lines = [json.dumps({k: r[k] for k in ("id", "instruction", "input", "output")}) for r in records]
-    return atomic_write_text(Path(path), "\n".join(lines) + "\n")
+    return write_alpaca_jsonl(records, path)
 
 
 @dataclass(frozen=True)
