@@ -38,12 +38,15 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
 
 from cpi.config import Config
 from cpi.errors import ConfigError, CpiError
 from cpi.io import atomic_write_json, atomic_write_table, save_run
 from experiments.controlled.mixture import MixtureConfig, build_mixture, write_records
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 

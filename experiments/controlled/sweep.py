@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from cpi.errors import ConfigError
 from cpi.io import atomic_write_table
 from experiments.controlled.experiment import ControlledConfig, ControlledRun, run_controlled
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 #: condition name -> changes to the base config (dotted keys)
 CONDITIONS: dict[str, dict[str, Any]] = {
