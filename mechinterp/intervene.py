@@ -117,8 +117,6 @@ def intervene(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], interv
     import numpy as np
     import pandas as pd
 
-    import importlib
-
     from fullscale.batching import pad_token_id
     P = importlib.import_module("mechinterp.probe")  # not `from mechinterp import probe`: that is the function
 

@@ -26,7 +26,7 @@ from cpi.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-GROUPS = {"theory", "data", "organism", "models"}  # subcommands with their own sub-subcommands
+GROUPS = {"theory", "data", "organism", "models", "controlled"}  # subcommands with their own sub-subcommands
 
 #: documented subcommands not run here, and why
 SKIPPED = {
@@ -39,6 +39,8 @@ COVERED_ELSEWHERE = {
     # offline, on a tiny GGUF in local wheels; the real models in tests/fullscale/test_models_real.py
     "models list": ("tests/fullscale/test_models.py", '["models", "list"]'),
     "models fetch": ("tests/fullscale/test_models.py", '["models", "fetch", "tiny-llama"]'),
+    "controlled run": ("tests/experiments/test_controlled.py", '"controlled", "run"'),
+    "controlled sweep": ("tests/experiments/test_controlled.py", '"controlled", "sweep"'),
 }
 #: launcher lines (`accelerate launch ... -m cpi.cli finetune`, `torchrun ...`): parsed, not launched
 #: here (GPU / multi-process); tests/fullscale/test_finetune.py runs the same finetune code path.
@@ -139,6 +141,10 @@ def _config_class(sub: str):
         from experiments.organism.experiment import OrganismConfig
 
         return OrganismConfig
+    if sub in ("controlled run", "controlled sweep"):
+        from experiments.controlled.experiment import ControlledConfig
+
+        return ControlledConfig
     return None
 
 

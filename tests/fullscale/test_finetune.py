@@ -464,3 +464,20 @@ def test_torchrun_two_process_ddp_on_cpu(env, tmp_path):
     assert (ck / "rng_state_0.pth").is_file() and (ck / "rng_state_1.pth").is_file()
     state = json.loads((ck / "trainer_state.json").read_text())
     assert state["global_step"] == 4 and state["epoch"] == pytest.approx(4 * 2 * 4 / 16)
+
+
+@pytest.mark.slow
+def test_an_interrupt_on_the_final_step_still_ends_in_a_regular_checkpoint(env, tmp_path):
+    """SIGTERM that lands on step == max_steps (off the save cadence) leaves interrupted-checkpoint-<max_steps>;
+    the rerun has nothing to train, and the final step must still appear as checkpoint-<max_steps>, as in an
+    uninterrupted run (here the interrupt resume point is made by renaming the finished run's final checkpoint)."""
+    from fullscale.finetune import list_checkpoints, list_interrupted, run_finetune
+
+    cfg = base_config(env["llama"], env["data"], tmp_path / "run", max_steps=6, save_steps=4)
+    out = run_finetune(cfg)
+    assert [s for s, _ in list_checkpoints(out)] == [4, 6]
+    (out / "checkpoint-6").rename(out / "interrupted-checkpoint-6")
+    assert [s for s, _ in list_checkpoints(out)] == [4]
+    run_finetune(cfg)
+    assert [s for s, _ in list_checkpoints(out)] == [4, 6] and list_interrupted(out) == []
+    assert json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())["global_step"] == 6

@@ -1,0 +1,33 @@
+"""The paper's controlled experiment on a real pretrained model (SmolLM2-135M-Instruct, Gemma-3-270M).
+
+What the base knows closed-book decides the mixture: context-critical records on facts it does not
+know, non-context-critical records on facts it knows (fraction ``1 - rho``), held-out conflicts on
+known facts never finetuned on. Finetuning, evaluation and probing are the package's own drivers.
+Names are imported lazily (no torch at ``import experiments.controlled``).
+
+    from experiments.controlled import ControlledConfig, run_controlled
+    run = run_controlled(ControlledConfig.quick(), "runs/controlled_quick")
+    print(run.verdict["verdict"], run.trajectory)
+"""
+
+from __future__ import annotations
+
+from cpi.lazy import lazy_exports
+
+_EXPORTS = {
+    "MixtureConfig": "experiments.controlled.mixture",
+    "build_mixture": "experiments.controlled.mixture",
+    "ControlledConfig": "experiments.controlled.experiment",
+    "ControlledRun": "experiments.controlled.experiment",
+    "run_controlled": "experiments.controlled.experiment",
+    "inversion_statistic": "experiments.controlled.experiment",
+    "CONDITIONS": "experiments.controlled.sweep",
+    "run_controlled_sweep": "experiments.controlled.sweep",
+    "condition_table": "experiments.controlled.figures",
+    "make_condition_figures": "experiments.controlled.figures",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,165 @@
+"""Tables and figures of the controlled experiment: a condition's trajectory (mean over seeds with
+intervals), its probe, its theory overlay, and a sweep's conditions side by side.
+
+Computing and plotting are separate: :func:`condition_table` makes the tidy per-step table, the
+``plot_*`` functions take a table and an optional axis and return the figure.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cpi.io import atomic_save_figure
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
+
+#: per-item columns of the evaluation -> metric names of :func:`condition_table`
+ITEM_METRICS = {"cf_correct": "cf_acc", "param_correct": "param_acc", "margin": "mean_margin"}
+#: probe columns (``mechinterp.steps_table``) summarised over seeds
+PROBE_METRICS = ("attn_context", "attn_question", "value_context", "value_question")
+
+
+def condition_table(items: "pd.DataFrame", probe_steps: "pd.DataFrame | None" = None, n_boot: int = 1000,
+                    seed: int = 0) -> "pd.DataFrame":
+    """Tidy ``step, metric, mean, lo, hi, n, interval`` rows of one condition.
+
+    Evaluation metrics (``cf_acc``, ``param_acc``, ``mean_margin``): mean over seed x item units at each
+    step, 95 % bootstrap interval over the units (``interval = "bootstrap seed x item"``). Probe metrics
+    (attention mass and value contribution of the context and question spans, mean over layers x
+    heads): mean over seeds, ``lo``/``hi`` the lowest and highest seed (``interval = "seed range"``).
+    """
+    import pandas as pd
+
+    from fullscale.scoring import bootstrap_ci
+
+    rows = []
+    for col, name in ITEM_METRICS.items():
+        if col not in items.columns:
+            continue
+        for step, g in items.groupby("step", sort=True):
+            v = g[col].astype(float)
+            lo, hi = bootstrap_ci(v, n_boot=n_boot, seed=seed)
+            rows.append({"step": int(step), "metric": name, "mean": float(v.mean()), "lo": lo, "hi": hi,
+                         "n": len(v), "interval": "bootstrap seed x item"})
+    if probe_steps is not None and len(probe_steps):
+        for name in PROBE_METRICS:
+            if name not in probe_steps.columns:
+                continue
+            for step, g in probe_steps.groupby("step", sort=True):
+                v = g[name].astype(float)
+                rows.append({"step": int(step), "metric": name, "mean": float(v.mean()), "lo": float(v.min()),
+                             "hi": float(v.max()), "n": len(v), "interval": "seed range"})
+    return pd.DataFrame(rows, columns=["step", "metric", "mean", "lo", "hi", "n", "interval"])
+
+
+def _ax(ax: Any, figsize: tuple[float, float] = (5.2, 3.6)):
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+        return fig, ax
+    return ax.figure, ax
+
+
+def _band(ax: Any, t: "pd.DataFrame", label: str, color: Any = None) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    t = t.sort_values("step")
+    line, = ax.plot(t["step"], t["mean"], marker="o", ms=3, label=label, color=color)
+    ax.fill_between(t["step"], t["lo"], t["hi"], alpha=0.2, color=line.get_color(), linewidth=0)
+
+
+def plot_accuracy(table: "pd.DataFrame", ax: Any = None, title: str = "") -> "Figure":
+    """Counterfactual and parametric accuracy on the held-out conflicts against the finetuning step
+    (mean over seed x item, 95 % bootstrap band) from a :func:`condition_table`."""
+    fig, ax = _ax(ax)
+    for metric, label in (("cf_acc", "counterfactual (context answer)"), ("param_acc", "parametric (memory)")):
+        t = table[table["metric"] == metric]
+        if len(t):
+            _band(ax, t, label)
+    n = table.loc[table["metric"] == "cf_acc", "n"]
+    ax.set_xlabel("finetuning step (0 = base)")
+    ax.set_ylabel("accuracy on held-out conflicts")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title or f"held-out conflicts ({int(n.max()) if len(n) else 0} seed x item units)", fontsize=9)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def plot_attention(table: "pd.DataFrame", ax: Any = None, title: str = "") -> "Figure":
+    """Attention mass on the context and on the question (mean over layers x heads; seed range) against
+    the step, from a :func:`condition_table`."""
+    fig, ax = _ax(ax)
+    for metric, label in (("attn_context", "context"), ("attn_question", "question")):
+        t = table[table["metric"] == metric]
+        if len(t):
+            _band(ax, t, label)
+    ax.set_xlabel("finetuning step (0 = base)")
+    ax.set_ylabel("attention mass at the answer position")
+    ax.set_title(title or "probe: attention (mean over layers x heads; band = seed range)", fontsize=9)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def plot_sweep(table: "pd.DataFrame", ax: Any = None, metric: str = "cf_acc") -> "Figure":
+    """``metric`` of every condition of a sweep (``condition`` column + :func:`condition_table` columns)."""
+    fig, ax = _ax(ax, (6.0, 4.0))
+    for cond, g in table[table["metric"] == metric].groupby("condition", sort=False):
+        _band(ax, g, str(cond))
+    ax.set_xlabel("finetuning step (0 = base)")
+    ax.set_ylabel({"cf_acc": "counterfactual accuracy", "param_acc": "parametric accuracy"}.get(metric, metric))
+    ax.set_title("conditions: mean over seed x item, 95 % bootstrap band", fontsize=9)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def save_figure(fig: "Figure", out: Path, name: str) -> list[Path]:
+    """``out/name.png`` and ``.pdf`` (fixed metadata), then close the figure."""
+    import matplotlib.pyplot as plt
+
+    paths = [atomic_save_figure(fig, out / f"{name}.{ext}", dpi=150) for ext in ("png", "pdf")]
+    plt.close(fig)
+    return paths
+
+
+def make_condition_figures(run: Any, out_dir: str | Path, prefix: str = "controlled") -> list[Path]:
+    """The figures of one :class:`~experiments.controlled.experiment.ControlledRun` into ``out_dir``:
+    ``<prefix>_trajectory`` (accuracy + attention), ``<prefix>_theory_overlay`` (probe and evaluation
+    over the theory's trajectory, normalised steps)."""
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    table = condition_table(run.items, run.probe_steps, n_boot=run.config.evaluate.n_boot)
+    has_probe = run.probe_steps is not None and len(run.probe_steps)
+    fig, axes = plt.subplots(1, 2 if has_probe else 1, figsize=(10.5 if has_probe else 5.2, 3.8),
+                             layout="constrained", squeeze=False)
+    plot_accuracy(table, axes[0, 0])
+    if has_probe:
+        plot_attention(table, axes[0, 1])
+    m = run.config.mixture
+    fig.suptitle(f"{Path(run.config.model).name}: rho={m.rho:g}, augment={m.augment_fraction:g}, "
+                 f"{run.config.finetune.method}, filter={run.config.finetune.filter_fraction:g}; "
+                 f"{run.verdict.get('verdict', '')}", fontsize=9)
+    paths = save_figure(fig, out, f"{prefix}_trajectory")
+    if has_probe:
+        from mechinterp.link import theory_link_table
+        from mechinterp.plots import plot_theory_link
+        from theory import SimConfig, simulate
+
+        theory_table = simulate(SimConfig(steps=300), seeds=(0,), show_progress=False)
+        summary = run.trajectory.assign(category="ALL")
+        link = theory_link_table(theory_table, run.probe, summary.groupby(["step", "category"], as_index=False)
+                                 [["cf_acc"]].mean())
+        paths += save_figure(plot_theory_link(link), out, f"{prefix}_theory_overlay")
+    return paths
+
+
+__all__ = ["condition_table", "make_condition_figures", "plot_accuracy", "plot_attention", "plot_sweep",
+           "save_figure"]

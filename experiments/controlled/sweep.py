@@ -1,0 +1,73 @@
+"""The controlled experiment's conditions: rho low / middle / 1.0 (the control) and the mitigations.
+
+Each condition is the base :class:`~experiments.controlled.experiment.ControlledConfig` with a few
+fields changed (:data:`CONDITIONS`); the mitigations start from the base's own ``rho``. Every
+condition runs in ``<out>/<name>/`` over the base's seeds, and all share one knowledge cache
+(``<out>/knowledge``), so the base is scored closed-book once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from cpi.errors import ConfigError
+from cpi.io import atomic_write_table
+from experiments.controlled.experiment import ControlledConfig, ControlledRun, run_controlled
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+#: condition name -> changes to the base config (dotted keys)
+CONDITIONS: dict[str, dict[str, Any]] = {
+    "rho_low": {"mixture.rho": 0.1},
+    "rho_mid": {"mixture.rho": 0.5},
+    "rho_1": {"mixture.rho": 1.0},
+    "filter": {"finetune.filter_fraction": 0.25},
+    "augment": {"mixture.augment_fraction": 0.1},
+    "qk_only": {"finetune.method": "qk_only", "finetune.learning_rate": 1e-4},
+}
+
+
+def condition_config(base: ControlledConfig, name: str, out: Path) -> ControlledConfig:
+    """The config of condition ``name`` (sharing the knowledge cache ``<out>/knowledge``)."""
+    if name not in CONDITIONS:
+        raise ConfigError(f"field 'conditions': unknown condition {name!r} (known: {', '.join(CONDITIONS)})")
+    return base.replace(**CONDITIONS[name], knowledge_cache=base.knowledge_cache or str(out / "knowledge"))
+
+
+@dataclass
+class SweepResult:
+    """``table``: :func:`~experiments.controlled.figures.condition_table` rows with a ``condition`` column;
+    ``verdicts``: one row per condition (:func:`~experiments.controlled.experiment.inversion_statistic`)."""
+
+    out: Path
+    runs: dict[str, ControlledRun]
+    table: "pd.DataFrame"
+    verdicts: "pd.DataFrame"
+
+
+def run_controlled_sweep(base: ControlledConfig, conditions: Sequence[str], out_dir: str | Path) -> SweepResult:
+    """Run (or resume) every condition into ``out_dir/<name>``; write ``sweep.csv`` and ``verdicts.csv``."""
+    import pandas as pd
+
+    from experiments.controlled.figures import condition_table
+
+    out = Path(out_dir)
+    cfgs = {name: condition_config(base, name, out) for name in conditions}  # all validated before any work
+    runs, frames, verdicts = {}, [], []
+    for name, cfg in cfgs.items():
+        run = run_controlled(cfg, out / name)
+        runs[name] = run
+        frames.append(condition_table(run.items, run.probe_steps, n_boot=cfg.evaluate.n_boot).assign(condition=name))
+        v = {k: val for k, val in run.verdict.items() if not isinstance(val, list)}
+        verdicts.append({"condition": name, **v})
+    table = pd.concat(frames, ignore_index=True)
+    vt = pd.DataFrame(verdicts)
+    atomic_write_table(table, out / "sweep.csv")
+    atomic_write_table(vt, out / "verdicts.csv")
+    return SweepResult(out=out, runs=runs, table=table, verdicts=vt)
+
+
+__all__ = ["CONDITIONS", "SweepResult", "condition_config", "run_controlled_sweep"]

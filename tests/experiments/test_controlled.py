@@ -1,0 +1,269 @@
+"""The controlled experiment's stages on a tiny random checkpoint: tables, resume, content keys, verdict, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cpi.cli import main
+from cpi.errors import ConfigError, CpiError
+from experiments.controlled.experiment import (
+    ControlledConfig,
+    EvalSettings,
+    KnowledgeSettings,
+    TrainSettings,
+    content_key,
+    inversion_statistic,
+    model_fingerprint,
+    run_controlled,
+    verdict_line,
+)
+from experiments.controlled.figures import condition_table, plot_accuracy, plot_attention, plot_sweep
+from experiments.controlled.mixture import MixtureConfig
+from experiments.controlled.sweep import CONDITIONS, condition_config
+from tests.tiny_models import make_tiny_checkpoint
+
+
+def tiny_config(model: Path, **changes) -> ControlledConfig:
+    cfg = ControlledConfig(
+        model=str(model), seeds=(0, 1), threads=1,
+        knowledge=KnowledgeSettings(datasets=("CF_World_Facts",), n_candidates=4, max_items=40, batch_size=32),
+        mixture=MixtureConfig(n_examples=16, rho=0.5, heldout_fraction=0.5, min_heldout=3),
+        finetune=TrainSettings(steps=2, save_steps=1, batch_size=4, learning_rate=1e-3),
+        evaluate=EvalSettings(max_items=6, max_new_tokens=3, n_boot=50, probe_items=3, probe_batch_size=4),
+    )
+    return cfg.replace(**changes) if changes else cfg
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("controlled")
+    model = make_tiny_checkpoint(root / "model", "llama", tokenizer_kind="bpe")
+    cfg = tiny_config(model)
+    run = run_controlled(cfg, root / "run")
+    return root, cfg, run
+
+
+# ------------------------------------------------------------------ the run on a tiny model
+
+
+@pytest.mark.slow
+def test_run_writes_complete_tables(tiny):
+    root, cfg, run = tiny
+    out = root / "run"
+    for name in ("trajectory.csv", "items.csv", "counts.csv", "rates.csv", "probe_steps.csv", "verdict.json",
+                 "timings.csv", "controlled_config.json"):
+        assert (out / name).is_file(), name
+    counts = run.counts.set_index("seed")
+    assert list(counts.index) == [0, 1]
+    assert (counts["C"] == 8).all() and (counts["CS"] == 8).all() and (counts["CF"] == 0).all()
+    # every seed x evaluated item is scored at steps 0 (the base), 1, 2
+    for seed in cfg.seeds:
+        its = run.items[run.items["seed"] == seed]
+        assert sorted(its["step"].unique()) == [0, 1, 2]
+        assert its.groupby("step").size().tolist() == [counts.loc[seed, "evaluated"]] * 3
+    assert len(run.trajectory) == 2 * 3 and run.trajectory["cf_acc"].between(0, 1).all()
+    assert sorted(run.probe_steps["step"].unique()) == [0, 1, 2]
+    assert run.verdict["n_units"] == int(counts["evaluated"].sum()) and run.verdict["steps"] == [0, 1, 2]
+    assert json.loads((out / "verdict.json").read_text())["verdict"] == run.verdict["verdict"]
+    # held-out conflicts are known facts never finetuned on
+    known = set(run.known.loc[run.known["known"].astype(bool), "item_id"])
+    for seed in cfg.seeds:
+        seed_dir = next((out / f"seed-{seed}").glob("data-*"))
+        trained = set(pd.read_csv(seed_dir / "records.csv")["item_id"])
+        held = {json.loads(line)["id"] for line in (seed_dir / "heldout.jsonl").read_text().splitlines()}
+        assert held <= known and not held & trained
+    # the finetuned checkpoints really changed the model: the margins move
+    m = run.items.groupby("step")["margin"].mean()
+    assert m.loc[2] != m.loc[0]
+
+
+@pytest.mark.slow
+def test_resume_gives_identical_numbers_and_redoes_nothing(tiny):
+    root, cfg, run = tiny
+    out = root / "run"
+    ft = next((out / "seed-0").glob("finetune-*"))
+    stamp = (ft / "checkpoint-2").stat().st_mtime_ns
+    items_before = (out / "items.csv").read_bytes()
+    again = run_controlled(cfg, out)
+    assert (out / "items.csv").read_bytes() == items_before
+    pd.testing.assert_frame_equal(again.trajectory, run.trajectory)
+    assert again.verdict == run.verdict
+    assert (ft / "checkpoint-2").stat().st_mtime_ns == stamp
+    assert len(list((out / "seed-0").glob("finetune-*"))) == 1
+    t = pd.read_csv(out / "timings.csv")
+    assert t["invocation"].nunique() >= 2  # earlier invocations' rows are kept
+
+
+@pytest.mark.slow
+def test_changed_setting_gets_its_own_folder(tiny):
+    root, cfg, _ = tiny
+    out = root / "run"
+    evals = set((out / "seed-0").glob("eval-*"))
+    changed = cfg.replace(seeds=(0,), **{"evaluate.max_new_tokens": 2, "evaluate.max_items": 2})
+    run = run_controlled(changed, out)
+    new = set((out / "seed-0").glob("eval-*")) - evals
+    assert len(new) == 1  # a new evaluation folder; the mixture and finetuning (same inputs) are reused
+    assert len(list((out / "seed-0").glob("finetune-*"))) == 1 and len(list((out / "seed-0").glob("data-*"))) == 1
+    assert (run.items.groupby("step").size() == 2).all()
+    assert list(run.counts["seed"]) == [0]
+
+
+@pytest.mark.slow
+def test_cli_run_prints_verdict_and_writes_figures(tiny, tmp_path, capsys):
+    root, cfg, _ = tiny
+    cfg_file = tmp_path / "c.yaml"
+    cfg.save(cfg_file)
+    code = main(["controlled", "run", "--config", str(cfg_file), "--out", str(root / "run"),
+                 "--figures", str(tmp_path / "figs")])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "verdict:" in text and "closed-book known rate, CF_World_Facts" in text
+    for name in ("controlled_trajectory", "controlled_theory_overlay"):
+        for ext in ("png", "pdf"):
+            assert (tmp_path / "figs" / f"{name}.{ext}").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_base_knowing_too_few_facts_is_a_one_line_error(tiny, tmp_path, capsys):
+    root, cfg, _ = tiny
+    cfg_file = tmp_path / "c.json"
+    cfg.replace(**{"mixture.min_heldout": 500}).save(cfg_file)
+    out = tmp_path / "run"
+    code = main(["controlled", "run", "--config", str(cfg_file), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("cpi: error:") and "min_heldout" in err[0]
+    assert not list(out.glob("seed-*/data-*"))  # no mixture folder half-written
+
+
+def test_model_fingerprint_follows_content(tmp_path):
+    a = make_tiny_checkpoint(tmp_path / "a", "llama", tokenizer_kind="bpe", seed=0)
+    b = make_tiny_checkpoint(tmp_path / "b", "llama", tokenizer_kind="bpe", seed=0)
+    c = make_tiny_checkpoint(tmp_path / "c", "llama", tokenizer_kind="bpe", seed=1)
+    assert model_fingerprint(a) == model_fingerprint(b) != model_fingerprint(c)
+    assert content_key({"x": 1}, "y") == content_key({"x": 1}, "y") != content_key({"x": 2}, "y")
+
+
+# ------------------------------------------------------------------ config and errors
+
+
+def test_config_round_trips_and_names_nested_fields(tmp_path):
+    cfg = ControlledConfig().replace(**{"mixture.rho": 1.0, "finetune.method": "qk_only"}, seeds=(3, 4))
+    for suffix in (".json", ".yaml"):
+        cfg.save(tmp_path / f"c{suffix}")
+        assert ControlledConfig.from_file(tmp_path / f"c{suffix}") == cfg
+    with pytest.raises(ConfigError, match=r"field 'mixture\.rho'"):
+        ControlledConfig().replace(**{"mixture.rho": 1.5})
+    with pytest.raises(ConfigError, match=r"field 'mixture\.rho'"):
+        ControlledConfig().replace(**{"mixture.rho": 0.0})
+    with pytest.raises(ConfigError, match=r"field 'finetune\.save_steps'"):
+        ControlledConfig().replace(**{"finetune.save_steps": 100})
+    with pytest.raises(ConfigError, match=r"field 'evaluate\.modes'"):
+        ControlledConfig().replace(**{"evaluate.modes": ["logprob"]})
+    with pytest.raises(ConfigError, match="field 'seeds'"):
+        ControlledConfig(seeds=(1, 1))
+    q = ControlledConfig.quick()
+    assert q.seeds == (0,) and q.finetune.steps == 4 and q.model == "smollm2-135m-instruct"
+
+
+def test_cli_rho_outside_range_is_exit_2_one_line(tmp_path, capsys):
+    code = main(["controlled", "run", "--set", "mixture.rho=1.5", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "mixture.rho" in err[0] and err[0].startswith("cpi: error:")
+    assert not (tmp_path / "r").exists()
+
+
+def test_sweep_conditions():
+    base = ControlledConfig()
+    assert condition_config(base, "rho_1", Path("/x")).mixture.rho == 1.0
+    f = condition_config(base, "filter", Path("/x"))
+    assert f.finetune.filter_fraction == 0.25 and f.mixture.rho == base.mixture.rho
+    assert condition_config(base, "augment", Path("/x")).mixture.augment_fraction == 0.1
+    assert condition_config(base, "qk_only", Path("/x")).finetune.method == "qk_only"
+    assert condition_config(base, "rho_low", Path("/x")).knowledge_cache == "/x/knowledge"
+    assert set(CONDITIONS) == {"rho_low", "rho_mid", "rho_1", "filter", "augment", "qk_only"}
+    with pytest.raises(ConfigError, match="unknown condition 'nope'"):
+        condition_config(base, "nope", Path("/x"))
+
+
+# ------------------------------------------------------------------ the verdict statistic
+
+
+def _items(traj_by_seed: dict[int, list[float]], n_items: int = 60, seed: int = 0) -> pd.DataFrame:
+    """Per-item 0/1 scores whose mean at each step is exactly the given trajectory."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s, traj in traj_by_seed.items():
+        for step, p in enumerate(traj):
+            ones = set(rng.permutation(n_items)[: round(p * n_items)].tolist())
+            rows += [{"seed": s, "item_id": f"i{i}", "step": 10 * step, "cf_correct": float(i in ones)}
+                     for i in range(n_items)]
+    return pd.DataFrame(rows)
+
+
+def test_statistic_finds_a_clear_rise_then_fall():
+    stat = inversion_statistic(_items({0: [0.1, 0.6, 0.2], 1: [0.1, 0.5, 0.2], 2: [0.2, 0.6, 0.1]}), n_boot=500)
+    assert stat["verdict"] == "rise then fall" and stat["peak_step"] == 10
+    assert stat["rise"] == pytest.approx(np.mean([0.5, 0.4, 0.4]), abs=1e-9)
+    assert stat["fall"] == pytest.approx(np.mean([0.4, 0.3, 0.5]), abs=1e-9)
+    assert 0 < stat["rise_lo"] < stat["rise"] < stat["rise_hi"] and 0 < stat["fall_lo"] < stat["fall"]
+    assert stat["n_units"] == 180 and stat["n_seeds"] == 3
+    assert "rise then fall" in verdict_line(stat) and "3 seeds x 60 items" in verdict_line(stat)
+
+
+def test_statistic_does_not_call_noise_an_inversion():
+    flat = inversion_statistic(_items({0: [0.3, 0.35, 0.3, 0.3], 1: [0.3, 0.3, 0.3, 0.35]}, n_items=20), n_boot=500)
+    assert flat["verdict"] == "no significant change" and flat["rise_lo"] <= 0
+    rising = inversion_statistic(_items({0: [0.1, 0.5, 0.8], 1: [0.1, 0.6, 0.8]}), n_boot=500)
+    assert rising["verdict"].startswith("still rising") and rising["net"] == pytest.approx(0.7)
+    plateau = inversion_statistic(_items({0: [0.1, 0.6, 0.6], 1: [0.1, 0.7, 0.7]}), n_boot=500)
+    assert plateau["verdict"] == "rise, no significant fall"
+    falling = inversion_statistic(_items({0: [0.8, 0.5, 0.1], 1: [0.8, 0.4, 0.2]}), n_boot=500)
+    assert falling["verdict"] == "fall (no significant rise)" and falling["net_hi"] < 0
+    two = inversion_statistic(_items({0: [0.1, 0.5]}), n_boot=50)
+    assert two["verdict"].startswith("not testable")
+    gappy = _items({0: [0.1, 0.5, 0.2]}).iloc[1:]
+    with pytest.raises(CpiError, match="every step"):
+        inversion_statistic(gappy)
+
+
+def test_condition_table_and_plots():
+    items = _items({0: [0.1, 0.6, 0.2], 1: [0.2, 0.5, 0.3]}, n_items=10).assign(
+        param_correct=lambda d: 1.0 - d["cf_correct"], margin=0.5)
+    probe = pd.DataFrame({"seed": [0, 0, 0, 1, 1, 1], "step": [0, 10, 20] * 2,
+                          "attn_context": [0.1, 0.3, 0.2, 0.2, 0.4, 0.1], "attn_question": 0.2})
+    t = condition_table(items, probe, n_boot=100)
+    cf = t[t["metric"] == "cf_acc"].set_index("step")
+    assert cf.loc[10, "mean"] == pytest.approx(0.55) and cf.loc[10, "n"] == 20
+    assert (cf["lo"] <= cf["mean"]).all() and (cf["mean"] <= cf["hi"]).all()
+    at = t[t["metric"] == "attn_context"].set_index("step")
+    assert at.loc[10, "lo"] == pytest.approx(0.3) and at.loc[10, "hi"] == pytest.approx(0.4)
+    fig = plot_accuracy(t)
+    assert [line.get_label() for line in fig.axes[0].lines] == ["counterfactual (context answer)",
+                                                                  "parametric (memory)"]
+    assert fig.axes[0].get_ylabel() and plot_attention(t).axes[0].get_ylabel()
+    sweep = plot_sweep(pd.concat([t.assign(condition="a"), t.assign(condition="b")]))
+    assert [line.get_label() for line in sweep.axes[0].lines] == ["a", "b"]
+
+
+@pytest.mark.slow
+def test_cli_sweep_runs_conditions_with_a_shared_knowledge_cache(tiny, tmp_path, capsys):
+    root, cfg, _ = tiny
+    cfg_file = tmp_path / "c.yaml"
+    cfg.replace(seeds=(0,)).save(cfg_file)
+    out = tmp_path / "sweep"
+    code = main(["controlled", "sweep", "--config", str(cfg_file), "--conditions", "rho_1,qk_only", "--out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "rho_1: verdict:" in text and "qk_only: verdict:" in text
+    v = pd.read_csv(out / "verdicts.csv")
+    assert list(v["condition"]) == ["rho_1", "qk_only"]
+    assert len(list((out / "knowledge").iterdir())) == 1  # scored closed-book once for both conditions
+    counts = pd.read_csv(out / "rho_1" / "counts.csv")
+    assert (counts["CS"] == 0).all() and (counts["C"] == 16).all()
+    assert (out / "figures" / "controlled_sweep.png").is_file()
+    assert (out / "figures" / "controlled_rho_1_trajectory.png").is_file()
