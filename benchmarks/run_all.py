@@ -10,7 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPTS = ["theory_sweep.py", "scoring_batched.py", "probe_overhead.py", "finetune_overhead.py", "organism_pretrain.py"]
+SCRIPTS = ["theory_sweep.py", "theory_adamw.py", "scoring_batched.py", "probe_overhead.py", "finetune_overhead.py",
+           "organism_pretrain.py", "real_evaluate.py", "probe_real.py", "finetune_real.py"]
 
 
 def main() -> int:
