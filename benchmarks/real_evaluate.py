@@ -135,11 +135,12 @@ def main() -> int:
     ours_flat = [row[c] for _, row in ours_lp.iterrows() for c in cols]
     lp_err = max(abs(a - b) for a, b in zip(ours_flat, bare_lp))
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"generation  ours {med['gen_ours']:7.2f} s  bare {med['gen_bare']:7.2f} s  ratio {med['gen_ours'] / med['gen_bare']:.2f}x"
-          f"   {n_new / med['gen_ours']:.1f} new tokens/s (ours), {(prompt_tokens + n_new) / med['gen_ours']:.0f} tokens/s "
-          f"incl. prompts; identical outputs {same}/{len(items)}")
-    print(f"log-prob    ours {med['lp_ours']:7.2f} s  bare {med['lp_bare']:7.2f} s  ratio {med['lp_ours'] / med['lp_bare']:.2f}x"
-          f"   bare reads {seq_tokens / med['lp_bare']:.0f} tokens/s over {len(seqs)} sequences; "
+    gen_ratio, lp_ratio = med["gen_ours"] / med["gen_bare"], med["lp_ours"] / med["lp_bare"]
+    print(f"generation  ours {med['gen_ours']:7.2f} s  bare {med['gen_bare']:7.2f} s  ratio {gen_ratio:.2f}x   "
+          f"{n_new / med['gen_ours']:.1f} new tokens/s (ours), "
+          f"{(prompt_tokens + n_new) / med['gen_ours']:.0f} tokens/s incl. prompts; identical outputs {same}/{len(items)}")
+    print(f"log-prob    ours {med['lp_ours']:7.2f} s  bare {med['lp_bare']:7.2f} s  ratio {lp_ratio:.2f}x   "
+          f"bare reads {seq_tokens / med['lp_bare']:.0f} tokens/s over {len(seqs)} sequences; "
           f"max |ours - bare| log-prob {lp_err:.1e}")
     print("all runs (s): " + "; ".join(f"{k} " + ", ".join(f"{x:.2f}" for x in v) for k, v in times.items()))
     if lp_err > 1e-3 or same < len(items):

@@ -75,7 +75,8 @@ class FormattedPrompt:
     ``"final"`` (= ``(len - 1, len)``, the position whose logits predict the
     answer). ``truncated``: the context was cut to fit ``max_length``;
     ``answer_cut``: the cut removed every accepted form of the context answer
-    from the context (the item no longer tests a conflict). ``char_spans`` are the same parts as character ranges of ``text``.
+    from the context (the item no longer tests a conflict). ``char_spans``
+    are the same parts as character ranges of ``text``.
     A token belongs to a part if its character offsets overlap the part's
     characters (so a byte-level BPE token ``" Paris"`` that carries the space
     before the context still counts as context).

@@ -244,7 +244,8 @@ def score_generation(model: Any, tokenizer: Any, items: Sequence["ConflictItem"]
         answer_text = cut_at_stops(out, stops)
         rows.append({
             "item_id": it.id, "dataset": it.dataset, "category": it.category,
-            "prompt": fp.text, "truncated": fp.truncated, "answer_cut": fp.answer_cut, "output": out, "answer_text": answer_text,
+            "prompt": fp.text, "truncated": fp.truncated, "answer_cut": fp.answer_cut, "output": out,
+            "answer_text": answer_text,
             **classify_output(answer_text, _accepted(it, "context"), _accepted(it, "parametric")),
         })
     return pd.DataFrame(rows)
@@ -466,7 +467,7 @@ def score_logprob(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], t
     for k, (it, fp) in enumerate(zip(items, prompts)):
         for side, ans in (("context", it.context_answer), ("parametric", it.parametric_answer)):
             for form, prefix in (("nospace", ""), ("space", " ")):
-                seqs.append(answer_sequence(tokenizer, fp, prefix + ans.strip() if prefix else ans.strip(), add_special))
+                seqs.append(answer_sequence(tokenizer, fp, prefix + ans.strip(), add_special))
                 keys.append((k, side, form))
     scorer = shared_prefix_logprobs if share_prefix else sequence_logprobs
     scores = scorer(model, seqs, pad_token_id(tokenizer), batch_size,
