@@ -115,6 +115,9 @@ def main() -> int:
     prompt_tokens = sum(map(len, prompt_ids))
     seq_tokens = sum(len(s[0]) for s in seqs)
 
+    # warm-up of both paths (first-call allocations would otherwise count against whichever runs first)
+    score_generation(model, tok, items[:2], args.template, args.batch_size, max_new_tokens=2)
+    bare_generate(model, tok, prompt_ids[:2], args.batch_size, 2)
     times = {"gen_ours": [], "gen_bare": [], "lp_ours": [], "lp_bare": []}
     for _ in range(args.repeats):
         t = time.perf_counter()
