@@ -1115,7 +1115,7 @@ def _run_locked(config: FinetuneConfig, args: Any, out: Path, inputs: dict[str, 
         done_step = _already_complete(resume_from, config, differences)
         if done_step is not None:
             log.warning("%s: already trained to step %d (nothing to do); skipped", out, done_step)
-            if is_main and _INTERRUPTED_RE.match(resume_from.name):
+            if is_main and _INTERRUPTED_RE.match(resume_from.name) and done_step == config.max_steps:
                 # an interrupt landed on the final step: an uninterrupted run saves its final step as a
                 # checkpoint, so the resume point becomes that checkpoint
                 publish_checkpoint(resume_from, out / f"{CHECKPOINT_PREFIX}-{done_step}")
