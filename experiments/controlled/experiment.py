@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
 
 from cpi.config import Config
 from cpi.errors import ConfigError, CpiError
+from cpi.fingerprint import checkpoint_fingerprint
 from cpi.io import atomic_write_json, atomic_write_table, save_run
 from experiments.controlled.mixture import MixtureConfig, build_mixture, write_records
 
@@ -231,28 +232,16 @@ def content_key(*parts: Any) -> str:
     return h.hexdigest()[:12]
 
 
-_FP_CACHE: dict[tuple[str, int, int], str] = {}
-
-
 def model_fingerprint(folder: str | Path) -> str:
-    """SHA-256 (16 hex digits) of a checkpoint folder's ``config.json`` and weight files' contents."""
+    """The checkpoint's content fingerprint (:func:`cpi.fingerprint.checkpoint_fingerprint`: weights,
+    config and tokenizer files), refusing a folder with no config or weights to fingerprint."""
     folder = Path(folder).resolve()
-    files = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix in (".safetensors", ".bin")
-                                                                   or p.name in ("config.json", "adapter_config.json")))
-    if not files:
+    model_files = [p for p in folder.iterdir()
+                   if p.is_file() and (p.suffix in (".safetensors", ".bin") or p.name in ("config.json",
+                                                                                         "adapter_config.json"))]
+    if not model_files:
         raise CpiError(f"model {folder}: no config.json or weight files to fingerprint")
-    h = hashlib.sha256()
-    for p in files:
-        st = p.stat()
-        key = (str(p), st.st_size, st.st_mtime_ns)
-        if key not in _FP_CACHE:
-            fh = hashlib.sha256()
-            with p.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    fh.update(block)
-            _FP_CACHE[key] = fh.hexdigest()
-        h.update(p.name.encode() + b"\x00" + _FP_CACHE[key].encode())
-    return h.hexdigest()[:16]
+    return checkpoint_fingerprint(folder)
 
 
 def _items_key(items: Sequence[Any]) -> str:
