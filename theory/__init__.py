@@ -12,8 +12,7 @@ Heavy modules (torch, sympy, matplotlib) load on first use of the names below.
 
 from __future__ import annotations
 
-from typing import Any
-
+from cpi.lazy import lazy_exports
 from theory.config import SimConfig
 
 __all__ = [
@@ -27,21 +26,16 @@ __all__ = [
     "find_eta_star",
 ]
 
+# public name -> submodule that defines it (imported on first use)
 _LAZY = {
-    "simulate": ("theory.simulator", "simulate"),
-    "make_all_figures": ("theory.figures", "make_all_figures"),
-    "plot_trajectory": ("theory.plots", "plot_trajectory"),
-    "plot_phase_diagram": ("theory.plots", "plot_phase_diagram"),
-    "summarize": ("theory.sweep", "summarize"),
-    "default_sweep_configs": ("theory.sweep", "default_sweep_configs"),
-    "find_eta_star": ("theory.symbolic", "find_eta_star"),
+    "simulate": "theory.simulator",
+    "run_simulation": "theory.simulator",
+    "make_all_figures": "theory.figures",
+    "plot_trajectory": "theory.plots",
+    "plot_phase_diagram": "theory.plots",
+    "summarize": "theory.sweep",
+    "default_sweep_configs": "theory.sweep",
+    "find_eta_star": "theory.symbolic",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        mod, attr = _LAZY[name]
-        return getattr(importlib.import_module(mod), attr)
-    raise AttributeError(f"module 'theory' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

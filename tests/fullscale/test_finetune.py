@@ -275,9 +275,9 @@ def test_sigint_saves_then_resume_matches_uninterrupted_run(env, tmp_path):
 
 
 def test_crash_while_saving_leaves_no_partial_checkpoint(env, tmp_path, monkeypatch):
-    from fullscale.finetune import _trainer_classes, run_finetune
+    from fullscale.finetune import run_finetune
+    from fullscale.trainer import CpiTrainer as trainer_cls
 
-    trainer_cls = _trainer_classes()["CpiTrainer"]
     real = trainer_cls.__mro__[1]._save_optimizer_and_scheduler
     calls = {"n": 0}
 

@@ -1,0 +1,309 @@
+"""Command-line flags generated from a config dataclass: one way from config to CLI.
+
+:func:`add_config_arguments` adds to an ``argparse`` parser
+
+* one ``--field-name`` flag per scalar or tuple field of a :class:`cpi.config.Config`
+  subclass (``bool`` fields get ``--x``/``--no-x``; ``Literal`` fields get choices;
+  ``tuple`` fields take several values, space- or comma-separated). The help text is the
+  field's documentation (an attribute docstring below the field, ``field(metadata={"help": ...})``
+  or a ``name: text`` entry of the class docstring) and the default shown is the dataclass
+  default, never written a second time;
+* ``--config FILE``: a JSON/YAML file of the config's fields;
+* ``--set KEY=VALUE`` (repeatable): any field, nested ones with a dotted key (``ift.rho=0.5``).
+
+Precedence: defaults < ``--config`` < flags < ``--set``. The handler builds the config with
+:func:`config_from_args`, which raises :class:`cpi.errors.ConfigError` (a one-line
+``cpi: error: ...`` in the CLI) for bad values or a missing required field.
+
+Example::
+
+    >>> import argparse, dataclasses
+    >>> from cpi.config import Config
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class RunConfig(Config):
+    ...     out: str = "runs"
+    ...     "results folder"
+    ...     batch_size: int = 8
+    ...     "items per forward pass"
+    ...     plot: bool = True
+    ...     "draw the figure"
+    >>> parser = argparse.ArgumentParser(prog="demo")
+    >>> add_config_arguments(parser, RunConfig)
+    >>> args = parser.parse_args(["--batch-size", "4", "--no-plot", "--set", "out=r1"])
+    >>> config_from_args(args)
+    RunConfig(out='r1', batch_size=4, plot=False)
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import re
+import textwrap
+import typing
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence, Union
+
+from cpi.config import Config
+from cpi.errors import ConfigError
+
+__all__ = ["add_config_arguments", "config_from_args", "field_docs", "split_values"]
+
+_PREFIX = "cfg__"
+
+
+def split_values(values: Sequence[str] | str | None) -> tuple[str, ...]:
+    """``["a,b", "c"]`` -> ``("a", "b", "c")``: several values, space- or comma-separated."""
+    if values is None:
+        return ()
+    if isinstance(values, str):
+        values = [values]
+    return tuple(s.strip() for v in values for s in str(v).split(",") if s.strip())
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Documentation of each field of dataclass ``cls`` (and its bases), first sentence-ish line.
+
+    Sources, first found wins: ``field(metadata={"help": ...})``; a string literal right below the
+    field in the class body (an attribute docstring); ``name: text`` / ``name — text`` in the
+    class docstring (``name`` may be written ``\\`\\`name\\`\\```).
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        docs.update(_docstring_docs(klass))
+        docs.update(_attribute_docs(klass))
+    for f in dataclasses.fields(cls):
+        if "help" in f.metadata:
+            docs[f.name] = str(f.metadata["help"])
+    return docs
+
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    tree = ast.parse(source)
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr) \
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _docstring_docs(cls: type) -> dict[str, str]:
+    doc = cls.__dict__.get("__doc__") or ""
+    names = {f.name for f in dataclasses.fields(cls)}
+    docs = {}
+    pattern = re.compile(r"(?:^|[\s;(])(?:``)?(\w+)(?:``)?\s*(?::|—)\s+(.+?)(?=(?:;\s*(?:``)?\w+(?:``)?\s*(?::|—)\s)"
+                         r"|\n\s*\n|\n\s*-\s|\Z)", re.S)
+    for m in pattern.finditer(doc):
+        if m.group(1) in names and m.group(1) not in docs:
+            docs[m.group(1)] = " ".join(m.group(2).split()).rstrip(".;")
+    return docs
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    if typing.get_origin(tp) in (Union, getattr(__import__("types"), "UnionType", Union)):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _flag_kwargs(tp: Any) -> dict[str, Any] | None:
+    """argparse keyword arguments for a field of type ``tp``; None if it has no flag (nested, dict)."""
+    tp, _ = _unwrap_optional(tp)
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if origin is Literal:
+        return {"choices": list(typing.get_args(tp))}
+    if origin in (tuple, list) or tp in (tuple, list):
+        return {"nargs": "+", "metavar": "VALUE"}
+    if tp in (int, float):
+        return {"type": _number(tp)}
+    if tp in (str, Path):
+        return {}
+    return None
+
+
+def _number(tp: type):
+    def convert(text: str):
+        try:
+            return tp(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if tp is int else 'a number'}, "
+                                             f"got {text!r}") from None
+    convert.__name__ = tp.__name__
+    return convert
+
+
+@dataclasses.dataclass
+class _Spec:
+    cls: type
+    flags: dict[str, tuple[str, ...]]  # dest -> field path
+    required: tuple[str, ...]
+    inline: str | None
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude: Sequence[str] = (),
+                         required: Sequence[str] = (), inline: str | None = None,
+                         help: Mapping[str, str] | None = None, config_help: str | None = None) -> None:
+    """Add ``--field`` flags for ``cls``'s fields, ``--config FILE`` and ``--set KEY=VALUE`` to ``parser``.
+
+    ``exclude``: fields without a flag (still reachable with ``--config``/``--set``);
+    ``required``: fields that must come from a flag or the ``--config`` file;
+    ``inline``: a nested-config field whose own fields get top-level flags and ``--set`` keys
+    (``cpi theory simulate --set n_CS=8`` sets ``sim.n_CS``); ``help``: extra help per field, for
+    wording that belongs to this command only. The handler calls :func:`config_from_args`.
+    """
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    flags: dict[str, tuple[str, ...]] = {}
+    fields: list[tuple[tuple[str, ...], Any, str, Any]] = []
+    for f in dataclasses.fields(cls):
+        if f.name in exclude or not f.init:
+            continue
+        if f.name == inline:
+            sub = hints[f.name]
+            sub_hints, sub_docs = typing.get_type_hints(sub), field_docs(sub)
+            sub_default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for g in dataclasses.fields(sub):
+                if g.init and g.name not in exclude:
+                    fields.append(((f.name, g.name), sub_hints[g.name], sub_docs.get(g.name, ""),
+                                   getattr(sub_default, g.name)))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
+        fields.append(((f.name,), hints[f.name], docs.get(f.name, ""), default))
+    for path, tp, doc, default in fields:
+        kwargs = _flag_kwargs(tp)
+        if kwargs is None:
+            continue
+        text = (help or {}).get(path[-1], doc)
+        if path[-1] in required:
+            text = f"{text} (required)".strip()
+        elif tp is not bool or not isinstance(default, bool):
+            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+            text = f"{text} (default: {shown})".strip()
+        else:
+            text = f"{text} (default: {'on' if default else 'off'})".strip()
+        dest = _PREFIX + "__".join(path)
+        parser.add_argument("--" + path[-1].replace("_", "-"), dest=dest, default=argparse.SUPPRESS,
+                            help=text.replace("%", "%%"), **kwargs)
+        flags[dest] = path
+    parser.add_argument("--config", dest=_PREFIX + "_file", type=Path, default=None, metavar="FILE",
+                        help=config_help or f"JSON/YAML file with {cls.__name__} fields")
+    parser.add_argument("--set", dest=_PREFIX + "_set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config field (repeatable; nested fields with a dotted key)")
+    parser.set_defaults(config_spec=_Spec(cls, flags, tuple(required), inline))
+
+
+def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Any:
+    """The config of a parser built by :func:`add_config_arguments`.
+
+    ``base`` replaces the dataclass defaults (a command whose default depends on other flags,
+    such as ``--quick``). Precedence: ``base``/defaults < ``--config`` < flags < ``--set``.
+    """
+    spec: _Spec = args.config_spec
+    cls = spec.cls
+    hints = typing.get_type_hints(cls)
+    file = getattr(args, _PREFIX + "_file", None)
+    data = _read_mapping(cls, file) if file is not None else {}
+    if spec.inline is not None:
+        data = _route_inline(cls, spec.inline, data)
+    changes: dict[str, Any] = {}
+    for dest, path in spec.flags.items():
+        if not hasattr(args, dest):
+            continue
+        value = getattr(args, dest)
+        tp = hints[path[0]] if len(path) == 1 else typing.get_type_hints(hints[path[0]])[path[1]]
+        inner, _ = _unwrap_optional(tp)
+        if typing.get_origin(inner) in (tuple, list):
+            item = (typing.get_args(inner) or (str,))[0]
+            value = tuple(_convert_item(v, item, path) for v in split_values(value))
+        changes[".".join(path)] = value
+    assignments = list(getattr(args, _PREFIX + "_set", []) or [])
+    if spec.inline is not None:
+        assignments = [_inline_key(cls, spec.inline, a) for a in assignments]
+    given = set(data) | {k.split(".", 1)[0] for k in changes} | {a.split("=", 1)[0].split(".", 1)[0].strip()
+                                                                for a in assignments}
+    missing = [name for name in spec.required if name not in given]
+    if missing:
+        raise ConfigError(f"{'--' + missing[0].replace('_', '-')} is required (or give it in --config)")
+    if base is not None:
+        cfg = base.replace(**_dotted(base, data)) if data else base
+    else:
+        top = {k: v for k, v in changes.items() if "." not in k}
+        cfg = cls.from_dict({**data, **top}, source=str(file) if file is not None and not top else "config")
+        changes = {k: v for k, v in changes.items() if "." in k}
+    if changes:
+        cfg = cfg.replace(**changes)
+    if assignments:
+        cfg = cfg.with_overrides(assignments)
+    return cfg
+
+
+def _convert_item(text: str, tp: Any, path: tuple[str, ...]) -> Any:
+    if tp in (int, float):
+        try:
+            return tp(text)
+        except ValueError:
+            raise ConfigError(f"--{path[-1].replace('_', '-')}: {text!r} is not "
+                              f"{'an integer' if tp is int else 'a number'}") from None
+    return text
+
+
+def _read_mapping(cls: type, path: Path) -> dict[str, Any]:
+    """The mapping in a config file, with the one-line errors of :meth:`Config.from_file`."""
+    import json
+
+    import yaml
+
+    if not Path(path).is_file():
+        cls.from_file(path)  # raises the usual "not found" / "is a folder" error
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        data = json.loads(text) if Path(path).suffix == ".json" else yaml.safe_load(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError):
+        cls.from_file(path)  # the same file, read by the one place that words these errors
+        raise
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of fields, got {type(data).__name__}")
+    return data
+
+
+def _route_inline(cls: type, inline: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Top-level keys of a config file that are not ``cls`` fields go to the ``inline`` nested config."""
+    own = {f.name for f in dataclasses.fields(cls)}
+    out = {k: v for k, v in data.items() if k in own}
+    rest = {k: v for k, v in data.items() if k not in own}
+    if rest:
+        out[inline] = {**dict(out.get(inline) or {}), **rest}
+    return out
+
+
+def _inline_key(cls: type, inline: str, assignment: str) -> str:
+    key = assignment.split("=", 1)[0].strip()
+    own = {f.name for f in dataclasses.fields(cls)}
+    return assignment if key.split(".", 1)[0] in own else f"{inline}.{assignment.strip()}"
+
+
+def _dotted(base: Config, data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"ift": {"rho": 0.5}}`` -> ``{"ift.rho": 0.5}`` where ``ift`` is a nested config of ``base``
+    (so that a file changes only the nested fields it names, keeping ``base``'s others)."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        current = getattr(base, k, None)
+        if isinstance(v, Mapping) and isinstance(current, Config):
+            out.update(_dotted(current, v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
