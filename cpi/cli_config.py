@@ -4,7 +4,8 @@
 
 * one ``--field-name`` flag per scalar or tuple field of a :class:`cpi.config.Config`
   subclass (``bool`` fields get ``--x``/``--no-x``; ``Literal`` fields get choices;
-  ``tuple`` fields take several values, space- or comma-separated). The help text is the
+  ``tuple`` fields take several values, space- or comma-separated, and the flag may be repeated;
+  ``field(metadata={"split": False})`` keeps commas inside a value). The help text is the
   field's documentation (an attribute docstring below the field, ``field(metadata={"help": ...})``
   or a ``name: text`` entry of the class docstring) and the default shown is the dataclass
   default, never written a second time;
@@ -49,7 +50,7 @@ from typing import Any, Literal, Mapping, Sequence, Union
 from cpi.config import Config
 from cpi.errors import ConfigError
 
-__all__ = ["add_config_arguments", "config_from_args", "field_docs", "split_values"]
+__all__ = ["add_config_arguments", "config_from_args", "field_docs", "flag_given", "split_values"]
 
 _PREFIX = "cfg__"
 
@@ -96,14 +97,20 @@ def _attribute_docs(cls: type) -> dict[str, str]:
 
 
 def _docstring_docs(cls: type) -> dict[str, str]:
+    """``name: text`` entries of the class docstring; an entry runs to the next entry or blank line."""
     doc = cls.__dict__.get("__doc__") or ""
-    names = {f.name for f in dataclasses.fields(cls)}
-    docs = {}
-    pattern = re.compile(r"(?:^|[\s;(])(?:``)?(\w+)(?:``)?\s*(?::|—)\s+(.+?)(?=(?:;\s*(?:``)?\w+(?:``)?\s*(?::|—)\s)"
-                         r"|\n\s*\n|\n\s*-\s|\Z)", re.S)
-    for m in pattern.finditer(doc):
-        if m.group(1) in names and m.group(1) not in docs:
-            docs[m.group(1)] = " ".join(m.group(2).split()).rstrip(".;")
+    names = "|".join(sorted((re.escape(f.name) for f in dataclasses.fields(cls)), key=len, reverse=True))
+    if not names:
+        return {}
+    starts = list(re.finditer(rf"(?:^[ \t]*(?:-[ \t]+)?(?:``)?|``)({names})(?:``)?[ \t]*(?::|—)\s+", doc, re.M))
+    docs: dict[str, str] = {}
+    for k, m in enumerate(starts):
+        end = starts[k + 1].start() if k + 1 < len(starts) else len(doc)
+        text = re.split(r"\n\s*\n|\n\s*-\s", doc[m.end():end])[0]
+        text = re.split(r"(?<!e\.g\.)(?<!i\.e\.)(?<=[.;])\s+(?=[A-Z`(])", " ".join(text.split()))[0]
+        text = text.replace("``", "").replace(":class:`", "").replace("`", "").rstrip(".;,( -")
+        if text and m.group(1) not in docs:
+            docs[m.group(1)] = text
     return docs
 
 
@@ -124,7 +131,7 @@ def _flag_kwargs(tp: Any) -> dict[str, Any] | None:
     if origin is Literal:
         return {"choices": list(typing.get_args(tp))}
     if origin in (tuple, list) or tp in (tuple, list):
-        return {"nargs": "+", "metavar": "VALUE"}
+        return {"nargs": "+", "action": "extend"}
     if tp in (int, float):
         return {"type": _number(tp)}
     if tp in (str, Path):
@@ -189,11 +196,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude:
         if path[-1] in required:
             text = f"{text} (required)".strip()
         elif tp is not bool or not isinstance(default, bool):
-            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+            shown = (",".join(map(str, default)) or "none") if isinstance(default, tuple) else default
             text = f"{text} (default: {shown})".strip()
         else:
             text = f"{text} (default: {'on' if default else 'off'})".strip()
         dest = _PREFIX + "__".join(path)
+        if kwargs.get("action") is not argparse.BooleanOptionalAction and "choices" not in kwargs:
+            kwargs.setdefault("metavar", path[-1].upper())
         parser.add_argument("--" + path[-1].replace("_", "-"), dest=dest, default=argparse.SUPPRESS,
                             help=text.replace("%", "%%"), **kwargs)
         flags[dest] = path
@@ -226,7 +235,9 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> An
         inner, _ = _unwrap_optional(tp)
         if typing.get_origin(inner) in (tuple, list):
             item = (typing.get_args(inner) or (str,))[0]
-            value = tuple(_convert_item(v, item, path) for v in split_values(value))
+            meta = _field(cls, path).metadata
+            parts = split_values(value) if meta.get("split", True) else tuple(value)
+            value = tuple(_convert_item(v, item, path) for v in parts)
         changes[".".join(path)] = value
     assignments = list(getattr(args, _PREFIX + "_set", []) or [])
     if spec.inline is not None:
@@ -247,6 +258,19 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> An
     if assignments:
         cfg = cfg.with_overrides(assignments)
     return cfg
+
+
+def _field(cls: type, path: tuple[str, ...]) -> dataclasses.Field:
+    if len(path) > 1:
+        cls = typing.get_type_hints(cls)[path[0]]
+    return next(f for f in dataclasses.fields(cls) if f.name == path[-1])
+
+
+def flag_given(args: argparse.Namespace, name: str) -> bool:
+    """Whether the field ``name`` (or ``"config"`` for ``--config``) was given on the command line."""
+    if name == "config":
+        return getattr(args, _PREFIX + "_file", None) is not None
+    return any(hasattr(args, dest) for dest, path in args.config_spec.flags.items() if path[-1] == name)
 
 
 def _convert_item(text: str, tp: Any, path: tuple[str, ...]) -> Any:

@@ -142,6 +142,27 @@ class Config:
         atomic_write_text(path, text)
 
 
+def check_at_least(config: Any, prefix: str = "", /, **minimums: float) -> None:
+    """Raise :class:`ConfigError` ``field 'NAME': must be >= MIN, got VALUE`` for the first field of
+    ``config`` below its minimum (``None`` values are skipped: "not set"). ``prefix`` names a nested
+    block in the message (``"lora."``).
+
+    >>> import dataclasses
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Sizes(Config):
+    ...     batch_size: int = 8
+    ...     def validate(self):
+    ...         check_at_least(self, batch_size=1)
+    >>> Sizes(batch_size=0)
+    Traceback (most recent call last):
+    cpi.errors.ConfigError: field 'batch_size': must be >= 1, got 0
+    """
+    for name, minimum in minimums.items():
+        value = getattr(config, name)
+        if value is not None and not value >= minimum:
+            raise ConfigError(f"field '{prefix}{name}': must be >= {minimum}, got {value}")
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, Config):
         return value.to_dict()

@@ -2,7 +2,8 @@
 
 :class:`FolderLock` holds an exclusive ``flock`` on ``<folder>/.cpi.lock`` for
 the duration of a command that writes into ``folder`` (``cpi evaluate``,
-``cpi probe``, ``cpi finetune``, ``cpi data score-context``, ``cpi run``). The
+``cpi probe``, ``cpi probe-intervene``, ``cpi finetune``, ``cpi data score-context``, ``cpi run``,
+``cpi organism sweep``). The
 file records the holder's PID, host and command. A second writer gets a
 :class:`cpi.errors.LockedError` naming that PID. The kernel drops the lock when
 its process dies, so a lock left by a killed process (its file still there,

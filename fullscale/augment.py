@@ -19,18 +19,21 @@ an evaluation id, or if its context - lower-cased, whitespace-collapsed, with
 all of its answers masked - equals an evaluation item's (so a copy of an
 evaluation passage under another id, or with another answer, is excluded too).
 :func:`find_leaks` re-checks the output and :func:`augment_data` refuses to
-write anything that leaks.
+write anything that leaks. :func:`run_augment` (``cpi data augment``) does it for one data file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
 import re
-from typing import TYPE_CHECKING, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Literal, Sequence
 
-from cpi.errors import CpiError
+from cpi.config import Config
+from cpi.errors import ConfigError, CpiError
 
 if TYPE_CHECKING:  # pragma: no cover
     from fullscale.conflicts import ConflictItem
@@ -215,3 +218,45 @@ def augment_data(examples: Sequence["IFTExample"], sources: Sequence[str], exclu
         aug = generate_counterfactual_examples(sources, exclude, seed=seed,
                                                variants_per_item=math.ceil(need / len(aug)) + 1)
     return mix_augmentation(examples, aug, fraction, seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig(Config):
+    """What ``cpi data augment`` runs (its flags are these fields)."""
+
+    conflicts: tuple[str, ...] = ()
+    "conflict sets to generate from (shipped names or JSONL files)"
+    exclude: tuple[str, ...] = ()
+    "evaluation sets whose items must not be used"
+    fraction: float = 0.1
+    "share of augmented examples in the output"
+    data: str = ""
+    "IFT data to augment"
+    out: str = "augmented.jsonl"
+    "output JSONL"
+    seed: int = 0
+    "seed of the swaps and the mixing"
+    data_format: Literal["auto", "alpaca", "tulu", "ultrachat"] = "auto"
+    "record format of the data file"
+
+    def validate(self) -> None:
+        from fullscale.curation import check_fraction
+
+        check_fraction(self, "fraction")
+        if not self.conflicts:
+            raise ConfigError("field 'conflicts': give at least one conflict set (shipped name or JSONL file)")
+
+
+def run_augment(config: AugmentConfig) -> tuple[Path, int, int]:
+    """Mix counterfactual examples into ``config.data`` and write ``config.out`` (``cpi data augment``);
+    returns ``(out, n_original_examples, n_augmented)``. Nothing is written if an input is bad or leaks."""
+    from cpi.io import check_input_file, check_out_file
+    from fullscale.ift_data import load_ift_data, write_ift_jsonl
+
+    out = check_out_file(config.out)
+    if Path(config.data).exists() and Path(config.data).suffix != ".parquet":
+        check_input_file(config.data, "--data")  # Parquet is binary by design
+    examples = load_ift_data(config.data, config.data_format)
+    mixed, n_aug = augment_data(examples, list(config.conflicts), list(config.exclude), config.fraction, config.seed)
+    write_ift_jsonl(mixed, config.out)
+    return out, len(examples), n_aug

@@ -13,26 +13,21 @@ import os
 import sys
 
 
-def _split(values: list[str] | None) -> list[str]:
-    out: list[str] = []
-    for v in values or []:
-        out.extend(s.strip() for s in v.split(",") if s.strip())
-    return out
-
-
 def register(sub: "argparse._SubParsersAction", data_sub: "argparse._SubParsersAction") -> None:
     """Add ``finetune`` (top level) and ``score-context``, ``augment`` (``data`` group)."""
     p = sub.add_parser(
         "finetune",
         help="instruction-finetune a model (HF Trainer/Accelerate), saving checkpoint-<step>/ every N steps",
         description="Instruction finetuning with checkpoint trajectories. The config (YAML/JSON) maps onto "
-        "fullscale.finetune.FinetuneConfig; every field is documented there and in docs/fullscale_finetune.md. "
+        "fullscale.finetune.FinetuneConfig; every field is documented there and in docs/fullscale_finetune.md, "
+        "and every scalar field is also a flag (--max-steps 200 = --set max_steps=200). "
         "Re-running with the same output_dir resumes from the last complete checkpoint. Multi-GPU: "
         "accelerate launch --config_file fullscale/configs/accelerate_multi_gpu_ddp.yaml -m cpi.cli finetune ...",
     )
-    p.add_argument("--config", required=True, help="YAML or JSON finetuning config")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field (repeatable), e.g. --set max_steps=100 --set lora.rank=16")
+    from cpi.cli_config import add_config_arguments
+    from fullscale.finetune import FinetuneConfig
+
+    add_config_arguments(p, FinetuneConfig, config_help="YAML or JSON finetuning config (FinetuneConfig fields)")
     p.set_defaults(func=_finetune)
 
     s = data_sub.add_parser(
@@ -42,21 +37,9 @@ def register(sub: "argparse._SubParsersAction", data_sub: "argparse._SubParsersA
         "response. Writes scores.csv (one row per example), filtered.jsonl (examples kept after dropping the "
         "lowest --fraction of context-bearing examples), dropped_ids.txt, histogram.png and config.json into --out.",
     )
-    s.add_argument("--model", help="base model folder or hub name (needed for --method loss)")
-    s.add_argument("--data", required=True, help="IFT data (.jsonl/.json/.parquet, Alpaca or messages records)")
-    s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--fraction", type=float, default=0.25, help="fraction of context-bearing examples to drop (0.25)")
-    s.add_argument("--method", choices=["loss", "lexical"], default="loss",
-                   help="loss: base-model response loss with/without context; lexical: word overlap (no model)")
-    s.add_argument("--criterion", choices=["gap", "loss_without_context"], default="gap",
-                   help="rank by the loss gap (default) or by the loss without context (the paper's literal rule)")
-    s.add_argument("--template", default="alpaca", help="prompt template: plain, alpaca or chat")
-    s.add_argument("--data-format", default="auto", choices=["auto", "alpaca", "tulu", "ultrachat"])
-    s.add_argument("--batch-size", type=int, default=8)
-    s.add_argument("--max-length", type=int, default=1024, help="tokens per example")
-    s.add_argument("--max-examples", type=int, default=None, help="score only the first N examples")
-    s.add_argument("--device", default=None)
-    s.add_argument("--dtype", default=None)
+    from fullscale.curation import ScoreContextConfig
+
+    add_config_arguments(s, ScoreContextConfig, required=("data", "out"))
     s.set_defaults(func=_score_context)
 
     a = data_sub.add_parser(
@@ -66,22 +49,17 @@ def register(sub: "argparse._SubParsersAction", data_sub: "argparse._SubParsersA
         "(never from --exclude evaluation items, by id or by context) and mix them into --data so that they "
         "make up --fraction of the output JSONL.",
     )
-    a.add_argument("--conflicts", nargs="+", required=True, metavar="NAMES_OR_FILES",
-                   help="conflict sets to generate from (shipped names or JSONL files; comma-separated ok)")
-    a.add_argument("--exclude", nargs="*", default=[], metavar="EVAL_NAMES_OR_FILES",
-                   help="evaluation sets whose items must not be used")
-    a.add_argument("--fraction", type=float, required=True, help="share of augmented examples in the output")
-    a.add_argument("--data", required=True, help="IFT data to augment")
-    a.add_argument("--out", required=True, help="output JSONL")
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--data-format", default="auto", choices=["auto", "alpaca", "tulu", "ultrachat"])
+    from fullscale.augment import AugmentConfig
+
+    add_config_arguments(a, AugmentConfig, required=("conflicts", "fraction", "data", "out"))
     a.set_defaults(func=_augment)
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from fullscale.finetune import FinetuneConfig, FinetuneInterrupted, run_finetune
+    from cpi.cli_config import config_from_args
+    from fullscale.finetune import FinetuneInterrupted, run_finetune
 
-    config = FinetuneConfig.from_file(args.config).with_overrides(args.set)
+    config = config_from_args(args)
     main_process = os.environ.get("RANK", "0") == "0"  # torchrun / accelerate launch start one per GPU
     try:
         out = run_finetune(config)
@@ -111,92 +89,20 @@ def _end_process_group() -> None:
         dist.destroy_process_group()
 
 
-def _check_numbers(args: argparse.Namespace, names: tuple[str, ...]) -> None:
-    """Positive sizes (``--batch-size`` ...) and a ``--fraction`` in [0, 1), before anything is loaded."""
-    import math
-
-    from cpi.errors import CpiError
-
-    for name in names:
-        value = getattr(args, name, None)
-        if name == "fraction":
-            if value is None or not (math.isfinite(value) and 0 <= value < 1):
-                raise CpiError(f"--fraction: must be in [0, 1), got {value}")
-        elif value is not None and value < 1:
-            raise CpiError(f"--{name.replace('_', '-')}: must be >= 1, got {value}")
-
-
-def _check_data(path: str) -> None:
-    """A local IFT data file that is binary or not UTF-8 gets a one-line error (Parquet is binary by design)."""
-    from pathlib import Path
-
-    from cpi.io import check_input_file
-
-    if Path(path).exists() and Path(path).suffix != ".parquet":
-        check_input_file(path, "--data")
-
-
 def _score_context(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from cpi.cli_config import config_from_args
+    from fullscale.curation import run_score_context
 
-    from cpi.errors import CpiError
-    from cpi.io import atomic_save_figure, atomic_write_text, check_out_dir, save_run
-    from cpi.lock import FolderLock
-    from fullscale.curation import (filter_examples, lexical_overlap_scores, plot_criticality_histogram,
-                                    score_context_criticality)
-    from fullscale.ift_data import check_template, load_ift_data, write_ift_jsonl
-
-    _check_numbers(args, ("batch_size", "max_length", "max_examples", "fraction"))
-    out = check_out_dir(args.out)
-    check_template(args.template)
-    if args.method == "loss" and not args.model:
-        raise CpiError("--model is needed for --method loss (or use --method lexical)")
-    _check_data(args.data)
-    examples = load_ift_data(args.data, args.data_format, max_examples=args.max_examples)
-    with FolderLock(out, "cpi data score-context"):
-        if args.method == "loss":
-            from fullscale.checkpoints import load_checkpoint
-
-            model, tokenizer = load_checkpoint(args.model, device=args.device, dtype=args.dtype)
-            if tokenizer.pad_token is None:
-                tokenizer.pad_token = tokenizer.eos_token
-            scores = score_context_criticality(model, tokenizer, examples, template=args.template,
-                                               batch_size=args.batch_size, max_length=args.max_length)
-            criterion = args.criterion
-        else:
-            scores = lexical_overlap_scores(examples)
-            criterion = "gap"
-        ctx = scores[scores["has_context"].astype(bool)]
-        if len(ctx) and ctx[criterion].isna().all():
-            raise CpiError(f"--max-length {args.max_length}: no context-bearing example of {args.data} fits with its "
-                           f"response ({len(ctx)} scored NaN); raise --max-length")
-        kept, dropped = filter_examples(examples, scores, args.fraction, criterion=criterion, source="scores")
-        write_ift_jsonl(kept, out / "filtered.jsonl")
-        atomic_write_text(out / "dropped_ids.txt", "".join(f"{ex.id}\n" for ex in dropped))
-        fig = plot_criticality_histogram(scores, column=criterion, fraction=args.fraction)
-        atomic_save_figure(fig, out / "histogram.png", dpi=150)
-        n_unscored = int(ctx[criterion].isna().sum())
-        save_run(out, {**vars(args), "func": None, "criterion": criterion}, tables={"scores": scores},
-                 n_examples=len(examples), n_kept=len(kept), n_dropped=len(dropped), n_unscored=n_unscored)
-    unscored = f", {n_unscored} context-bearing unscored (NaN, kept)" if n_unscored else ""
-    print(f"{len(examples)} examples scored; dropped {len(dropped)}, kept {len(kept)}{unscored} -> {out}")
+    res = run_score_context(config_from_args(args))
+    unscored = f", {res.n_unscored} context-bearing unscored (NaN, kept)" if res.n_unscored else ""
+    print(f"{len(res.scores)} examples scored; dropped {res.n_dropped}, kept {res.n_kept}{unscored} -> {res.out}")
     return 0
 
 
 def _augment(args: argparse.Namespace) -> int:
-    from cpi.io import check_out_file
-    from fullscale.augment import augment_data
-    from fullscale.ift_data import load_ift_data, write_ift_jsonl
+    from cpi.cli_config import config_from_args
+    from fullscale.augment import run_augment
 
-    from cpi.errors import CpiError
-
-    _check_numbers(args, ("fraction",))
-    if not _split(args.conflicts):
-        raise CpiError("--conflicts: give at least one conflict set (shipped name or JSONL file)")
-    check_out_file(args.out)
-    _check_data(args.data)
-    examples = load_ift_data(args.data, args.data_format)
-    mixed, n_aug = augment_data(examples, _split(args.conflicts), _split(args.exclude), args.fraction, args.seed)
-    write_ift_jsonl(mixed, args.out)
-    print(f"{len(examples)} IFT examples + {n_aug} counterfactual examples -> {args.out}")
+    out, n_examples, n_aug = run_augment(config_from_args(args))
+    print(f"{n_examples} IFT examples + {n_aug} counterfactual examples -> {out}")
     return 0

@@ -27,17 +27,22 @@ the context but not in the instruction.
 that *have* a context; examples without a context have no criticality score
 and are kept (they are the paper's subject-only points; drop them separately
 if you want the paper's "context-only" subset).
+
+:func:`run_score_context` (``cpi data score-context``) does all of it for one data file, from a
+:class:`ScoreContextConfig`, and writes the results folder.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
 
-from cpi.errors import CpiError
+from cpi.config import Config, check_at_least
+from cpi.errors import ConfigError, CpiError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -286,3 +291,104 @@ def plot_criticality_histogram(table: "pd.DataFrame", ax: Any = None, column: st
         ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreContextConfig(Config):
+    """What ``cpi data score-context`` runs (its flags are these fields)."""
+
+    data: str = ""
+    "IFT data (.jsonl/.json/.parquet, Alpaca or messages records)"
+    out: str = "curation"
+    "output folder"
+    model: Optional[str] = None
+    "base model folder or hub name (needed for method loss)"
+    fraction: float = 0.25
+    "fraction of context-bearing examples to drop"
+    method: Literal["loss", "lexical"] = "loss"
+    "loss: base-model response loss with/without context; lexical: word overlap (no model)"
+    criterion: Literal["gap", "loss_without_context"] = "gap"
+    "rank by the loss gap or by the loss without context (the paper's literal rule)"
+    template: str = "alpaca"
+    "prompt template: plain, alpaca or chat"
+    data_format: Literal["auto", "alpaca", "tulu", "ultrachat"] = "auto"
+    "record format of the data file"
+    batch_size: int = 8
+    "examples per forward pass"
+    max_length: int = 1024
+    "tokens per example"
+    max_examples: Optional[int] = None
+    "score only the first N examples"
+    device: Optional[str] = None
+    "cpu, cuda, cuda:1 ... (None: cuda if available)"
+    dtype: Optional[str] = None
+    "float32, bfloat16, float16 (None: bf16 on GPU, fp32 on CPU)"
+
+    def validate(self) -> None:
+        check_at_least(self, batch_size=1, max_length=1, max_examples=1)
+        check_fraction(self, "fraction")
+        if self.method == "loss" and not self.model:
+            raise ConfigError("field 'model': --model is needed for --method loss (or use --method lexical)")
+
+
+def check_fraction(config: Any, name: str) -> None:
+    """:class:`ConfigError` unless ``config.<name>`` is a finite number in [0, 1)."""
+    value = getattr(config, name)
+    if not (math.isfinite(value) and 0 <= value < 1):
+        raise ConfigError(f"field '{name}': must be in [0, 1), got {value}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreContextResult:
+    """What :func:`run_score_context` wrote: the folder, the score table and the filter's counts."""
+
+    out: Path
+    scores: "pd.DataFrame"
+    n_kept: int
+    n_dropped: int
+    n_unscored: int
+
+
+def run_score_context(config: ScoreContextConfig) -> ScoreContextResult:
+    """Score ``config.data`` and filter it (``cpi data score-context``).
+
+    Writes ``scores.csv`` (one row per example), ``filtered.jsonl`` (kept examples),
+    ``dropped_ids.txt``, ``histogram.png`` and ``config.json`` into ``config.out``, which is locked
+    while the run writes. Bad input raises :class:`CpiError` before anything is written.
+    """
+    from cpi.io import atomic_save_figure, atomic_write_text, check_input_file, check_out_dir, save_run
+    from cpi.lock import FolderLock
+    from fullscale.ift_data import check_template, load_ift_data, write_ift_jsonl
+
+    out = check_out_dir(config.out)
+    check_template(config.template)
+    if Path(config.data).exists() and Path(config.data).suffix != ".parquet":
+        check_input_file(config.data, "--data")  # Parquet is binary by design
+    examples = load_ift_data(config.data, config.data_format, max_examples=config.max_examples)
+    with FolderLock(out, "cpi data score-context"):
+        if config.method == "loss":
+            from fullscale.checkpoints import load_checkpoint
+
+            model, tokenizer = load_checkpoint(config.model, device=config.device, dtype=config.dtype)
+            if tokenizer.pad_token is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            scores = score_context_criticality(model, tokenizer, examples, template=config.template,
+                                               batch_size=config.batch_size, max_length=config.max_length)
+            criterion = config.criterion
+        else:
+            scores = lexical_overlap_scores(examples)
+            criterion = "gap"
+        ctx = scores[scores["has_context"].astype(bool)]
+        if len(ctx) and ctx[criterion].isna().all():
+            raise CpiError(f"--max-length {config.max_length}: no context-bearing example of {config.data} fits with "
+                           f"its response ({len(ctx)} scored NaN); raise --max-length")
+        kept, dropped = filter_examples(examples, scores, config.fraction, criterion=criterion, source="scores")
+        write_ift_jsonl(kept, out / "filtered.jsonl")
+        atomic_write_text(out / "dropped_ids.txt", "".join(f"{ex.id}\n" for ex in dropped))
+        fig = plot_criticality_histogram(scores, column=criterion, fraction=config.fraction)
+        atomic_save_figure(fig, out / "histogram.png", dpi=150)
+        n_unscored = int(ctx[criterion].isna().sum())
+        save_run(out, config, tables={"scores": scores}, criterion=criterion, n_examples=len(examples),
+                 n_kept=len(kept), n_dropped=len(dropped), n_unscored=n_unscored)
+    return ScoreContextResult(out=out, scores=scores, n_kept=len(kept), n_dropped=len(dropped),
+                              n_unscored=n_unscored)

@@ -1,6 +1,6 @@
 """Context reliance over a finetuning trajectory: every checkpoint x dataset x item.
 
-:func:`evaluate_trajectory` streams the checkpoints one at a time (only one
+:func:`run_evaluate` (``cpi evaluate``; :func:`evaluate_trajectory` is its older keyword form) streams the checkpoints one at a time (only one
 model in memory), scores every item of every dataset with the modes of
 :mod:`fullscale.scoring`, and writes into ``out``:
 
@@ -25,8 +25,8 @@ model in memory), scores every item of every dataset with the modes of
 
 Example::
 
-    from fullscale.evaluate import EvalConfig, evaluate_trajectory
-    out = evaluate_trajectory(EvalConfig(checkpoints=("runs/alpaca",), datasets=("CF_World_Facts",), out="eval"))
+    from fullscale.evaluate import EvalConfig, run_evaluate
+    out = run_evaluate(EvalConfig(checkpoints=("runs/alpaca",), datasets=("CF_World_Facts",), out="eval"))
 """
 
 from __future__ import annotations
@@ -56,31 +56,40 @@ ITEM_KEY = ("checkpoint", "dataset", "item_id")
 
 @dataclass(frozen=True)
 class EvalConfig(Config):
-    """What to evaluate and how.
-
-    ``checkpoints``: folders (Trainer layout, model or LoRA adapter folders);
-    ``datasets``: shipped names or JSONL paths; ``max_items``: a seeded random
-    subset of that many items per dataset (original order kept);
-    ``max_length``: prompt + answer token budget (default: the model's
-    context length; longer contexts are cut from the left and flagged).
-    """
+    """What to evaluate and how (``cpi evaluate``'s flags are generated from these fields)."""
 
     checkpoints: tuple[str, ...] = ()
+    "Trainer output folder (checkpoint-<step>/), model or LoRA adapter folders; several, space- or comma-separated"
     datasets: tuple[str, ...] = ("CF_World_Facts", "CF_Bio", "CF_Quotes")
+    "shipped conflict-set names or JSONL files"
     out: str = "eval"
+    "results folder (resumable)"
     template: str = "alpaca"
+    "prompt template: plain, alpaca or chat"
     modes: tuple[str, ...] = MODES
+    "subset of generate, logprob, closed_book"
     batch_size: int = 16
+    "items per forward pass"
     device: Optional[str] = None
+    "cpu, cuda, cuda:1 ... (None: cuda if available)"
     dtype: Optional[str] = None
+    "float32, bfloat16, float16 (None: bf16 on GPU, fp32 on CPU)"
     tokenizer: Optional[str] = None
+    "tokenizer folder used when a checkpoint has none"
     max_items: Optional[int] = None
+    "a seeded random subset of N items per dataset (original order kept)"
     max_new_tokens: int = 24
+    "generation budget of the generate mode"
     max_length: Optional[int] = None
+    "token budget of prompt + answer (None: the model's context length; longer contexts are cut from the left and flagged)"
     n_boot: int = 1000
+    "bootstrap resamples for the confidence bands"
     seed: int = 0
+    "seed of the item subset and the bootstrap"
     plot: bool = True
+    "draw inversion.png"
     overwrite: bool = False
+    "recompute checkpoints whose stored results were made with other settings"
 
     def validate(self) -> None:
         if not self.checkpoints:
@@ -205,6 +214,18 @@ def _write_combined(cfg: EvalConfig, out: Path, names: list[str], meta: dict[str
 def evaluate_trajectory(config: EvalConfig | None = None, **kwargs: Any) -> Path:
     """Evaluate every checkpoint of ``config`` (or ``EvalConfig(**kwargs)``); returns the results folder.
 
+    A thin wrapper of :func:`run_evaluate` kept for existing callers: ``kwargs`` build the config
+    (or change fields of ``config``).
+    """
+    cfg = config if config is not None else EvalConfig(**kwargs)
+    if config is not None and kwargs:
+        cfg = cfg.replace(**kwargs)
+    return run_evaluate(cfg)
+
+
+def run_evaluate(config: EvalConfig) -> Path:
+    """Evaluate every checkpoint of ``config`` into ``config.out``; returns that folder.
+
     One checkpoint is loaded at a time. Bad input (output folder, dataset,
     checkpoint, tokenizer) raises :class:`CpiError` before anything is written;
     a checkpoint that fails later keeps the finished ones. The folder is locked
@@ -219,9 +240,7 @@ def evaluate_trajectory(config: EvalConfig | None = None, **kwargs: Any) -> Path
     from fullscale.checkpoints import discover_checkpoints, load_checkpoint, resolve_device_dtype
     from fullscale.scoring import score_items
 
-    cfg = config if config is not None else EvalConfig(**kwargs)
-    if config is not None and kwargs:
-        cfg = cfg.replace(**kwargs)
+    cfg = config
     out = check_out_dir(cfg.out)
     data = _load_datasets(cfg)
     ckpts = discover_checkpoints(list(cfg.checkpoints))

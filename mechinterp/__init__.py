@@ -3,6 +3,9 @@
 Attention mass and span-resolved value (OV) contributions at the answer position, per layer x
 head, over a finetuning trajectory; head interventions; links to the theory simulator.
 Names are imported lazily so ``import mechinterp`` does not import torch or transformer_lens.
+The per-model probe is re-exported as ``probe_items``, so ``mechinterp.probe`` (and
+``from mechinterp import probe``) is always the module :mod:`mechinterp.probe`; the runner over a
+trajectory is :func:`run_probe` (``ProbeConfig`` -> table).
 """
 
 from __future__ import annotations
@@ -14,15 +17,19 @@ _EXPORTS = {
     "bridge_from_model": "mechinterp.load",
     "ProbeItem": "mechinterp.probe",
     "SPANS": "mechinterp.probe",
-    "probe": "mechinterp.probe",
+    "probe_items": "mechinterp.probe",
     "prepare_items": "mechinterp.probe",
     "aggregate": "mechinterp.probe",
     "targets_table": "mechinterp.probe",
     "ProbeConfig": "mechinterp.trajectory",
     "probe_trajectory": "mechinterp.trajectory",
+    "run_probe": "mechinterp.trajectory",
+    "draw_probe_figures": "mechinterp.plots",
     "read_probe_table": "mechinterp.trajectory",
     "HeadIntervention": "mechinterp.intervene",
     "intervene": "mechinterp.intervene",
+    "InterveneConfig": "mechinterp.intervene",
+    "run_intervene": "mechinterp.intervene",
     "summarize_intervention": "mechinterp.intervene",
     "steps_table": "mechinterp.link",
     "theory_link_table": "mechinterp.link",

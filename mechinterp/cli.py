@@ -19,31 +19,19 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("probe", help="attention/value probes over finetuning checkpoints (TransformerLens)",
                        description="Probe attention mass and value (OV) contributions at the answer position for "
                                    "every layer x head x span, checkpoint by checkpoint (resumable).")
-    p.add_argument("--checkpoints", required=True,
-                   help="trainer output dir (checkpoint-<step>/), a model folder, or a comma-separated list")
-    p.add_argument("--dataset", required=True, help="shipped conflict set name (e.g. CF_World_Facts) or a JSONL file")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    _common(p)
-    p.add_argument("--tokenizer", default=None, help="tokenizer folder for checkpoints that lack one")
-    p.add_argument("--compatibility-mode", action="store_true",
-                   help="use TransformerLens enable_compatibility_mode() weights (default: raw HF weights)")
-    p.add_argument("--per-item", action="store_true", help="also write items/<checkpoint>.csv (per-item rows)")
-    p.add_argument("--no-figures", action="store_true", help="do not draw figures")
+    from cpi.cli_config import add_config_arguments
+    from mechinterp.trajectory import ProbeConfig
+
+    add_config_arguments(p, ProbeConfig, required=("checkpoints", "dataset", "out"))
     p.set_defaults(func=_probe)
 
     q = sub.add_parser("probe-intervene", help="scale/ablate heads' attention to the context; measure the answer",
                        description="Scale or ablate chosen heads' attention to a span (mode attention: "
                                    "renormalised; mode value: the span's value contribution only) at the answer "
                                    "position, and measure the change in counterfactual accuracy and logit diff.")
-    q.add_argument("--checkpoint", required=True, help="one model folder (or LoRA adapter folder)")
-    q.add_argument("--dataset", required=True, help="shipped conflict set name or a JSONL file")
-    q.add_argument("--heads", required=True, help="LAYER.HEAD list, e.g. '10.3,12.*' or 'all'")
-    q.add_argument("--scale", type=float, default=0.0, help="factor on the span's attention (0 = ablate)")
-    q.add_argument("--mode", choices=("attention", "value"), default="attention")
-    q.add_argument("--span", choices=("context", "question", "bos", "other"), default="context")
-    q.add_argument("--out", required=True, type=Path)
-    _common(q)
-    q.add_argument("--tokenizer", default=None)
+    from mechinterp.intervene import InterveneConfig
+
+    add_config_arguments(q, InterveneConfig, required=("checkpoint", "dataset", "heads", "out"))
     q.set_defaults(func=_intervene)
 
     r = sub.add_parser("probe-link", help="link a probe trajectory to the theory and the evaluation",
@@ -60,97 +48,32 @@ def register(sub: "argparse._SubParsersAction") -> None:
     r.set_defaults(func=_link)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--template", default="alpaca", help="prompt template: plain, alpaca or chat (default alpaca)")
-    p.add_argument("--max-items", type=int, default=None, help="use only the first N items")
-    p.add_argument("--max-length", type=int, default=None, help="cut contexts from the left to fit N tokens")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU)")
-
-
-def _check_sizes(args: argparse.Namespace) -> None:
-    """``--batch-size``, ``--max-items`` and ``--max-length`` must be positive (checked before any loading)."""
-    from cpi.errors import CpiError
-
-    for name in ("batch_size", "max_items", "max_length"):
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            raise CpiError(f"--{name.replace('_', '-')}: must be >= 1, got {value}")
-
-
-def _save_fig(fig: object, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    from cpi.io import atomic_save_figure
-
-    atomic_save_figure(fig, path)
-    plt.close(fig)  # type: ignore[arg-type]
-    return path
-
-
-def draw_probe_figures(table: "object", out_dir: Path) -> list[Path]:
-    """Layer x head heat maps of attention-to-context and per-head contribution at the last checkpoint,
-    Fig. 3b, per-span value contributions and (with ≥2 checkpoints) the Δ-attention heatmap."""
-    from cpi.errors import CpiError
-    from mechinterp import link, plots
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    steps = link.steps_table(table)  # type: ignore[arg-type]
-    last = link.head_table(table)  # type: ignore[arg-type]
-    paths = [_save_fig(plots.plot_head_heatmap(last, "attn_context"), out_dir / "attention_context_heatmap.png"),
-             _save_fig(plots.plot_head_heatmap(last, "value_total"), out_dir / "head_contribution_heatmap.png"),
-             _save_fig(plots.plot_context_vs_subject(steps), out_dir / "attention_context_vs_subject.png"),
-             _save_fig(plots.plot_value_contributions(steps), out_dir / "value_contributions.png")]
-    try:
-        heads = link.head_change_table(table)  # type: ignore[arg-type]
-    except CpiError:
-        return paths
-    paths.append(_save_fig(plots.plot_attention_change(heads), out_dir / "attention_change_heatmap.png"))
-    return paths
-
-
 def _probe(args: argparse.Namespace) -> int:
-    from mechinterp.trajectory import ProbeConfig, probe_trajectory
+    from cpi.cli_config import config_from_args
+    from mechinterp.trajectory import run_probe
 
-    cfg = ProbeConfig(checkpoints=args.checkpoints, dataset=args.dataset, template=args.template,
-                      max_items=args.max_items, max_length=args.max_length, batch_size=args.batch_size,
-                      device=args.device, dtype=args.dtype, tokenizer=args.tokenizer,
-                      compatibility_mode=args.compatibility_mode, per_item=args.per_item)
-    table = probe_trajectory(cfg.checkpoints, cfg.dataset, args.out, config=cfg)
-    print(f"wrote {args.out / 'probe.csv'} ({len(table)} rows, {table['step'].nunique()} checkpoints)")
-    if not args.no_figures:
-        for p in draw_probe_figures(table, args.out / "figures"):
-            print(f"wrote {p}")
+    cfg = config_from_args(args)
+    table = run_probe(cfg)
+    out = Path(cfg.out)
+    print(f"wrote {out / 'probe.csv'} ({len(table)} rows, {table['step'].nunique()} checkpoints)")
+    if cfg.figures:
+        print(f"wrote figures into {out / 'figures'}")
     return 0
 
 
 def _intervene(args: argparse.Namespace) -> int:
-    from cpi.io import check_out_dir, save_run
-    from mechinterp.intervene import HeadIntervention, intervene, parse_heads, summarize_intervention
-    from mechinterp.load import load_bridge
-    from mechinterp.trajectory import load_items
+    from cpi.cli_config import config_from_args
+    from mechinterp.intervene import run_intervene
 
-    _check_sizes(args)
-    check_out_dir(args.out)
-    items = load_items(args.dataset, args.max_items)
-    bridge, tok = load_bridge(args.checkpoint, device=args.device, dtype=args.dtype, tokenizer=args.tokenizer)
-    heads = parse_heads(args.heads, int(bridge.cfg.n_layers), int(bridge.cfg.n_heads))
-    iv = HeadIntervention(heads=heads, scale=args.scale, mode=args.mode, span=args.span)
-    df = intervene(bridge, tok, items, iv, template=args.template, batch_size=args.batch_size,
-                   max_length=args.max_length)
-    summary = summarize_intervention(df)
-    save_run(args.out, {"checkpoint": str(args.checkpoint), "dataset": args.dataset, "template": args.template,
-                        "max_items": args.max_items, **iv.to_dict()},
-             tables={"intervention_items": df, "intervention_summary": summary},
-             weights=getattr(bridge, "cpi_weights", "raw_hf"))
+    cfg = config_from_args(args)
+    _, summary = run_intervene(cfg)
     allrow = summary[summary["category"] == "ALL"]
     for _, row in allrow.iterrows():
         print(f"{row['dataset']}: cf_acc {row['cf_acc_base']:.3f} -> {row['cf_acc_int']:.3f} "
               f"(change 95% CI [{row['delta_cf_acc_lo']:+.3f}, {row['delta_cf_acc_hi']:+.3f}]), "
               f"logit diff {row['logit_diff_base']:.3f} -> {row['logit_diff_int']:.3f} "
               f"(change 95% CI [{row['delta_logit_diff_lo']:+.3f}, {row['delta_logit_diff_hi']:+.3f}]) (n={row['n']})")
-    print(f"wrote {args.out}")
+    print(f"wrote {cfg.out}")
     return 0
 
 
@@ -199,6 +122,6 @@ def _link(args: argparse.Namespace) -> int:
     save_run(args.out, {"probe": str(args.probe), "theory": args.theory, "eval_summary": str(args.eval_summary),
                         "dataset": args.dataset_name, "category": args.category, "top_k": args.top_k}, tables=tables)
     for name, fig in figs.items():
-        _save_fig(fig, args.out / name)
+        plots.save_figure(fig, args.out / name)
     print(f"wrote {args.out} ({', '.join(list(tables) + list(figs))})")
     return 0

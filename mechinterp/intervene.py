@@ -20,10 +20,9 @@ counterfactual / parametric accuracy, before and after.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
 
-from cpi.config import Config
+from cpi.config import Config, check_at_least
 from cpi.errors import ConfigError, CpiError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,8 +44,68 @@ class HeadIntervention(Config):
         for lh in self.heads:
             if len(lh) != 2 or min(lh) < 0:
                 raise ConfigError(f"field 'heads': {lh!r} is not a (layer, head) pair of non-negative ints")
-        if self.scale < 0:
-            raise ConfigError(f"field 'scale': must be >= 0, got {self.scale}")
+        check_at_least(self, scale=0)
+
+
+@dataclasses.dataclass(frozen=True)
+class InterveneConfig(Config):
+    """What ``cpi probe-intervene`` runs (its flags are these fields)."""
+
+    checkpoint: str = ""
+    "one model folder (or LoRA adapter folder)"
+    dataset: str = "CF_World_Facts"
+    "shipped conflict set name or a JSONL file"
+    heads: str = ""
+    "LAYER.HEAD list, e.g. '10.3,12.*' or 'all'"
+    scale: float = 0.0
+    "factor on the span's attention (0 = ablate)"
+    mode: Literal["attention", "value"] = "attention"
+    "attention: renormalised; value: the span's value contribution only"
+    span: Literal["context", "question", "bos", "other"] = "context"
+    "the span whose attention is scaled"
+    out: str = "intervene"
+    "output folder"
+    template: str = "alpaca"
+    "prompt template: plain, alpaca or chat"
+    max_items: Optional[int] = None
+    "use only the first N items"
+    max_length: Optional[int] = None
+    "cut contexts from the left to fit N tokens"
+    batch_size: int = 8
+    "items per forward pass"
+    device: Optional[str] = None
+    "cpu, cuda, cuda:1 ... (None: cuda if available)"
+    dtype: Optional[str] = None
+    "float32, bfloat16, float16 (None: bf16 on GPU, fp32 on CPU)"
+    tokenizer: Optional[str] = None
+    "tokenizer folder for a checkpoint that lacks one"
+
+    def validate(self) -> None:
+        check_at_least(self, batch_size=1, max_items=1, max_length=1, scale=0)
+
+
+def run_intervene(config: InterveneConfig) -> "tuple[pd.DataFrame, pd.DataFrame]":
+    """Run one head intervention (``cpi probe-intervene``) into ``config.out``; returns the per-item and
+    summary tables (also ``intervention_items.csv`` and ``intervention_summary.csv``, with
+    ``config.json``). The folder is locked (:class:`cpi.lock.FolderLock`) while the run writes."""
+    from cpi.io import check_out_dir, save_run
+    from cpi.lock import FolderLock
+    from mechinterp.load import load_bridge
+    from mechinterp.trajectory import load_items
+
+    out = check_out_dir(config.out)
+    items = load_items(config.dataset, config.max_items)
+    with FolderLock(out, "cpi probe-intervene"):
+        bridge, tok = load_bridge(config.checkpoint, device=config.device, dtype=config.dtype,
+                                  tokenizer=config.tokenizer)
+        heads = parse_heads(config.heads, int(bridge.cfg.n_layers), int(bridge.cfg.n_heads))
+        iv = HeadIntervention(heads=heads, scale=config.scale, mode=config.mode, span=config.span)
+        df = intervene(bridge, tok, items, iv, template=config.template, batch_size=config.batch_size,
+                       max_length=config.max_length)
+        summary = summarize_intervention(df)
+        save_run(out, config, tables={"intervention_items": df, "intervention_summary": summary},
+                 weights=getattr(bridge, "cpi_weights", "raw_hf"), heads_resolved=[list(h) for h in heads])
+    return df, summary
 
 
 def parse_heads(spec: str, n_layers: int | None = None, n_heads: int | None = None) -> tuple[tuple[int, int], ...]:
@@ -118,7 +177,7 @@ def intervene(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], interv
     import pandas as pd
 
     from fullscale.batching import pad_token_id
-    P = importlib.import_module("mechinterp.probe")  # not `from mechinterp import probe`: that is the function
+    from mechinterp import probe as P  # the module (the package re-exports the function as probe_items)
 
     bridge = P.as_bridge(bridge_or_model, tokenizer)
     pitems = P.prepare_items(items, tokenizer, template=template, max_length=max_length)

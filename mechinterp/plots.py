@@ -10,10 +10,13 @@ matplotlib axis, draws, and returns the Figure. Nothing here computes.
 | :func:`plot_theory_link` | ``theory_link_table`` | theory vs measured trajectories on a normalised step axis |
 | :func:`plot_correlation` | ``correlation_table`` | per checkpoint attention-to-context vs counterfactual accuracy |
 | :func:`plot_head_drop_vs_value` | ``head_change_table`` | per head: attention drop vs context-path value contribution |
+
+:func:`draw_probe_figures` writes the standard set of a ``cpi probe`` run (PNG files) from its table.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cpi.errors import CpiError
@@ -184,3 +187,35 @@ def plot_head_drop_vs_value(head_table: "pd.DataFrame", ax: Any = None) -> "Figu
     ax.set_ylabel("context-path value contribution (start)")
     ax.set_title("Heads: attention change vs context value")
     return fig
+
+
+def save_figure(fig: "Figure", path: Path) -> Path:
+    """Write ``fig`` to ``path`` atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    from cpi.io import atomic_save_figure
+
+    atomic_save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def draw_probe_figures(table: "pd.DataFrame", out_dir: str | Path) -> list[Path]:
+    """Layer x head heat maps of attention-to-context and per-head contribution at the last checkpoint,
+    Fig. 3b, per-span value contributions and (with ≥2 checkpoints) the Δ-attention heatmap."""
+    from mechinterp import link
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    steps = link.steps_table(table)
+    last = link.head_table(table)
+    paths = [save_figure(plot_head_heatmap(last, "attn_context"), out_dir / "attention_context_heatmap.png"),
+             save_figure(plot_head_heatmap(last, "value_total"), out_dir / "head_contribution_heatmap.png"),
+             save_figure(plot_context_vs_subject(steps), out_dir / "attention_context_vs_subject.png"),
+             save_figure(plot_value_contributions(steps), out_dir / "value_contributions.png")]
+    try:
+        heads = link.head_change_table(table)
+    except CpiError:
+        return paths
+    paths.append(save_figure(plot_attention_change(heads), out_dir / "attention_change_heatmap.png"))
+    return paths

@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 #: The four disjoint spans, in table order.
 SPANS: tuple[str, ...] = ("context", "question", "bos", "other")
-#: Columns of the per-item tidy table returned by :func:`probe`.
+#: Columns of the per-item tidy table returned by :func:`probe_items`.
 PROBE_COLUMNS: tuple[str, ...] = (
     "item_id", "dataset", "category", "component", "layer", "head", "span", "metric", "value", "weights",
 )
@@ -697,8 +697,8 @@ def check_reconciliation(arrays: Mapping[str, Any], bridge: Any, tol: float = 1e
     return worst
 
 
-def probe(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], template: str = "alpaca", batch_size: int = 8,
-          max_length: int | None = None, check_tol: float | None = 1e-3) -> "pd.DataFrame":
+def probe_items(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], template: str = "alpaca",
+                batch_size: int = 8, max_length: int | None = None, check_tol: float | None = 1e-3) -> "pd.DataFrame":
     """Attention masses and span-resolved value contributions at the answer position (tidy, per item).
 
     ``items``: :class:`fullscale.conflicts.ConflictItem` s (formatted with ``template``) or
@@ -713,6 +713,11 @@ def probe(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], template: 
     if check_tol is not None:
         check_reconciliation(arrays, bridge, check_tol)
     return arrays_to_table(pitems, arrays, weights=getattr(bridge, "cpi_weights", "raw_hf"))
+
+
+#: The former name of :func:`probe_items`, kept so that ``from mechinterp.probe import probe`` still works.
+#: The package re-exports only ``probe_items``: ``from mechinterp import probe`` is this module.
+probe = probe_items
 
 
 def aggregate(table: "pd.DataFrame", by: Sequence[str] = ("dataset", "category")) -> "pd.DataFrame":

@@ -1,6 +1,6 @@
 """The probe over a finetuning trajectory: one checkpoint at a time, resumable.
 
-:func:`probe_trajectory` loads each checkpoint (LoRA merged), probes the
+:func:`run_probe` (``ProbeConfig`` -> table; :func:`probe_trajectory` is its keyword form) loads each checkpoint (LoRA merged), probes the
 knowledge-conflict items, aggregates over items (mean/std/n per dataset ×
 category, plus ``category="ALL"``) and writes
 
@@ -35,7 +35,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from cpi.config import Config
+from cpi.config import Config, check_at_least
 from cpi.errors import ConfigError, CpiError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,27 +49,37 @@ _RESUME_KEYS = ("dataset", "template", "max_items", "max_length", "compatibility
 
 @dataclasses.dataclass(frozen=True)
 class ProbeConfig(Config):
-    """What ``cpi probe`` runs: which checkpoints, which items, how."""
+    """What ``cpi probe`` runs: which checkpoints, which items, how (the CLI flags are these fields)."""
 
     checkpoints: str = ""
+    "trainer output folder (checkpoint-<step>/), a model folder, or a comma-separated list"
     dataset: str = "CF_World_Facts"
+    "shipped conflict set name (e.g. CF_World_Facts) or a JSONL file"
     template: str = "alpaca"
+    "prompt template: plain, alpaca or chat"
     max_items: Optional[int] = None
+    "use only the first N items"
     max_length: Optional[int] = None
+    "cut contexts from the left to fit N tokens"
     batch_size: int = 8
+    "items per forward pass"
     device: Optional[str] = None
+    "cpu, cuda, cuda:1 ... (None: cuda if available)"
     dtype: Optional[str] = None
+    "float32, bfloat16, float16 (None: bf16 on GPU, fp32 on CPU)"
     tokenizer: Optional[str] = None
+    "tokenizer folder for checkpoints that lack one"
     compatibility_mode: bool = False
+    "use TransformerLens enable_compatibility_mode() weights (off: raw HF weights)"
     per_item: bool = False
+    "also write items/<checkpoint>.csv (per-item rows)"
+    out: str = "probe"
+    "output folder (resumable)"
+    figures: bool = True
+    "draw the figures into <out>/figures/ (run_probe only; probe_trajectory never draws)"
 
     def validate(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"field 'batch_size': must be >= 1, got {self.batch_size}")
-        if self.max_items is not None and self.max_items < 1:
-            raise ConfigError(f"field 'max_items': must be >= 1, got {self.max_items}")
-        if self.max_length is not None and self.max_length < 2:
-            raise ConfigError(f"field 'max_length': must be >= 2, got {self.max_length}")
+        check_at_least(self, batch_size=1, max_items=1, max_length=2)
         from fullscale.prompts import TEMPLATES
 
         if self.template not in TEMPLATES:
@@ -141,6 +151,11 @@ def _part_done(parts_dir: Path, ck: Any, fp: str, weights: str) -> bool:
     return True
 
 
+#: ``probe_trajectory``'s keyword arguments that a ``config`` also sets, with their defaults.
+_KWARG_DEFAULTS = {"template": "alpaca", "batch_size": 8, "max_length": None, "device": None, "dtype": None,
+                   "tokenizer": None, "compatibility_mode": False, "per_item": False}
+
+
 def probe_trajectory(
     checkpoints: Any,
     items: Any,
@@ -155,12 +170,55 @@ def probe_trajectory(
     per_item: bool = False,
     config: ProbeConfig | None = None,
 ) -> "pd.DataFrame":
-    """Probe every checkpoint of ``checkpoints`` (a spec for
-    :func:`fullscale.checkpoints.discover_checkpoints` or a list of ``Checkpoint``) on ``items``
-    (ConflictItems, or a dataset name/path); return the combined aggregated table (also in
-    ``out_dir/probe.csv``). Resumable: finished checkpoints (same weights, settings and items)
-    are not recomputed. Bad input raises :class:`CpiError` before anything is written.
+    """Probe every checkpoint of ``checkpoints`` on ``items`` into ``out_dir``; the keyword form of
+    :func:`run_probe`, kept for existing callers (it draws no figures).
+
+    ``checkpoints``: a spec for :func:`fullscale.checkpoints.discover_checkpoints` or a list of
+    ``Checkpoint``; ``items``: ConflictItems, or a dataset name/path. Returns the combined
+    aggregated table (also in ``out_dir/probe.csv``). With ``config``, the settings come from it:
+    passing any of the keyword settings as well (``template``, ``batch_size``...) raises
+    :class:`ConfigError` rather than ignoring one of the two, and so does a ``config.out`` other
+    than ``out_dir``.
     """
+    given = {"template": template, "batch_size": batch_size, "max_length": max_length, "device": device,
+             "dtype": dtype, "tokenizer": tokenizer, "compatibility_mode": compatibility_mode, "per_item": per_item}
+    if config is None:
+        config = ProbeConfig(
+            checkpoints=checkpoints if isinstance(checkpoints, str) else ",".join(
+                str(getattr(c, "path", c)) for c in (checkpoints if isinstance(checkpoints, (list, tuple)) else [checkpoints])),
+            dataset=str(items) if isinstance(items, (str, Path)) else "<items>",
+            template=template, max_length=max_length, batch_size=batch_size, device=device, dtype=dtype,
+            tokenizer=None if tokenizer is None else str(tokenizer), compatibility_mode=compatibility_mode,
+            per_item=per_item, out=str(out_dir), figures=False,
+        )
+    else:
+        clash = [k for k, v in given.items() if v != _KWARG_DEFAULTS[k]]
+        if clash:
+            raise ConfigError(f"probe_trajectory: {', '.join(clash)} given both as keyword and through config=; "
+                              "set them in the config only")
+        if config.out not in (ProbeConfig.out, str(out_dir)):
+            raise ConfigError(f"probe_trajectory: out_dir {str(out_dir)!r} differs from config.out {config.out!r}")
+        config = config.replace(out=str(out_dir), figures=False)
+    return _run(config, checkpoints, items)
+
+
+def run_probe(config: ProbeConfig) -> "pd.DataFrame":
+    """Probe every checkpoint of ``config.checkpoints`` on ``config.dataset`` into ``config.out``
+    (``cpi probe``); returns the combined aggregated table (also ``<out>/probe.csv``), and draws
+    the figures into ``<out>/figures/`` when ``config.figures``.
+
+    Resumable: finished checkpoints (same weights, settings and items) are not recomputed. Bad
+    input raises :class:`CpiError` before anything is written.
+    """
+    table = _run(config, config.checkpoints, config.dataset)
+    if config.figures:
+        from mechinterp.plots import draw_probe_figures
+
+        draw_probe_figures(table, Path(config.out) / "figures")
+    return table
+
+
+def _run(config: ProbeConfig, checkpoints: Any, items: Any) -> "pd.DataFrame":
     import pandas as pd
 
     from cpi.fingerprint import checkpoint_fingerprint
@@ -169,18 +227,9 @@ def probe_trajectory(
     from cpi.progress import progress
     from fullscale.checkpoints import Checkpoint, discover_checkpoints
     from mechinterp.load import load_bridge
-    from mechinterp.probe import aggregate, probe, targets_table
+    from mechinterp.probe import aggregate, probe_items, targets_table
 
-    if config is None:
-        config = ProbeConfig(
-            checkpoints=checkpoints if isinstance(checkpoints, str) else ",".join(
-                str(getattr(c, "path", c)) for c in (checkpoints if isinstance(checkpoints, (list, tuple)) else [checkpoints])),
-            dataset=str(items) if isinstance(items, (str, Path)) else "<items>",
-            template=template, max_length=max_length, batch_size=batch_size, device=device, dtype=dtype,
-            tokenizer=None if tokenizer is None else str(tokenizer), compatibility_mode=compatibility_mode,
-            per_item=per_item,
-        )
-    out = check_out_dir(out_dir)
+    out = check_out_dir(config.out)
     if isinstance(checkpoints, (list, tuple)) and checkpoints and all(isinstance(c, Checkpoint) for c in checkpoints):
         ckpts = list(checkpoints)
     else:
@@ -204,7 +253,7 @@ def probe_trajectory(
             bridge, tok = load_bridge(ck, device=config.device, dtype=config.dtype, tokenizer=config.tokenizer,
                                       compatibility_mode=config.compatibility_mode)
             try:
-                table = probe(bridge, tok, item_list, template=config.template, batch_size=config.batch_size,
+                table = probe_items(bridge, tok, item_list, template=config.template, batch_size=config.batch_size,
                               max_length=config.max_length)
             finally:
                 del bridge

@@ -80,7 +80,7 @@ LIGHT = [
     ("import theory; theory.SimConfig()", ("torch", "transformers", "transformer_lens")),
     ("import fullscale; fullscale.format_prompt; assert 'score_logprob' in fullscale.__all__",
      ("torch", "transformers", "transformer_lens")),
-    ("import mechinterp, mechinterp.cli; assert 'probe' in dir(mechinterp)", ("torch", "transformers", "transformer_lens")),
+    ("import mechinterp, mechinterp.cli; assert 'run_probe' in dir(mechinterp) and 'probe' not in mechinterp.__all__", ("torch", "transformers", "transformer_lens")),
     ("import experiments, experiments.organism, experiments.cli; assert 'run_organism' in dir(experiments)",
      ("torch", "transformers", "transformer_lens", "pandas")),
     ("import cpi.cli; cpi.cli.build_parser()", ("torch", "transformers", "transformer_lens")),

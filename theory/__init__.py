@@ -6,6 +6,7 @@ Quick start::
     import theory
     table = theory.simulate(theory.SimConfig())          # tidy: config cols, seed, step, metrics
     theory.plot_trajectory(table).savefig("traj.png")
+    theory.run_simulation(theory.SimulationRun(out="runs/sim"))   # the runner: table + config.json + figures
 
 Heavy modules (torch, sympy, matplotlib) load on first use of the names below.
 """
@@ -17,6 +18,10 @@ from theory.config import SimConfig
 
 __all__ = [
     "SimConfig",
+    "SimulationRun",
+    "SweepRun",
+    "run_simulation",
+    "run_sweep",
     "simulate",
     "make_all_figures",
     "plot_trajectory",
@@ -29,7 +34,10 @@ __all__ = [
 # public name -> submodule that defines it (imported on first use)
 _LAZY = {
     "simulate": "theory.simulator",
-    "run_simulation": "theory.simulator",
+    "run_simulation": "theory.run",
+    "run_sweep": "theory.run",
+    "SimulationRun": "theory.run",
+    "SweepRun": "theory.run",
     "make_all_figures": "theory.figures",
     "plot_trajectory": "theory.plots",
     "plot_phase_diagram": "theory.plots",

@@ -429,7 +429,8 @@ def simulate(
     show_progress: bool = True,
     num_threads: int | None = 1,
 ):
-    """Run every configuration for every seed; return the tidy long table.
+    """Run every configuration for every seed; return the tidy long table (nothing is written:
+    :func:`theory.run.run_simulation` is the runner that also saves it, ``cpi theory simulate``).
 
     One row per (configuration, seed, step) with step = 0..steps (metrics are
     measured at W(step), i.e. before the update of that step): config columns,
