@@ -50,7 +50,7 @@ from typing import Any, Literal, Mapping, Sequence, Union
 from cpi.config import Config
 from cpi.errors import ConfigError
 
-__all__ = ["add_config_arguments", "config_from_args", "field_docs", "flag_given", "split_values"]
+__all__ = ["add_config_arguments", "config_from_args", "field_docs", "flag_given", "set_assignments", "split_values"]
 
 _PREFIX = "cfg__"
 
@@ -152,13 +152,13 @@ def _number(tp: type):
 
 @dataclasses.dataclass
 class _Spec:
-    cls: type
+    cls: "type | str"
     flags: dict[str, tuple[str, ...]]  # dest -> field path
     required: tuple[str, ...]
     inline: str | None
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude: Sequence[str] = (),
+def add_config_arguments(parser: argparse.ArgumentParser, cls: "type | str", *, exclude: Sequence[str] = (),
                          required: Sequence[str] = (), inline: str | None = None,
                          help: Mapping[str, str] | None = None, config_help: str | None = None) -> None:
     """Add ``--field`` flags for ``cls``'s fields, ``--config FILE`` and ``--set KEY=VALUE`` to ``parser``.
@@ -168,7 +168,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude:
     ``inline``: a nested-config field whose own fields get top-level flags and ``--set`` keys
     (``cpi theory simulate --set n_CS=8`` sets ``sim.n_CS``); ``help``: extra help per field, for
     wording that belongs to this command only. The handler calls :func:`config_from_args`.
+
+    ``cls`` may be given as ``"module:ClassName"`` for a config whose module imports heavy
+    libraries (torch): building the ``cpi`` parser must stay light, so such a command gets only
+    ``--config`` and ``--set``, and the class is imported when the command runs.
     """
+    if isinstance(cls, str):
+        _add_file_and_set(parser, cls.rsplit(":", 1)[-1], config_help)
+        parser.set_defaults(config_spec=_Spec(cls, {}, tuple(required), inline))
+        return
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     flags: dict[str, tuple[str, ...]] = {}
@@ -206,11 +214,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude:
         parser.add_argument("--" + path[-1].replace("_", "-"), dest=dest, default=argparse.SUPPRESS,
                             help=text.replace("%", "%%"), **kwargs)
         flags[dest] = path
+    _add_file_and_set(parser, cls.__name__, config_help)
+    parser.set_defaults(config_spec=_Spec(cls, flags, tuple(required), inline))
+
+
+def _add_file_and_set(parser: argparse.ArgumentParser, name: str, config_help: str | None) -> None:
     parser.add_argument("--config", dest=_PREFIX + "_file", type=Path, default=None, metavar="FILE",
-                        help=config_help or f"JSON/YAML file with {cls.__name__} fields")
+                        help=config_help or f"JSON/YAML file with {name} fields")
     parser.add_argument("--set", dest=_PREFIX + "_set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any config field (repeatable; nested fields with a dotted key)")
-    parser.set_defaults(config_spec=_Spec(cls, flags, tuple(required), inline))
 
 
 def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Any:
@@ -221,6 +233,11 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> An
     """
     spec: _Spec = args.config_spec
     cls = spec.cls
+    if isinstance(cls, str):
+        import importlib
+
+        module, _, name = cls.partition(":")
+        cls = getattr(importlib.import_module(module), name)
     hints = typing.get_type_hints(cls)
     file = getattr(args, _PREFIX + "_file", None)
     data = _read_mapping(cls, file) if file is not None else {}
@@ -264,6 +281,11 @@ def _field(cls: type, path: tuple[str, ...]) -> dataclasses.Field:
     if len(path) > 1:
         cls = typing.get_type_hints(cls)[path[0]]
     return next(f for f in dataclasses.fields(cls) if f.name == path[-1])
+
+
+def set_assignments(args: argparse.Namespace) -> list[str]:
+    """The ``--set KEY=VALUE`` strings of a command built by :func:`add_config_arguments`, as given."""
+    return list(getattr(args, _PREFIX + "_set", None) or [])
 
 
 def flag_given(args: argparse.Namespace, name: str) -> bool:

@@ -43,8 +43,7 @@ from cpi.config import Config
 from cpi.errors import ConfigError, CpiError
 from cpi.io import atomic_save_figure, atomic_write_json, atomic_write_table, save_run
 from cpi.progress import progress
-from fullscale.prompts import TEMPLATES
-from fullscale.scoring import MODES
+from fullscale.prompts import MODES, TEMPLATES
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

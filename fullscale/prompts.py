@@ -53,6 +53,10 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 TEMPLATES = ("plain", "alpaca", "chat")
+#: How :func:`fullscale.scoring.score_items` asks: the open-book prompt answered by generation or
+#: scored by log-probability, and the closed-book form of the same question. Defined here, beside the
+#: templates, so that configs validate against it without importing torch.
+MODES = ("generate", "logprob", "closed_book")
 
 ALPACA_HEADER_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from cpi.errors import CpiError
 from cpi.progress import progress
 from fullscale.batching import pad_batch, pad_token_id
-from fullscale.prompts import FormattedPrompt, format_prompts, model_max_length
+from fullscale.prompts import MODES, FormattedPrompt, format_prompts, model_max_length
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -650,5 +650,3 @@ def score_items(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], tem
             table["knows_parametric"] = table["cb_margin"] < 0
     return table
 
-
-MODES = ("generate", "logprob", "closed_book")

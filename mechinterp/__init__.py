@@ -3,9 +3,10 @@
 Attention mass and span-resolved value (OV) contributions at the answer position, per layer x
 head, over a finetuning trajectory; head interventions; links to the theory simulator.
 Names are imported lazily so ``import mechinterp`` does not import torch or transformer_lens.
-The per-model probe is re-exported as ``probe_items``, so ``mechinterp.probe`` (and
-``from mechinterp import probe``) is always the module :mod:`mechinterp.probe`; the runner over a
-trajectory is :func:`run_probe` (``ProbeConfig`` -> table).
+The per-model probe and intervention are re-exported as ``probe_items`` and ``intervene_items``, so
+``mechinterp.probe`` and ``mechinterp.intervene`` (and ``from mechinterp import probe``) are always the
+modules, whatever was imported first; the runners are :func:`run_probe` (``ProbeConfig`` -> table) and
+:func:`run_intervene` (``InterveneConfig`` -> tables).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ _EXPORTS = {
     "draw_probe_figures": "mechinterp.plots",
     "read_probe_table": "mechinterp.trajectory",
     "HeadIntervention": "mechinterp.intervene",
-    "intervene": "mechinterp.intervene",
+    "intervene_items": "mechinterp.intervene",
     "InterveneConfig": "mechinterp.intervene",
     "run_intervene": "mechinterp.intervene",
     "summarize_intervention": "mechinterp.intervene",

@@ -12,7 +12,7 @@ prediction is affected:
   span (``Σ_{j∈span} A·v W_O``) by ``scale`` and leaves everything else of the
   head untouched. ``scale=0`` ablates the context path of those heads.
 
-:func:`intervene` runs the probe with and without the edit and returns one
+:func:`intervene_items` runs the probe with and without the edit and returns one
 row per item: logit difference (context − parametric first token), top-1
 counterfactual / parametric accuracy, before and after.
 """
@@ -100,7 +100,7 @@ def run_intervene(config: InterveneConfig) -> "tuple[pd.DataFrame, pd.DataFrame]
                                   tokenizer=config.tokenizer)
         heads = parse_heads(config.heads, int(bridge.cfg.n_layers), int(bridge.cfg.n_heads))
         iv = HeadIntervention(heads=heads, scale=config.scale, mode=config.mode, span=config.span)
-        df = intervene(bridge, tok, items, iv, template=config.template, batch_size=config.batch_size,
+        df = intervene_items(bridge, tok, items, iv, template=config.template, batch_size=config.batch_size,
                        max_length=config.max_length)
         summary = summarize_intervention(df)
         save_run(out, config, tables={"intervention_items": df, "intervention_summary": summary},
@@ -166,8 +166,8 @@ def intervention_hooks(bridge: Any, batch_span_masks: Any, iv: HeadIntervention)
     return [(f"blocks.{layer}.attn.hook_pattern", make(layer, hs)) for layer, hs in sorted(by_layer.items())]
 
 
-def intervene(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], intervention: HeadIntervention,
-              template: str = "alpaca", batch_size: int = 8, max_length: int | None = None) -> "pd.DataFrame":
+def intervene_items(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], intervention: HeadIntervention,
+                    template: str = "alpaca", batch_size: int = 8, max_length: int | None = None) -> "pd.DataFrame":
     """Per item: ``logit_diff_base``, ``logit_diff_int``, ``delta_logit_diff``, ``cf_top1_base``,
     ``cf_top1_int``, ``param_top1_base``, ``param_top1_int``, and the context-path contribution of
     the chosen heads before the edit (``heads_span_contrib_base``) — with the intervention's settings
@@ -220,6 +220,11 @@ def intervene(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], interv
     df["heads"] = ",".join(f"{l}.{h}" for l, h in intervention.heads)
     df["weights"] = getattr(bridge, "cpi_weights", "raw_hf")
     return df
+
+
+#: The former name of :func:`intervene_items`, kept so that ``from mechinterp.intervene import intervene``
+#: still works. The package re-exports only ``intervene_items``: ``mechinterp.intervene`` is this module.
+intervene = intervene_items
 
 
 def summarize_intervention(df: "pd.DataFrame", n_boot: int = 1000, seed: int = 0) -> "pd.DataFrame":

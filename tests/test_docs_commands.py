@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 
 from cpi.cli import build_parser, main
+from cpi.cli_config import set_assignments
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -121,7 +122,7 @@ def test_documented_command_parses(where, cmd):
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         pytest.fail(f"{where}: `{cmd}` does not parse (exit {exc.code})")
-    sets = getattr(args, "set", None) or []
+    sets = getattr(args, "set", None) or (set_assignments(args) if hasattr(args, "config_spec") else [])
     config_cls = _config_class(subcommand(cmd))
     if sets and config_cls is not None:
         config_cls().with_overrides(sets)  # a documented --set key that no longer exists raises ConfigError

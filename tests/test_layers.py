@@ -93,3 +93,53 @@ def test_import_stays_light(statement, heavy):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-500:]
     assert out.stdout.strip() == "[]", f"`{statement}` imported {out.stdout.strip()}"
+
+
+def module_getattr_sites(root: Path = ROOT) -> list[str]:
+    """Modules that define a module-level ``__getattr__``: only package ``__init__``s may, and only
+    through :func:`cpi.lazy.lazy_exports` (one lazy mechanism)."""
+    out = []
+    for pkg in LAYER:
+        for path in sorted((root / pkg).rglob("*.py")):
+            rel = path.relative_to(root).as_posix()
+            for node in ast.parse(path.read_text(encoding="utf-8")).body:
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "__getattr__":
+                    out.append(f"{rel}:{node.lineno}: def __getattr__")
+                elif isinstance(node, ast.Assign) and any("__getattr__" in ast.dump(t) for t in node.targets):
+                    via_lazy = isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "lazy_exports"
+                    if path.name != "__init__.py" or not via_lazy:
+                        out.append(f"{rel}:{node.lineno}: __getattr__ assigned")
+    return out
+
+
+def test_one_lazy_mechanism():
+    assert module_getattr_sites() == []
+
+
+def test_the_getattr_check_can_fail(tmp_path):
+    for pkg in LAYER:
+        (tmp_path / pkg).mkdir()
+    (tmp_path / "fullscale" / "finetune.py").write_text("def __getattr__(name):\n    raise AttributeError(name)\n")
+    (tmp_path / "theory" / "__init__.py").write_text("from cpi.lazy import lazy_exports\n"
+                                                     "__getattr__, __dir__ = lazy_exports(__name__, {})\n")
+    (tmp_path / "mechinterp" / "__init__.py").write_text("__getattr__ = lambda name: None\n")
+    assert module_getattr_sites(tmp_path) == ["fullscale/finetune.py:1: def __getattr__",
+                                              "mechinterp/__init__.py:1: __getattr__ assigned"]
+
+
+PACKAGES = ["cpi", "theory", "fullscale", "mechinterp", "experiments", "experiments.organism", "experiments.controlled"]
+
+
+@pytest.mark.parametrize("package", [
+    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="experiments.organism re-exports the function "
+                                            "`pretrain` over its module `pretrain` (outside this change's scope)"))
+    if p == "experiments.organism" else p for p in PACKAGES])
+def test_no_export_shadows_a_submodule(package):
+    """``from pkg import name`` must not mean a function or a module depending on what was imported first
+    (``mechinterp.probe`` was both): no name in ``__all__`` is also a submodule's name."""
+    import importlib
+    import pkgutil
+
+    mod = importlib.import_module(package)
+    submodules = {m.name for m in pkgutil.iter_modules(mod.__path__)}
+    assert sorted(set(mod.__all__) & submodules) == []

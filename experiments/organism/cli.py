@@ -47,27 +47,31 @@ def register(sub: "argparse._SubParsersAction") -> None:
     s.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     s.add_argument("--rhos", default="0.1,0.3,0.5,1.0", help="comma-separated rho values")
     s.add_argument("--no-mitigations", action="store_true", help="only the rho sweep")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override an OrganismConfig field (nested: ift.rho=0.5, pretrain.steps=3000)")
+    _config_flags(s, "the base OrganismConfig as YAML/JSON (instead of the defaults)")
     s.set_defaults(func=_sweep)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="the < 2 minute variant (smaller world, fewer steps)")
     p.add_argument("--out", default=None, help="run folder (default runs/organism or runs/organism_quick); resumable")
-    p.add_argument("--config", default=None, help="OrganismConfig as YAML/JSON (instead of the defaults)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override an OrganismConfig field (nested: ift.rho=0.5, pretrain.steps=3000)")
+    _config_flags(p, "OrganismConfig as YAML/JSON (instead of the defaults)")
+
+
+def _config_flags(p: argparse.ArgumentParser, config_help: str) -> None:
+    """``--config`` and ``--set`` from the one generator (:mod:`cpi.cli_config`). OrganismConfig's
+    module imports torch, so its fields get no flags of their own: building the ``cpi`` parser
+    must not import it; ``--set`` reaches every field (nested: ift.rho=0.5, pretrain.steps=3000)."""
+    from cpi.cli_config import add_config_arguments
+
+    add_config_arguments(p, "experiments.organism.experiment:OrganismConfig", config_help=config_help)
 
 
 def _config(args: argparse.Namespace):
+    from cpi.cli_config import config_from_args, flag_given
     from experiments.organism.experiment import OrganismConfig
 
-    if args.config:
-        cfg = OrganismConfig.from_file(args.config)
-    else:
-        cfg = OrganismConfig.quick() if args.quick else OrganismConfig()
-    return cfg.with_overrides(args.set)
+    quick = args.quick and not flag_given(args, "config")
+    return config_from_args(args, base=OrganismConfig.quick() if quick else None)
 
 
 def _out(args: argparse.Namespace) -> Path:
@@ -175,16 +179,19 @@ def _organism_run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from experiments.organism.experiment import OrganismConfig
+    from cpi.io import check_out_dir
+    from cpi.lock import FolderLock
     from experiments.organism.sweep import SweepConfig, plot_sweep, run_sweep
 
-    base = (OrganismConfig.quick() if args.quick else OrganismConfig()).with_overrides(args.set)
+    base = _config(args)
     scfg = SweepConfig(
         seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
         rhos=tuple(float(r) for r in args.rhos.split(",") if r.strip()),
         mitigations=not args.no_mitigations,
     )
-    table = run_sweep(base, scfg, Path(args.out))
+    out = check_out_dir(args.out)
+    with FolderLock(out, "cpi organism sweep"):
+        table = run_sweep(base, scfg, out)
     paths = plot_sweep(table, Path(args.figures) if args.figures else Path(args.out) / "figures")
     print(table.groupby(["variant", "step"])["cf_acc"].mean().unstack("step").round(3).to_string())
     print(f"figures: {', '.join(str(p) for p in paths)}")

@@ -42,7 +42,8 @@ from experiments.organism.world import build_tokenizer, build_world, WorldConfig
 from fullscale import prompts
 from fullscale.checkpoints import discover_checkpoints
 from fullscale.evaluate import EvalConfig, evaluate_trajectory, load_results
-from fullscale.finetune import FinetuneConfig, is_complete_checkpoint, list_checkpoints, run_finetune
+from fullscale.finetune import (CONFIG_FILE, FinetuneConfig, input_fingerprints, is_complete_checkpoint,
+                                list_checkpoints, resume_differences, run_finetune)
 from mechinterp.trajectory import load_items, probe_trajectory
 
 
@@ -268,7 +269,7 @@ def _stage_pretrain(cfg: OrganismConfig, out: Path, world: Any,
             raise CpiError(f"{stamp}: the base model was pretrained with a different config; use a fresh --out folder")
 
         model = AutoModelForCausalLM.from_pretrained(base)
-        log.info("%s: base model already pretrained with this config; reading it back", base)
+        log.warning("stage pretrain: reusing %s (same content: pretrain and world config)", base)
     else:
         result = pretrain(world, tokenizer, cfg.pretrain)
         model = result.model
@@ -299,15 +300,26 @@ def _finetuned(cfg: OrganismConfig, ft_dir: Path) -> bool:
 
 
 def _stage_finetune(cfg: OrganismConfig, out: Path, base: Path) -> Path:
-    if _finetuned(cfg, out / "finetune"):
-        # finished: the driver would do nothing either, but only after loading the model and data
-        log.info("%s: finetuning already finished (%d steps); reading it back", out / "finetune", cfg.ft_steps)
-        return out / "finetune"
-
     scores = out / "data" / "filter_scores.csv"
     ft_cfg = cfg.finetune_config(base, out / "data" / "ift.jsonl", out / "finetune",
                                  filter_scores=scores if scores.is_file() else None)
-    return Path(run_finetune(ft_cfg))
+    if _finetuned(cfg, out / "finetune") and _same_finetune(ft_cfg):
+        # finished with the same settings and inputs: the driver would do nothing either, but only
+        # after loading the model and data
+        log.warning("stage finetune: reusing %s (same content: %d steps, settings and input contents)",
+                    out / "finetune", cfg.ft_steps)
+        return out / "finetune"
+    return Path(run_finetune(ft_cfg))  # resumes, or refuses a finished run made with other settings
+
+
+def _same_finetune(ft_cfg: FinetuneConfig) -> bool:
+    """Whether the last recorded segment of ``ft_cfg.output_dir`` had these settings and input contents."""
+    record_file = Path(ft_cfg.output_dir) / CONFIG_FILE
+    try:
+        segments = json.loads(record_file.read_text()).get("segments") or []
+    except (OSError, ValueError, AttributeError):
+        return False
+    return bool(segments) and not resume_differences(segments[-1], ft_cfg, input_fingerprints(ft_cfg))
 
 
 def _stage_evaluate(cfg: OrganismConfig, out: Path, base: Path, ft_dir: Path) -> tuple["pd.DataFrame", "pd.DataFrame"]:
