@@ -41,13 +41,14 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import json
 import re
 import textwrap
 import typing
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence, Union
 
-from cpi.config import Config
+from cpi.config import Config, parse_assignment
 from cpi.errors import ConfigError
 
 __all__ = ["add_config_arguments", "config_from_args", "field_docs", "flag_given", "set_assignments", "split_values"]
@@ -266,15 +267,17 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> An
         raise ConfigError(f"{'--' + missing[0].replace('_', '-')} is required (or give it in --config)")
     if base is not None:
         cfg = base.replace(**_dotted(base, data)) if data else base
-    else:
+    else:  # the file, flags and plain --set keys build the config at once; dotted keys follow
         top = {k: v for k, v in changes.items() if "." not in k}
+        plain = [a for a in assignments if "." not in a.split("=", 1)[0]]
+        top.update(parse_assignment(a) for a in plain)
         cfg = cls.from_dict({**data, **top}, source=str(file) if file is not None and not top else "config")
         changes = {k: v for k, v in changes.items() if "." in k}
-    if changes:
-        cfg = cfg.replace(**changes)
-    if assignments:
-        cfg = cfg.with_overrides(assignments)
-    return cfg
+        assignments = [a for a in assignments if a not in plain]
+    # the remaining flags and --set in one step (one validation: a check across fields sees them all;
+    # the config's own with_overrides, e.g. FinetuneConfig's, reads both); --set comes last and wins
+    assignments = [f"{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}" for k, v in changes.items()] + assignments
+    return cfg.with_overrides(assignments) if assignments else cfg
 
 
 def _field(cls: type, path: tuple[str, ...]) -> dataclasses.Field:

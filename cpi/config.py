@@ -65,18 +65,7 @@ class Config:
 
     def with_overrides(self: C, assignments: Sequence[str]) -> C:
         """Apply ``key=value`` strings; values are parsed as YAML scalars/lists."""
-        changes: dict[str, Any] = {}
-        for item in assignments:
-            if "=" not in item:
-                raise ConfigError(f"--set '{item}': expected key=value")
-            key, raw = item.split("=", 1)
-            key = key.strip()
-            try:
-                value = yaml.safe_load(raw) if raw.strip() else raw
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
-            changes[key] = value
-        return self.replace(**changes)
+        return self.replace(**dict(parse_assignment(item) for item in assignments))
 
     # -- serialisation ---------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -140,6 +129,18 @@ class Config:
         path = Path(path)
         text = yaml.safe_dump(self.to_dict(), sort_keys=False) if path.suffix in (".yaml", ".yml") else self.to_json() + "\n"
         atomic_write_text(path, text)
+
+
+def parse_assignment(item: str) -> tuple[str, Any]:
+    """``"key=value"`` -> ``(key, value)``, the value read as a YAML scalar or list (``--set``)."""
+    if "=" not in item:
+        raise ConfigError(f"--set '{item}': expected key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        return key, (yaml.safe_load(raw) if raw.strip() else raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
 
 
 def check_at_least(config: Any, prefix: str = "", /, **minimums: float) -> None:

@@ -207,7 +207,7 @@ CASES: list[Case] = [
      "template"),
     ("probe-intervene/out-is-file", lambda e: _iv(e, out=e["afile"]), lambda e: e["afile"], "is a file"),
     ("probe-intervene/batch-size-0", lambda e: _iv(e, extra=["--batch-size", "0"]), lambda e: e["root"] / "iv_new",
-     "--batch-size"),
+     "batch_size"),
     ("probe-intervene/answer-not-in-context", lambda e: _iv(e)[:4] + [str(e["no_answer"])] + _iv(e)[5:],
      lambda e: e["root"] / "iv_new", "does not contain the context answer"),
     ("probe-link/missing-probe", lambda e: ["probe-link", "--probe", str(e["root"] / "nope"), "--out",

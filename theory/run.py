@@ -71,7 +71,6 @@ class SweepRun(Config):
     def validate(self) -> None:
         if not self.seeds:
             raise ConfigError("field 'seeds': give at least one seed")
-        parse_grid(self.grid, self.sim)
 
 
 def _sweep_base() -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pytest
 def test_names_load_on_first_use_and_unknown_names_fail():
     code = (
         "import sys, fullscale, mechinterp\n"
-        "assert 'load_conflicts' in dir(fullscale) and 'probe' in dir(mechinterp)\n"
+        "assert 'load_conflicts' in dir(fullscale) and 'run_probe' in dir(mechinterp)\n"
         "from fullscale import load_conflicts\n"
         "assert fullscale.__dict__['load_conflicts'] is load_conflicts\n"
     )

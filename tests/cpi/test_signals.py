@@ -33,7 +33,7 @@ def test_cli_exit_code_and_one_line(sig, monkeypatch, tmp_path, capsys):
         os.kill(os.getpid(), sig)
         raise AssertionError("the signal should have stopped the command")  # pragma: no cover
 
-    monkeypatch.setattr(fullscale.evaluate, "evaluate_trajectory", killed)
+    monkeypatch.setattr(fullscale.evaluate, "run_evaluate", killed)
     code = main(["evaluate", "--checkpoints", str(tmp_path), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == EXIT_INTERRUPTED == 130
