@@ -41,11 +41,17 @@ _LAZY = {
     "summarize_reliance": "fullscale.scoring",
     # evaluation over a trajectory
     "EvalConfig": "fullscale.evaluate",
+    "run_evaluate": "fullscale.evaluate",
     "evaluate_trajectory": "fullscale.evaluate",
     "plot_inversion": "fullscale.plots",
     # finetuning
     "FinetuneConfig": "fullscale.finetune",
     "run_finetune": "fullscale.finetune",
+    # IFT-data curation
+    "ScoreContextConfig": "fullscale.curation",
+    "run_score_context": "fullscale.curation",
+    "AugmentConfig": "fullscale.augment",
+    "run_augment": "fullscale.augment",
 }
 
 __all__ = sorted(_LAZY)

@@ -67,3 +67,15 @@ def test_different_config_is_refused(run_dir, tmp_path):
                                             template="plain", max_items=2))
     with pytest.raises(CpiError):
         ProbeConfig(template="nope")
+
+
+def test_probe_trajectory_refuses_settings_given_twice(tmp_path):
+    """With ``config=``, a keyword setting or an ``out_dir`` the config contradicts is an error, not ignored."""
+    from cpi.errors import ConfigError
+
+    cfg = ProbeConfig(checkpoints="x", dataset="<items>")
+    with pytest.raises(ConfigError, match="batch_size, per_item given both as keyword and through config="):
+        probe_trajectory("x", [], tmp_path / "o", batch_size=4, per_item=True, config=cfg)
+    with pytest.raises(ConfigError, match="differs from config.out 'elsewhere'"):
+        probe_trajectory("x", [], tmp_path / "o", config=cfg.replace(out="elsewhere"))
+    assert not (tmp_path / "o").exists()
