@@ -26,9 +26,10 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from cpi.errors import CpiError
+from cpi.config import Config
+from cpi.errors import ConfigError, CpiError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -40,6 +41,27 @@ _STEP_RE = re.compile(r"^checkpoint[-_](\d+)$")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+
+
+@dataclass(frozen=True)
+class ModelSettings(Config):
+    """How a runner loads and prompts a model: the fields its config shares with the other runners'
+    (``EvalConfig``, ``ProbeConfig``, ``InterveneConfig``, ``ScoreContextConfig`` extend it)."""
+
+    template: str = "alpaca"
+    "prompt template: plain, alpaca or chat"
+    device: Optional[str] = None
+    "cpu, cuda, cuda:1 ... (None: cuda if available)"
+    dtype: Optional[str] = None
+    "float32, bfloat16, float16 (None: bf16 on GPU, fp32 on CPU)"
+    tokenizer: Optional[str] = None
+    "tokenizer folder used when a checkpoint has none"
+
+    def validate(self) -> None:
+        from fullscale.prompts import TEMPLATES
+
+        if self.template not in TEMPLATES:
+            raise ConfigError(f"field 'template': {self.template!r} is not one of {', '.join(TEMPLATES)}")
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,9 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
 
-from cpi.config import Config, check_at_least
+from cpi.config import check_at_least
 from cpi.errors import ConfigError, CpiError
+from fullscale.checkpoints import ModelSettings
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -294,7 +295,7 @@ def plot_criticality_histogram(table: "pd.DataFrame", ax: Any = None, column: st
 
 
 @dataclasses.dataclass(frozen=True)
-class ScoreContextConfig(Config):
+class ScoreContextConfig(ModelSettings):
     """What ``cpi data score-context`` runs (its flags are these fields)."""
 
     data: str = ""
@@ -309,8 +310,6 @@ class ScoreContextConfig(Config):
     "loss: base-model response loss with/without context; lexical: word overlap (no model)"
     criterion: Literal["gap", "loss_without_context"] = "gap"
     "rank by the loss gap or by the loss without context (the paper's literal rule)"
-    template: str = "alpaca"
-    "prompt template: plain, alpaca or chat"
     data_format: Literal["auto", "alpaca", "tulu", "ultrachat"] = "auto"
     "record format of the data file"
     batch_size: int = 8
@@ -319,12 +318,9 @@ class ScoreContextConfig(Config):
     "tokens per example"
     max_examples: Optional[int] = None
     "score only the first N examples"
-    device: Optional[str] = None
-    "cpu, cuda, cuda:1 ... (None: cuda if available)"
-    dtype: Optional[str] = None
-    "float32, bfloat16, float16 (None: bf16 on GPU, fp32 on CPU)"
 
     def validate(self) -> None:
+        super().validate()
         check_at_least(self, batch_size=1, max_length=1, max_examples=1)
         check_fraction(self, "fraction")
         if self.method == "loss" and not self.model:
@@ -369,7 +365,8 @@ def run_score_context(config: ScoreContextConfig) -> ScoreContextResult:
         if config.method == "loss":
             from fullscale.checkpoints import load_checkpoint
 
-            model, tokenizer = load_checkpoint(config.model, device=config.device, dtype=config.dtype)
+            model, tokenizer = load_checkpoint(config.model, device=config.device, dtype=config.dtype,
+                                               tokenizer=config.tokenizer)
             if tokenizer.pad_token is None:
                 tokenizer.pad_token = tokenizer.eos_token
             scores = score_context_criticality(model, tokenizer, examples, template=config.template,

@@ -39,11 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from cpi.config import Config
+from cpi.config import check_at_least
 from cpi.errors import ConfigError, CpiError
 from cpi.io import atomic_save_figure, atomic_write_json, atomic_write_table, save_run
 from cpi.progress import progress
-from fullscale.prompts import MODES, TEMPLATES
+from fullscale.checkpoints import ModelSettings
+from fullscale.prompts import MODES
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -54,7 +55,7 @@ ITEM_KEY = ("checkpoint", "dataset", "item_id")
 
 
 @dataclass(frozen=True)
-class EvalConfig(Config):
+class EvalConfig(ModelSettings):
     """What to evaluate and how (``cpi evaluate``'s flags are generated from these fields)."""
 
     checkpoints: tuple[str, ...] = ()
@@ -63,18 +64,10 @@ class EvalConfig(Config):
     "shipped conflict-set names or JSONL files"
     out: str = "eval"
     "results folder (resumable)"
-    template: str = "alpaca"
-    "prompt template: plain, alpaca or chat"
     modes: tuple[str, ...] = MODES
     "subset of generate, logprob, closed_book"
     batch_size: int = 16
     "items per forward pass"
-    device: Optional[str] = None
-    "cpu, cuda, cuda:1 ... (None: cuda if available)"
-    dtype: Optional[str] = None
-    "float32, bfloat16, float16 (None: bf16 on GPU, fp32 on CPU)"
-    tokenizer: Optional[str] = None
-    "tokenizer folder used when a checkpoint has none"
     max_items: Optional[int] = None
     "a seeded random subset of N items per dataset (original order kept)"
     max_new_tokens: int = 24
@@ -91,25 +84,15 @@ class EvalConfig(Config):
     "recompute checkpoints whose stored results were made with other settings"
 
     def validate(self) -> None:
+        super().validate()
         if not self.checkpoints:
             raise ConfigError("field 'checkpoints': give at least one checkpoint folder")
         if not self.datasets:
             raise ConfigError("field 'datasets': give at least one dataset name or JSONL file")
-        if self.template not in TEMPLATES:
-            raise ConfigError(f"field 'template': {self.template!r} is not one of {', '.join(TEMPLATES)}")
         bad = [m for m in self.modes if m not in MODES]
         if bad or not self.modes:
             raise ConfigError(f"field 'modes': {bad[0] if bad else '(empty)'!r} is not one of {', '.join(MODES)}")
-        if self.batch_size < 1:
-            raise ConfigError("field 'batch_size': must be >= 1")
-        if self.max_items is not None and self.max_items < 1:
-            raise ConfigError("field 'max_items': must be >= 1")
-        if self.max_new_tokens < 1:
-            raise ConfigError("field 'max_new_tokens': must be >= 1")
-        if self.max_length is not None and self.max_length < 8:
-            raise ConfigError("field 'max_length': must be >= 8")
-        if self.n_boot < 0:
-            raise ConfigError("field 'n_boot': must be >= 0")
+        check_at_least(self, batch_size=1, max_items=1, max_new_tokens=1, max_length=8, n_boot=0)
 
 
 def _load_datasets(cfg: EvalConfig) -> dict[str, list]:

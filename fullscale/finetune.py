@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
-from cpi.config import Config
+from cpi.config import Config, check_at_least
 from cpi.errors import ConfigError, CpiError, Interrupted
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -103,8 +103,7 @@ class LoraSettings(Config):
     target_modules: tuple[str, ...] = ("all-linear",)
 
     def validate(self) -> None:
-        if self.rank < 1:
-            raise ConfigError(f"field 'lora.rank': must be >= 1, got {self.rank}")
+        check_at_least(self, "lora.", rank=1)
         if not self.alpha > 0:
             raise ConfigError(f"field 'lora.alpha': must be > 0, got {self.alpha}")
         if not 0 <= self.dropout < 1:
@@ -142,12 +141,7 @@ class TrackingSettings(Config):
     def validate(self) -> None:
         if not self.conflicts:
             raise ConfigError("field 'tracking.conflicts': give at least one conflict set")
-        if self.n_items < 1:
-            raise ConfigError(f"field 'tracking.n_items': must be >= 1, got {self.n_items}")
-        if self.every_steps < 1:
-            raise ConfigError(f"field 'tracking.every_steps': must be >= 1, got {self.every_steps}")
-        if self.batch_size < 1:
-            raise ConfigError(f"field 'tracking.batch_size': must be >= 1, got {self.batch_size}")
+        check_at_least(self, "tracking.", n_items=1, every_steps=1, batch_size=1)
         if self.template is not None:
             _check_template_field("tracking.template", self.template)
 
@@ -326,12 +320,8 @@ class FinetuneConfig(Config):
         if self.lr_scheduler not in _SCHEDULES:
             raise ConfigError(f"field 'lr_scheduler': unknown schedule {self.lr_scheduler!r} "
                               f"(known: {', '.join(_SCHEDULES)})")
-        positive = {"max_seq_length": self.max_seq_length, "per_device_batch_size": self.per_device_batch_size,
-                    "gradient_accumulation_steps": self.gradient_accumulation_steps, "save_steps": self.save_steps,
-                    "logging_steps": self.logging_steps}
-        for name, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"field '{name}': must be >= 1, got {value}")
+        check_at_least(self, max_seq_length=1, per_device_batch_size=1, gradient_accumulation_steps=1, save_steps=1,
+                       logging_steps=1, max_examples=1, dataloader_num_workers=0)
         if self.learning_rate <= 0:
             raise ConfigError(f"field 'learning_rate': must be > 0, got {self.learning_rate}")
         if not 0 <= self.warmup_ratio < 1:
@@ -340,12 +330,8 @@ class FinetuneConfig(Config):
             raise ConfigError("fields 'warmup_steps', 'weight_decay', 'max_grad_norm' must be >= 0")
         if self.max_steps <= 0 and self.num_epochs <= 0:
             raise ConfigError("fields 'num_epochs'/'max_steps': set num_epochs > 0 or max_steps > 0")
-        if self.max_examples is not None and self.max_examples < 1:
-            raise ConfigError(f"field 'max_examples': must be >= 1, got {self.max_examples}")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise ConfigError(f"field 'save_total_limit': must be >= 1 or null, got {self.save_total_limit}")
-        if self.dataloader_num_workers < 0:
-            raise ConfigError("field 'dataloader_num_workers': must be >= 0")
         if self.qk_only and self.lora is not None:
             raise ConfigError("field 'qk_only': QK-only finetuning is full finetuning of the q/k projections; "
                               "remove the 'lora' block (or give lora.target_modules: [q_proj, k_proj] instead)")

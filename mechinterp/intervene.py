@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
 
 from cpi.config import Config, check_at_least
 from cpi.errors import ConfigError, CpiError
+from fullscale.checkpoints import ModelSettings
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -48,7 +49,7 @@ class HeadIntervention(Config):
 
 
 @dataclasses.dataclass(frozen=True)
-class InterveneConfig(Config):
+class InterveneConfig(ModelSettings):
     """What ``cpi probe-intervene`` runs (its flags are these fields)."""
 
     checkpoint: str = ""
@@ -65,22 +66,15 @@ class InterveneConfig(Config):
     "the span whose attention is scaled"
     out: str = "intervene"
     "output folder"
-    template: str = "alpaca"
-    "prompt template: plain, alpaca or chat"
     max_items: Optional[int] = None
     "use only the first N items"
     max_length: Optional[int] = None
     "cut contexts from the left to fit N tokens"
     batch_size: int = 8
     "items per forward pass"
-    device: Optional[str] = None
-    "cpu, cuda, cuda:1 ... (None: cuda if available)"
-    dtype: Optional[str] = None
-    "float32, bfloat16, float16 (None: bf16 on GPU, fp32 on CPU)"
-    tokenizer: Optional[str] = None
-    "tokenizer folder for a checkpoint that lacks one"
 
     def validate(self) -> None:
+        super().validate()
         check_at_least(self, batch_size=1, max_items=1, max_length=1, scale=0)
 
 

@@ -35,8 +35,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
-from cpi.config import Config, check_at_least
+from cpi.config import check_at_least
 from cpi.errors import ConfigError, CpiError
+from fullscale.checkpoints import ModelSettings
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -48,27 +49,19 @@ _RESUME_KEYS = ("dataset", "template", "max_items", "max_length", "compatibility
 
 
 @dataclasses.dataclass(frozen=True)
-class ProbeConfig(Config):
+class ProbeConfig(ModelSettings):
     """What ``cpi probe`` runs: which checkpoints, which items, how (the CLI flags are these fields)."""
 
     checkpoints: str = ""
     "trainer output folder (checkpoint-<step>/), a model folder, or a comma-separated list"
     dataset: str = "CF_World_Facts"
     "shipped conflict set name (e.g. CF_World_Facts) or a JSONL file"
-    template: str = "alpaca"
-    "prompt template: plain, alpaca or chat"
     max_items: Optional[int] = None
     "use only the first N items"
     max_length: Optional[int] = None
     "cut contexts from the left to fit N tokens"
     batch_size: int = 8
     "items per forward pass"
-    device: Optional[str] = None
-    "cpu, cuda, cuda:1 ... (None: cuda if available)"
-    dtype: Optional[str] = None
-    "float32, bfloat16, float16 (None: bf16 on GPU, fp32 on CPU)"
-    tokenizer: Optional[str] = None
-    "tokenizer folder for checkpoints that lack one"
     compatibility_mode: bool = False
     "use TransformerLens enable_compatibility_mode() weights (off: raw HF weights)"
     per_item: bool = False
@@ -79,11 +72,8 @@ class ProbeConfig(Config):
     "draw the figures into <out>/figures/ (run_probe only; probe_trajectory never draws)"
 
     def validate(self) -> None:
+        super().validate()
         check_at_least(self, batch_size=1, max_items=1, max_length=2)
-        from fullscale.prompts import TEMPLATES
-
-        if self.template not in TEMPLATES:
-            raise ConfigError(f"field 'template': {self.template!r} is not one of {', '.join(TEMPLATES)}")
 
 
 def load_items(dataset: str | Path | Sequence[Any], max_items: int | None = None) -> list[Any]:

@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from cpi.config import Config
+from cpi.config import Config, check_at_least
 from cpi.errors import ConfigError
 
 Mode = Literal["qk", "full", "v"]
@@ -207,9 +207,7 @@ class SimConfig(Config):
 
     # -- validation ----------------------------------------------------------
     def validate(self) -> None:
-        for name in ("n_C", "n_CS", "n_S", "n_aug"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"field '{name}': must be >= 0, got {getattr(self, name)}")
+        check_at_least(self, n_C=0, n_CS=0, n_S=0, n_aug=0)
         if self.n_train < 1:
             raise ConfigError("field 'n_C': the finetuning set is empty (n_C + n_CS + n_S + n_aug = 0)")
         if self.n_test < 1:
@@ -255,8 +253,7 @@ class SimConfig(Config):
             raise ConfigError(f"field 'lr': must be a finite number > 0, got {self.lr}")
         if not (self.lr_V_scale >= 0.0 and math.isfinite(self.lr_V_scale)):
             raise ConfigError(f"field 'lr_V_scale': must be a finite number >= 0, got {self.lr_V_scale}")
-        if self.steps < 1:
-            raise ConfigError(f"field 'steps': must be >= 1, got {self.steps}")
+        check_at_least(self, steps=1)
         self._validate_training()
         self._validate_points()
         self._validate_size()
@@ -280,8 +277,7 @@ class SimConfig(Config):
             raise ConfigError(f"field 'warmup_steps': must lie in [0, steps={self.steps}), got {self.warmup_steps}")
 
     def _validate_points(self) -> None:
-        if self.n_distractors < 0:
-            raise ConfigError(f"field 'n_distractors': must be >= 0, got {self.n_distractors}")
+        check_at_least(self, n_distractors=0)
         if not (0.0 <= self.overlap < 1.0):
             raise ConfigError(f"field 'overlap': a cosine in [0, 1), got {self.overlap}")
         for name in ("delta_C_spread", "delta_M_spread"):
