@@ -82,9 +82,13 @@ def _run(args: argparse.Namespace) -> int:
     from experiments.controlled.experiment import run_controlled
     from experiments.controlled.figures import make_condition_figures
 
+    from cpi.io import check_out_dir
+    from cpi.lock import FolderLock
+
     cfg = _config(args)
-    out = _out(args, "controlled")
-    run = run_controlled(cfg, out)
+    out = check_out_dir(_out(args, "controlled"))
+    with FolderLock(out, "cpi controlled run"):
+        run = run_controlled(cfg, out)
     paths = make_condition_figures(run, Path(args.figures) if args.figures else out / "figures", prefix=args.prefix)
     print("\n".join(summary_lines(run)))
     print(f"figures: {', '.join(str(p) for p in paths if p.suffix == '.png')}")
@@ -96,10 +100,14 @@ def _sweep(args: argparse.Namespace) -> int:
     from experiments.controlled.figures import make_condition_figures, plot_sweep, save_figure
     from experiments.controlled.sweep import run_controlled_sweep
 
+    from cpi.io import check_out_dir
+    from cpi.lock import FolderLock
+
     cfg = _config(args)
-    out = _out(args, "controlled_sweep")
+    out = check_out_dir(_out(args, "controlled_sweep"))
     names = [c.strip() for c in args.conditions.split(",") if c.strip()]
-    res = run_controlled_sweep(cfg, names, out)
+    with FolderLock(out, "cpi controlled sweep"):
+        res = run_controlled_sweep(cfg, names, out)
     figures = Path(args.figures) if args.figures else out / "figures"
     paths = []
     for name, run in res.runs.items():
