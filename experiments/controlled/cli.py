@@ -57,15 +57,18 @@ def _out(args: argparse.Namespace, name: str) -> Path:
     return Path(args.out or (f"runs/{name}_quick" if args.quick else f"runs/{name}"))
 
 
+def knowledge_lines(run) -> list[str]:
+    """The base's closed-book known rate per conflict set, with its interval."""
+    r = run.rates[run.rates["category"] == "ALL"]
+    return [f"closed-book known rate, {row.dataset}: {row.known_rate:.1%} [{row.known_rate_lo:.1%}, "
+            f"{row.known_rate_hi:.1%}] of {int(row.n)} facts (chance {row.chance:.1%})" for _, row in r.iterrows()]
+
+
 def summary_lines(run) -> list[str]:
     """What ``cpi controlled run`` prints: knowledge, mixture, trajectory and verdict, stage times."""
     from experiments.controlled.experiment import verdict_line
 
-    r = run.rates[run.rates["category"] == "ALL"]
-    lines = [f"run folder: {run.out}"]
-    for _, row in r.iterrows():
-        lines.append(f"closed-book known rate, {row.dataset}: {row.known_rate:.1%} "
-                     f"[{row.known_rate_lo:.1%}, {row.known_rate_hi:.1%}] of {int(row.n)} facts (chance {row.chance:.1%})")
+    lines = [f"run folder: {run.out}"] + knowledge_lines(run)
     c = run.counts.iloc[0]
     lines.append(f"mixture (seed {int(c.seed)}): {int(c.C)} context-critical, {int(c.CS)} non-context-critical, "
                  f"{int(c.CF)} counterfactual records; {int(c.heldout)} held-out conflicts, {int(c.evaluated)} evaluated")
