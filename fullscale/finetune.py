@@ -808,7 +808,7 @@ def _run_locked(config: FinetuneConfig, args: Any, out: Path, inputs: dict[str, 
     import datetime
 
     import transformers
-    from transformers import DataCollatorForSeq2Seq
+    from fullscale.collate import ResponseLogitsCollator, accepts_logits_to_keep
     from transformers.trainer_callback import PrinterCallback
 
     from cpi.io import atomic_write_json, atomic_write_table, run_metadata
@@ -877,7 +877,7 @@ def _run_locked(config: FinetuneConfig, args: Any, out: Path, inputs: dict[str, 
         cbs.append(RelianceTracker(config.tracking, _tracking_items(config), tokenizer,
                                    config.tracking.template or config.template, out))
     cbs += list(callbacks) + [guard]
-    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100,
+    collator = ResponseLogitsCollator(tokenizer, response_logits_only=accepts_logits_to_keep(model),
                                       pad_to_multiple_of=8 if torch.cuda.is_available() else None)
     trainer = CpiTrainer(model=model, args=args, train_dataset=features, data_collator=collator,
                          processing_class=tokenizer, callbacks=cbs, guard=guard, no_decay=no_decay,

@@ -286,7 +286,12 @@ CASES: list[Case] = [
     ("run/out-under-file", lambda e: _run(e, out=e["afile"] / "sub"), lambda e: e["afile"], "is a file"),
     ("run/figures-is-file", lambda e: _run(e, figures=e["afile"]), lambda e: e["afile"], "--figures"),
     ("run/out-not-writable", lambda e: _run(e, out=NOT_WRITABLE), lambda e: NOT_WRITABLE, "not writable"),
-    ("run/bad-rho", lambda e: _run(e, extra=["--set", "ift.rho=2"]), lambda e: e["root"] / "run_new", "rho"),
+    ("run/bad-rho", lambda e: _run(e, extra=["--set", "experiment.mixture.rho=2"]), lambda e: e["root"] / "run_new",
+     "rho"),
+    ("run/unknown-condition", lambda e: _run(e, extra=["--set", "conditions=[rho_2]"]), lambda e: e["root"] / "run_new",
+     "rho_2"),
+    ("organism/bad-rho", lambda e: ["organism", "run", "--quick", "--out", str(e["root"] / "org_new"), "--set",
+                                    "ift.rho=2"], lambda e: e["root"] / "org_new", "rho"),
     ("run/unknown-field", lambda e: _run(e, extra=["--set", "rhoo=1"]), lambda e: e["root"] / "run_new",
      "unknown field 'rhoo'"),
 ]

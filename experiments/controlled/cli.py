@@ -57,15 +57,18 @@ def _out(args: argparse.Namespace, name: str) -> Path:
     return Path(args.out or (f"runs/{name}_quick" if args.quick else f"runs/{name}"))
 
 
+def knowledge_lines(run) -> list[str]:
+    """The base's closed-book known rate per conflict set, with its interval."""
+    r = run.rates[run.rates["category"] == "ALL"]
+    return [f"closed-book known rate, {row.dataset}: {row.known_rate:.1%} [{row.known_rate_lo:.1%}, "
+            f"{row.known_rate_hi:.1%}] of {int(row.n)} facts (chance {row.chance:.1%})" for _, row in r.iterrows()]
+
+
 def summary_lines(run) -> list[str]:
     """What ``cpi controlled run`` prints: knowledge, mixture, trajectory and verdict, stage times."""
     from experiments.controlled.experiment import verdict_line
 
-    r = run.rates[run.rates["category"] == "ALL"]
-    lines = [f"run folder: {run.out}"]
-    for _, row in r.iterrows():
-        lines.append(f"closed-book known rate, {row.dataset}: {row.known_rate:.1%} "
-                     f"[{row.known_rate_lo:.1%}, {row.known_rate_hi:.1%}] of {int(row.n)} facts (chance {row.chance:.1%})")
+    lines = [f"run folder: {run.out}"] + knowledge_lines(run)
     c = run.counts.iloc[0]
     lines.append(f"mixture (seed {int(c.seed)}): {int(c.C)} context-critical, {int(c.CS)} non-context-critical, "
                  f"{int(c.CF)} counterfactual records; {int(c.heldout)} held-out conflicts, {int(c.evaluated)} evaluated")
@@ -82,9 +85,13 @@ def _run(args: argparse.Namespace) -> int:
     from experiments.controlled.experiment import run_controlled
     from experiments.controlled.figures import make_condition_figures
 
+    from cpi.io import check_out_dir
+    from cpi.lock import FolderLock
+
     cfg = _config(args)
-    out = _out(args, "controlled")
-    run = run_controlled(cfg, out)
+    out = check_out_dir(_out(args, "controlled"))
+    with FolderLock(out, "cpi controlled run"):
+        run = run_controlled(cfg, out)
     paths = make_condition_figures(run, Path(args.figures) if args.figures else out / "figures", prefix=args.prefix)
     print("\n".join(summary_lines(run)))
     print(f"figures: {', '.join(str(p) for p in paths if p.suffix == '.png')}")
@@ -96,10 +103,14 @@ def _sweep(args: argparse.Namespace) -> int:
     from experiments.controlled.figures import make_condition_figures, plot_sweep, save_figure
     from experiments.controlled.sweep import run_controlled_sweep
 
+    from cpi.io import check_out_dir
+    from cpi.lock import FolderLock
+
     cfg = _config(args)
-    out = _out(args, "controlled_sweep")
+    out = check_out_dir(_out(args, "controlled_sweep"))
     names = [c.strip() for c in args.conditions.split(",") if c.strip()]
-    res = run_controlled_sweep(cfg, names, out)
+    with FolderLock(out, "cpi controlled sweep"):
+        res = run_controlled_sweep(cfg, names, out)
     figures = Path(args.figures) if args.figures else out / "figures"
     paths = []
     for name, run in res.runs.items():

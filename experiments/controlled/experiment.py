@@ -31,6 +31,7 @@ only when both intervals exclude 0.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -38,12 +39,13 @@ import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Optional, Sequence
 
 from cpi.config import Config
 from cpi.errors import ConfigError, CpiError
 from cpi.fingerprint import checkpoint_fingerprint
 from cpi.io import atomic_write_json, atomic_write_table, save_run
+from cpi.timing import StageTimer
 from experiments.controlled.mixture import MixtureConfig, build_mixture, write_records
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -148,7 +150,9 @@ class ControlledConfig(Config):
     (:class:`~experiments.controlled.mixture.MixtureConfig`; its ``seed`` is set per seed of the run),
     ``finetune`` (:class:`TrainSettings`), ``evaluate`` (:class:`EvalSettings`). ``threads``: torch
     intra-op threads for the run (0 = leave as is; 1, the default, is robust on a shared machine, where
-    2 threads on 2 busy cores were many times slower). ``knowledge_cache``: folder of the knowledge cache
+    2 threads on 2 busy cores were many times slower). ``workers``: seeds run at once, each in its own
+    process (2 on a 2-core machine; peak memory is about ``workers`` times one seed's; the numbers do
+    not depend on it). ``knowledge_cache``: folder of the knowledge cache
     (default ``<out>/knowledge``). Nested fields take dotted keys: ``--set mixture.rho=1.0``.
 
     >>> cfg = ControlledConfig().replace(**{"mixture.rho": 1.0}, seeds=(0, 1))
@@ -164,6 +168,7 @@ class ControlledConfig(Config):
     finetune: TrainSettings = field(default_factory=TrainSettings)
     evaluate: EvalSettings = field(default_factory=EvalSettings)
     threads: int = 1
+    workers: int = 1
     knowledge_cache: Optional[str] = None
 
     def validate(self) -> None:
@@ -175,6 +180,8 @@ class ControlledConfig(Config):
             raise ConfigError(f"field 'seeds': duplicate seed in {list(self.seeds)}")
         if self.threads < 0:
             raise ConfigError(f"field 'threads': must be >= 0, got {self.threads}")
+        if self.workers < 1:
+            raise ConfigError(f"field 'workers': must be >= 1, got {self.workers}")
 
     def replace(self, **changes: Any) -> "ControlledConfig":
         """As :meth:`Config.replace`; an error in a nested field names it with its dotted key."""
@@ -513,28 +520,82 @@ class ControlledRun:
 def run_controlled(config: ControlledConfig, out_dir: str | Path, timer: Any = None) -> ControlledRun:
     """Run (or resume) every stage of ``config`` into ``out_dir``; returns the tables (also written there).
 
-    ``timer``: an :class:`experiments.organism.experiment.StageTimer` (a fresh one by default); its rows are
-    appended to ``<out>/timings.csv``.
+    The seeds run ``config.workers`` at a time, each in its own process on ``config.threads`` threads
+    (one process per core is the fastest use of a small CPU machine; the numbers are the same as with
+    ``workers = 1``). ``timer``: a :class:`cpi.timing.StageTimer` (a fresh one by default); its rows,
+    and the workers' rows, are appended to ``<out>/timings.csv``.
     """
+    timer = timer or StageTimer()
+    with torch_threads(config.threads):
+        prepared = prepare_condition(config, Path(out_dir), timer)
+        results = run_seed_jobs(prepared.seed_jobs(), config.workers, config.threads)
+    return gather_condition(prepared, results, timer)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the block with ``threads`` torch intra-op threads (0 = leave as is), restoring them after."""
     import torch
 
     old = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    if threads:
+        torch.set_num_threads(threads)
     try:
-        return _run(config, Path(out_dir), timer)
+        yield
     finally:
         torch.set_num_threads(old)
 
 
-def _run(cfg: ControlledConfig, out: Path, timer: Any) -> ControlledRun:
-    import pandas as pd
+@dataclass(frozen=True)
+class SeedJob:
+    """Everything one seed's stages need (picklable: it travels to a worker process)."""
 
-    from experiments.organism.experiment import StageTimer
+    config: ControlledConfig
+    out: Path
+    seed: int
+    model_dir: Path
+    model_fp: str
+    base_link: Path
+    items: tuple[Any, ...]
+    known: "pd.DataFrame"
+
+
+@dataclass
+class SeedResult:
+    """One seed's tables: ``items`` (item x step), ``summary`` (the ``ALL`` rows of the evaluation
+    summary), ``probe`` / ``probe_steps`` (None without probe items), ``timings`` (StageTimer rows)."""
+
+    seed: int
+    counts: dict[str, Any]
+    items: "pd.DataFrame"
+    summary: "pd.DataFrame"
+    probe: "pd.DataFrame | None"
+    probe_steps: "pd.DataFrame | None"
+    timings: list[dict[str, Any]]
+
+
+@dataclass
+class PreparedCondition:
+    """A condition after its shared stage (the base's closed-book knowledge), before its seeds run."""
+
+    config: ControlledConfig
+    out: Path
+    model_dir: Path
+    model_fp: str
+    base_link: Path
+    items: tuple[Any, ...]
+    known: "pd.DataFrame"
+    rates: "pd.DataFrame"
+
+    def seed_jobs(self) -> list[SeedJob]:
+        return [SeedJob(self.config, self.out, seed, self.model_dir, self.model_fp, self.base_link, self.items,
+                        self.known) for seed in self.config.seeds]
+
+
+def prepare_condition(cfg: ControlledConfig, out: Path, timer: Any) -> PreparedCondition:
+    """Write the run's config, link the base as step 0 and measure (or read back) the base's knowledge."""
     from fullscale.models import resolve_model
-    from mechinterp.link import steps_table
 
-    timer = timer or StageTimer()
     out.mkdir(parents=True, exist_ok=True)
     save_run(out, cfg)
     (out / "config.json").replace(out / "controlled_config.json")
@@ -543,35 +604,85 @@ def _run(cfg: ControlledConfig, out: Path, timer: Any) -> ControlledRun:
         raise CpiError(f"field 'model': {cfg.model} is not a checkpoint folder with config.json ({model_dir})")
     model_fp = model_fingerprint(model_dir)
     base_link = _link_base(out, model_dir)
-    items = knowledge_items(cfg.knowledge)
+    items = tuple(knowledge_items(cfg.knowledge))
     cache = Path(cfg.knowledge_cache) if cfg.knowledge_cache else out / "knowledge"
     known, rates = timer.run("knowledge", stage_knowledge, cfg, model_dir, model_fp, cache, items)
-    counts, item_frames, traj_frames, probe_frames, step_frames = [], [], [], [], []
-    for seed in cfg.seeds:
-        seed_dir = out / f"seed-{seed}"
-        data = timer.run(f"mixture[{seed}]", stage_mixture, cfg, seed, items, known, seed_dir)
-        counts.append({"seed": seed, **data.counts})
-        ft_dir = timer.run(f"finetune[{seed}]", stage_finetune, cfg, seed, model_dir, model_fp, data, seed_dir)
-        it, summ = timer.run(f"evaluate[{seed}]", stage_evaluate, cfg, seed, base_link, ft_dir, data, seed_dir)
-        item_frames.append(it.assign(seed=seed))
-        s = summ[summ["category"].astype(str) == "ALL"] if "category" in summ else summ
-        traj_frames.append(s.assign(seed=seed))
-        if cfg.evaluate.probe_items:
-            pr = timer.run(f"probe[{seed}]", stage_probe, cfg, seed, base_link, ft_dir, data, seed_dir)
-            probe_frames.append(pr.assign(seed=seed))
-            step_frames.append(steps_table(pr).assign(seed=seed))
-    items_t = pd.concat(item_frames, ignore_index=True)
+    return PreparedCondition(cfg, out, model_dir, model_fp, base_link, items, known, rates)
+
+
+def run_seed(job: SeedJob) -> SeedResult:
+    """One seed's stages: mixture, finetune, evaluate, probe (each skipped when its folder is complete)."""
+    from mechinterp.link import steps_table
+
+    cfg, seed, timer = job.config, job.seed, StageTimer()
+    seed_dir = job.out / f"seed-{seed}"
+    data = timer.run(f"mixture[{seed}]", stage_mixture, cfg, seed, job.items, job.known, seed_dir)
+    ft_dir = timer.run(f"finetune[{seed}]", stage_finetune, cfg, seed, job.model_dir, job.model_fp, data, seed_dir)
+    it, summ = timer.run(f"evaluate[{seed}]", stage_evaluate, cfg, seed, job.base_link, ft_dir, data, seed_dir)
+    summ = summ[summ["category"].astype(str) == "ALL"] if "category" in summ else summ
+    probe = steps = None
+    if cfg.evaluate.probe_items:
+        probe = timer.run(f"probe[{seed}]", stage_probe, cfg, seed, job.base_link, ft_dir, data, seed_dir)
+        steps = steps_table(probe).assign(seed=seed)
+        probe = probe.assign(seed=seed)
+    return SeedResult(seed=seed, counts={"seed": seed, **data.counts}, items=it.assign(seed=seed),
+                      summary=summ.assign(seed=seed), probe=probe, probe_steps=steps, timings=timer.rows)
+
+
+def run_seed_jobs(jobs: Sequence[SeedJob], workers: int, threads: int) -> list[SeedResult]:
+    """Run ``jobs`` in order (``workers`` <= 1) or ``workers`` at a time in spawned processes with
+    ``threads`` torch threads each; results in the order of ``jobs`` either way.
+
+    An interrupt or an error stops the other workers at once (what they finished is on disk and a
+    rerun resumes from it); a worker's :class:`~cpi.errors.CpiError` reaches the caller unchanged.
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        return [run_seed(job) for job in jobs]
+    import multiprocessing
+
+    pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_worker,
+                                                    initargs=(threads,))
+    try:
+        results = list(pool.imap(run_seed, jobs))
+    except BaseException:
+        pool.terminate()
+        raise
+    else:
+        pool.close()
+    finally:
+        pool.join()
+    return results
+
+
+def _init_worker(threads: int) -> None:
+    """A worker leaves SIGINT to the parent (which stops the pool) and uses ``threads`` torch threads."""
+    import signal
+
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def gather_condition(prep: PreparedCondition, results: Sequence[SeedResult], timer: Any) -> ControlledRun:
+    """The condition's tables from its seeds' results, written to its folder with the verdict."""
+    import pandas as pd
+
+    cfg, out = prep.config, prep.out
+    items_t = pd.concat([r.items for r in results], ignore_index=True)
     items_t["step"] = items_t["step"].astype(int)
-    traj = pd.concat(traj_frames, ignore_index=True)
+    traj = pd.concat([r.summary for r in results], ignore_index=True)
     traj["step"] = traj["step"].astype(int)
     keep = ["seed", "step", "n"] + [c for c in traj.columns if c.startswith(("cf_acc", "param_acc", "mean_margin",
                                                                               "context_pref_rate", "mean_reliance"))]
     traj = traj[keep].sort_values(["seed", "step"]).reset_index(drop=True)
-    probe = pd.concat(probe_frames, ignore_index=True) if probe_frames else None
-    psteps = pd.concat(step_frames, ignore_index=True) if step_frames else None
+    probed = [r for r in results if r.probe is not None]
+    probe = pd.concat([r.probe for r in probed], ignore_index=True) if probed else None
+    psteps = pd.concat([r.probe_steps for r in probed], ignore_index=True) if probed else None
     stat = inversion_statistic(items_t, n_boot=max(cfg.evaluate.n_boot, 200), seed=0)
-    counts_t = pd.DataFrame(counts)
-    tables = {"trajectory": traj, "counts": counts_t, "rates": rates,
+    counts_t = pd.DataFrame([r.counts for r in results])
+    tables = {"trajectory": traj, "counts": counts_t, "rates": prep.rates,
               "items": items_t[[c for c in ("seed", "checkpoint", "step", "item_id", "dataset", "category",
                                             "cf_correct", "param_correct", "outcome", "margin", "output")
                                 if c in items_t.columns]]}
@@ -580,12 +691,15 @@ def _run(cfg: ControlledConfig, out: Path, timer: Any) -> ControlledRun:
     for name, table in tables.items():
         atomic_write_table(table, out / f"{name}.csv")
     atomic_write_json(out / "verdict.json", stat)
+    for r in results:
+        timer.rows.extend(dict(row, invocation=timer.started) for row in r.timings)
     timings = timer.table()
     old = out / "timings.csv"  # earlier invocations' rows are kept (a resumed run's stages take ~0 s)
     atomic_write_table(pd.concat([pd.read_csv(old), timings], ignore_index=True) if old.is_file() else timings, old)
-    return ControlledRun(out=out, config=cfg, known=known, rates=rates, counts=counts_t, items=items_t,
+    return ControlledRun(out=out, config=cfg, known=prep.known, rates=prep.rates, counts=counts_t, items=items_t,
                          trajectory=traj, probe=probe, probe_steps=psteps, verdict=stat, timings=timings)
 
 
-__all__ = ["ControlledConfig", "ControlledRun", "EvalSettings", "KnowledgeSettings", "TrainSettings",
-           "inversion_statistic", "model_fingerprint", "run_controlled", "verdict_line"]
+__all__ = ["ControlledConfig", "ControlledRun", "EvalSettings", "KnowledgeSettings", "PreparedCondition", "SeedJob",
+           "SeedResult", "TrainSettings", "gather_condition", "inversion_statistic", "model_fingerprint",
+           "prepare_condition", "run_controlled", "run_seed", "run_seed_jobs", "torch_threads", "verdict_line"]

@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from cpi.errors import ConfigError
 from cpi.io import atomic_write_table
-from experiments.controlled.experiment import ControlledConfig, ControlledRun, run_controlled
+from cpi.timing import StageTimer
+from experiments.controlled.experiment import (
+    ControlledConfig,
+    ControlledRun,
+    gather_condition,
+    prepare_condition,
+    run_seed_jobs,
+    torch_threads,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -49,18 +57,28 @@ class SweepResult:
 
 
 def run_controlled_sweep(base: ControlledConfig, conditions: Sequence[str], out_dir: str | Path) -> SweepResult:
-    """Run (or resume) every condition into ``out_dir/<name>``; write ``sweep.csv`` and ``verdicts.csv``."""
+    """Run (or resume) every condition into ``out_dir/<name>``; write ``sweep.csv`` and ``verdicts.csv``.
+
+    The base's knowledge is measured once (shared cache); then every condition x seed runs,
+    ``base.workers`` at a time (:func:`~experiments.controlled.experiment.run_seed_jobs`).
+    """
     import pandas as pd
 
     from experiments.controlled.figures import condition_table
 
     out = Path(out_dir)
     cfgs = {name: condition_config(base, name, out) for name in conditions}  # all validated before any work
+    timers = {name: StageTimer() for name in cfgs}
+    with torch_threads(base.threads):
+        prepared = {name: prepare_condition(cfg, out / name, timers[name]) for name, cfg in cfgs.items()}
+        jobs = [(name, job) for name, prep in prepared.items() for job in prep.seed_jobs()]
+        results = run_seed_jobs([job for _, job in jobs], base.workers, base.threads)
     runs, frames, verdicts = {}, [], []
-    for name, cfg in cfgs.items():
-        run = run_controlled(cfg, out / name)
+    for name, prep in prepared.items():
+        mine = [r for (owner, _), r in zip(jobs, results) if owner == name]
+        run = gather_condition(prep, mine, timers[name])
         runs[name] = run
-        frames.append(condition_table(run.items, run.probe_steps, n_boot=cfg.evaluate.n_boot).assign(condition=name))
+        frames.append(condition_table(run.items, run.probe_steps, n_boot=prep.config.evaluate.n_boot).assign(condition=name))
         v = {k: val for k, val in run.verdict.items() if not isinstance(val, list)}
         verdicts.append({"condition": name, **v})
     table = pd.concat(frames, ignore_index=True)

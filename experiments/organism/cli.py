@@ -1,8 +1,7 @@
-"""``cpi run [--quick]`` (the README's main command) and ``cpi organism sweep``.
+"""``cpi organism run [--quick]`` and ``cpi organism sweep``: the model organism (no downloads).
 
-    cpi run                 # theory figures + the organism end to end, figures into runs/organism/figures/
-    cpi run --figures figures   # the same, regenerating the committed figures (what `make run` does)
-    cpi run --quick         # the same in < 2 minutes (smaller world, fewer steps) -> runs/organism_quick/
+    cpi organism run --figures figures   # the organism end to end, regenerating its committed figures
+    cpi organism run --quick             # < 2 minutes (smaller world, fewer steps) -> runs/organism_quick/
     cpi organism run --set ift.rho=0.5 --out runs/rho05
     cpi organism sweep --out runs/organism_sweep
 
@@ -13,26 +12,11 @@ folder, so a quick run never overwrites the committed full-size figures in ``fig
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
-    """Add ``run`` and ``organism {run,sweep}`` to the ``cpi`` parser."""
-    p = sub.add_parser(
-        "run",
-        help="the embedded default: theory figures, then a small transformer pretrained on a synthetic world, "
-        "instruction-finetuned, evaluated and probed (no downloads)",
-        description="Regenerate the theory figures, pretrain the model organism on a synthetic world of facts, "
-        "instruction-finetune it with checkpoints (fullscale.finetune), evaluate every checkpoint on held-out "
-        "knowledge conflicts (fullscale.evaluate) and probe them (mechinterp), and write the figures. "
-        "About 10 minutes on 2 CPU cores; --quick < 2 minutes.",
-    )
-    _common(p)
-    p.add_argument("--figures", default=None, help="folder for the figures (default: <out>/figures/)")
-    p.add_argument("--no-theory", action="store_true", help="skip regenerating the theory figures")
-    p.set_defaults(func=_run)
-
+    """Add ``organism {run,sweep}`` to the ``cpi`` parser."""
     org = sub.add_parser("organism", help="the model organism: one run or the rho / mitigation sweep")
     org_sub = org.add_subparsers(dest="organism_command", metavar="ORGANISM_COMMAND", required=True)
     r = org_sub.add_parser("run", help="one organism run (no theory figures)")
@@ -121,41 +105,6 @@ def inversion_verdict(traj, n_items: int, min_effect: float = 0.1) -> str:
     if peak.step not in (first.step, last.step) and rise >= need and drop >= need:
         return f"rise then fall: +{rise:.1%} then -{drop:.1%} (n={n_items} items)"
     return f"no clear rise-then-fall (rise {rise:+.1%}, drop from peak {drop:+.1%}, n={n_items} items)"
-
-
-def _run(args: argparse.Namespace) -> int:
-    import time
-
-    from cpi.io import check_out_dir
-    from cpi.lock import FolderLock
-
-    t0 = time.perf_counter()
-    cfg = _config(args)
-    out = check_out_dir(_out(args))
-    figures = check_out_dir(args.figures, "--figures") if args.figures else out / "figures"
-    with FolderLock(out, "cpi run"):
-        return _run_locked(args, cfg, figures, out, t0)
-
-
-def _run_locked(args: argparse.Namespace, cfg, figures: Path, out: Path, t0: float) -> int:
-    import time
-
-    from experiments.organism.experiment import StageTimer, run_organism
-    from experiments.organism.figures import make_organism_figures
-
-    written: list[Path] = []
-    timer = StageTimer()
-    if not args.no_theory:
-        import theory
-
-        print("[1/2] theory figures ...", file=sys.stderr)
-        written += list(timer.run("theory_figures", theory.make_all_figures, figures, quick=args.quick))
-    print("[2/2] model organism: pretrain -> finetune -> evaluate -> probe ...", file=sys.stderr)
-    run = run_organism(cfg, out, timer=timer)
-    written += make_organism_figures(run, figures)
-    print("\n".join(_summary_lines(run)))
-    print(f"figures written: {len(written)} files in {figures}/ ; total {time.perf_counter() - t0:.0f} s")
-    return 0
 
 
 def _organism_run(args: argparse.Namespace) -> int:

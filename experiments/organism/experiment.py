@@ -19,12 +19,9 @@ model (``cpi finetune``, ``cpi evaluate``, ``cpi probe``).
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
-import resource
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -36,6 +33,7 @@ from transformers import AutoModelForCausalLM
 from cpi.config import Config
 from cpi.errors import ConfigError, CpiError
 from cpi.io import atomic_write_json, atomic_write_table, save_run
+from cpi.timing import StageTimer
 from experiments.organism.ift import IFTConfig, make_eval_items, make_ift_records, write_eval_jsonl, write_ift_jsonl
 from experiments.organism.pretrain import closed_book_recall, context_reading, pretrain, PretrainConfig, save_model
 from experiments.organism.world import build_tokenizer, build_world, WorldConfig
@@ -158,28 +156,6 @@ class OrganismConfig(Config):
             filter_fraction=self.filter_fraction, filter_method="loss", filter_criterion=self.filter_criterion,
             filter_scores=str(filter_scores) if (filter_scores is not None and self.filter_fraction > 0) else None,
         )
-
-
-def _utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-@dataclass
-class StageTimer:
-    """Wall time and peak resident memory (process high-water mark, MiB) per stage of one invocation."""
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    started: str = field(default_factory=_utc_now)  # UTC, labels this invocation's rows in timings.csv
-
-    def run(self, stage: str, fn, *args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
-        result = fn(*args, **kwargs)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-        self.rows.append({"invocation": self.started, "stage": stage, "wall_s": time.perf_counter() - t0,
-                          "peak_rss_mib": peak})
-        return result
-
-    def table(self) -> "pd.DataFrame":
-        return pd.DataFrame(self.rows, columns=["invocation", "stage", "wall_s", "peak_rss_mib"])
 
 
 @dataclass

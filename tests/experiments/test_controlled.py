@@ -100,6 +100,17 @@ def test_resume_gives_identical_numbers_and_redoes_nothing(tiny):
 
 
 @pytest.mark.slow
+def test_two_worker_processes_give_the_same_numbers(tiny, tmp_path):
+    root, cfg, run = tiny
+    par = run_controlled(cfg.replace(workers=2), tmp_path / "par")
+    cols = ["seed", "step", "item_id", "cf_correct", "param_correct", "margin", "output"]
+    pd.testing.assert_frame_equal(par.items[cols].reset_index(drop=True), run.items[cols].reset_index(drop=True))
+    assert par.verdict == run.verdict
+    stages = set(pd.read_csv(tmp_path / "par" / "timings.csv")["stage"])
+    assert {"knowledge", "finetune[0]", "finetune[1]", "evaluate[1]", "probe[1]"} <= stages
+
+
+@pytest.mark.slow
 def test_changed_setting_gets_its_own_folder(tiny):
     root, cfg, _ = tiny
     out = root / "run"

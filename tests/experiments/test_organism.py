@@ -220,16 +220,16 @@ def test_seed_and_sweep_plots_draw_the_table():
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """The README's main command, `cpi run --quick`, then its run folder read back (every stage resumes)."""
+    """`cpi organism run --quick`, then its run folder read back (every stage resumes)."""
     from cpi.cli import main
     from experiments.organism.experiment import OrganismConfig, run_organism
 
     out = tmp_path_factory.mktemp("organism_quick")
     cwd = tmp_path_factory.mktemp("cwd")
     here = Path.cwd()
-    os.chdir(cwd)  # no --figures: the figures go under --out, never into ./figures
+    os.chdir(cwd)  # figures only where --figures says, never into ./figures
     try:
-        assert main(["run", "--quick", "--out", str(out)]) == 0
+        assert main(["organism", "run", "--quick", "--out", str(out), "--figures", str(out / "figures")]) == 0
     finally:
         os.chdir(here)
     assert not (cwd / "figures").exists()
@@ -237,16 +237,16 @@ def quick_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_main_command_writes_theory_and_organism_figures_and_timings(quick_run):
+def test_organism_command_writes_its_figures_and_timings(quick_run):
     import pandas as pd
 
     names = {p.name for p in (quick_run.out / "figures").iterdir()}
-    for stem in ("theory_trajectory", "theory_phase_diagram", "organism_inversion", "organism_probe_attention"):
+    for stem in ("organism_inversion", "organism_probe_attention"):
         assert {f"{stem}.png", f"{stem}.pdf"} <= names
     # two invocations so far (the command, then the fixture's read-back): both kept, the first one complete
     timings = pd.read_csv(quick_run.out / "timings.csv")
     first, second = (g for _, g in timings.groupby("invocation", sort=True))
-    assert list(first["stage"]) == ["theory_figures", "data", "pretrain", "finetune", "evaluate", "probe"]
+    assert list(first["stage"]) == ["data", "pretrain", "finetune", "evaluate", "probe"]
     assert list(second["stage"]) == ["data", "pretrain", "finetune", "evaluate", "probe"]
     assert timings["wall_s"].gt(0).all() and timings["peak_rss_mib"].gt(0).all()  # no NaN, no zero
     assert first.loc[first["stage"] == "pretrain", "wall_s"].item() > 10 * second.loc[

@@ -1,0 +1,129 @@
+"""The README's main job (``cpi run``, ``make run``): the theory figures, then the paper's controlled
+experiment on a real pretrained model for one ρ and the control (ρ = 1).
+
+One :class:`MainConfig` drives it; :func:`run_main` returns a :class:`MainResult`. The experiment is
+:func:`experiments.controlled.sweep.run_controlled_sweep` (knowledge once, every condition × seed in
+``experiment.workers`` processes), so the run folder is the sweep's (``<out>/<condition>/...``,
+``sweep.csv``, ``verdicts.csv``) and resumes stage by stage. Figures go to ``<out>/figures/``
+unless ``figures`` names a folder (``make run`` passes ``figures/``).
+
+    >>> cfg = MainConfig.quick()
+    >>> cfg.conditions, cfg.experiment.seeds, cfg.out
+    (('rho_mid', 'rho_1'), (0,), 'runs/main_quick')
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from cpi.config import Config
+from cpi.errors import ConfigError
+from cpi.timing import StageTimer
+from experiments.controlled.experiment import ControlledConfig, verdict_line
+from experiments.controlled.sweep import CONDITIONS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from experiments.controlled.sweep import SweepResult
+
+
+@dataclass(frozen=True)
+class MainConfig(Config):
+    """``cpi run``: ``experiment`` (a :class:`~experiments.controlled.experiment.ControlledConfig`,
+    nested keys ``experiment.mixture.rho``, ``experiment.seeds``, ...) run for each of ``conditions``
+    (names of :data:`~experiments.controlled.sweep.CONDITIONS`) into ``out``; the theory figures first
+    unless ``theory_figures`` is false (``theory_quick``: their quick form)."""
+
+    experiment: ControlledConfig = field(default_factory=ControlledConfig)
+    conditions: tuple[str, ...] = ("rho_mid", "rho_1")
+    out: str = "runs/main"
+    figures: Optional[str] = None
+    theory_figures: bool = True
+    theory_quick: bool = False
+
+    def validate(self) -> None:
+        if not self.conditions:
+            raise ConfigError("field 'conditions': give at least one condition")
+        unknown = [c for c in self.conditions if c not in CONDITIONS]
+        if unknown:
+            raise ConfigError(f"field 'conditions': unknown condition {unknown[0]!r} (known: {', '.join(CONDITIONS)})")
+        if not self.out:
+            raise ConfigError("field 'out': give a run folder")
+
+    @classmethod
+    def quick(cls, **changes: Any) -> "MainConfig":
+        """The ``--quick`` form CI runs (a smoke test, not a result): the quick theory figures and
+        :meth:`ControlledConfig.quick` for the same two conditions, into ``runs/main_quick``."""
+        base = cls(experiment=ControlledConfig.quick(), out="runs/main_quick", theory_quick=True)
+        return base.replace(**changes) if changes else base
+
+    @property
+    def figures_dir(self) -> Path:
+        return Path(self.figures) if self.figures else Path(self.out) / "figures"
+
+
+@dataclass
+class MainResult:
+    """``sweep``: the experiment (runs per condition, ``table``, ``verdicts``); ``figures``: written
+    paths; ``timings``: wall time and peak memory of the theory figures and of each condition's stages;
+    ``wall_s``: the whole job."""
+
+    config: MainConfig
+    sweep: "SweepResult"
+    figures: list[Path]
+    timings: Any
+    wall_s: float
+
+
+def run_main(config: MainConfig) -> MainResult:
+    """Theory figures, then the experiment (resumable), then its figures; returns the tables."""
+    import pandas as pd
+
+    from experiments.controlled.figures import make_condition_figures, plot_sweep, save_figure
+    from experiments.controlled.sweep import run_controlled_sweep
+
+    t0 = time.perf_counter()
+    figures = config.figures_dir
+    timer = StageTimer()
+    written: list[Path] = []
+    if config.theory_figures:
+        from theory.figures import make_all_figures
+
+        written += timer.run("theory_figures", make_all_figures, figures, quick=config.theory_quick)
+    sweep = timer.run("experiment", run_controlled_sweep, config.experiment, config.conditions, Path(config.out))
+    for name, run in sweep.runs.items():
+        written += make_condition_figures(run, figures, prefix=f"controlled_{name}")
+    written += save_figure(plot_sweep(sweep.table), figures, "controlled_sweep")
+    stage_rows = [run.timings.assign(condition=name) for name, run in sweep.runs.items()]
+    timings = pd.concat([timer.table().assign(condition="")] + stage_rows, ignore_index=True)
+    return MainResult(config=config, sweep=sweep, figures=written, timings=timings,
+                      wall_s=time.perf_counter() - t0)
+
+
+def summary_lines(result: MainResult) -> list[str]:
+    """What ``cpi run`` prints: the base's knowledge, each condition's trajectory and verdict, stage times."""
+    from experiments.controlled.cli import knowledge_lines
+
+    first = next(iter(result.sweep.runs.values()))
+    lines = [f"run folder: {result.config.out}   model: {result.config.experiment.model}"]
+    lines += knowledge_lines(first)
+    for name, run in result.sweep.runs.items():
+        c = run.counts.iloc[0]
+        t = run.trajectory.groupby("step")[["cf_acc", "param_acc"]].mean()
+        lines.append(f"[{name}] rho={run.config.mixture.rho:g}: {int(c.C)} context-critical + {int(c.CS)} "
+                     f"non-context-critical records per seed; {int(c.evaluated)} held-out conflicts x "
+                     f"{len(run.config.seeds)} seeds")
+        lines.append(f"[{name}] mean cf_acc/param_acc by step: " + "  ".join(
+            f"{s}: {v.cf_acc:.0%}/{v.param_acc:.0%}" for s, v in t.iterrows()))
+        lines.append(f"[{name}] {verdict_line(run.verdict)}")
+    t = result.timings
+    for _, row in t.iterrows():
+        where = f"{row.condition}/" if row.condition else ""
+        lines.append(f"  stage {where + row.stage:<24} {row.wall_s:7.1f} s   peak RSS {row.peak_rss_mib:7.0f} MiB")
+    lines.append(f"total {result.wall_s:.0f} s; figures: {len(result.figures)} files in {result.config.figures_dir}/")
+    return lines
+
+
+__all__ = ["MainConfig", "MainResult", "run_main", "summary_lines"]
