@@ -32,6 +32,8 @@ _EXPORTS = {
     "InterveneConfig": "mechinterp.intervene",
     "run_intervene": "mechinterp.intervene",
     "summarize_intervention": "mechinterp.intervene",
+    "LinkConfig": "mechinterp.report",
+    "run_link": "mechinterp.report",
     "steps_table": "mechinterp.link",
     "theory_link_table": "mechinterp.link",
     "correlation_table": "mechinterp.link",

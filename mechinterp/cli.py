@@ -37,14 +37,9 @@ def register(sub: "argparse._SubParsersAction") -> None:
     r = sub.add_parser("probe-link", help="link a probe trajectory to the theory and the evaluation",
                        description="Theory-vs-measured trajectory, attention-vs-accuracy correlation, and per-head "
                                    "attention change vs context-path value tables and figures.")
-    r.add_argument("--probe", required=True, type=Path, help="a `cpi probe` output folder or its probe.csv")
-    r.add_argument("--theory", default=None,
-                   help="theory.simulate table (CSV), or 'default' to simulate the default SimConfig")
-    r.add_argument("--eval-summary", default=None, type=Path, help="summary.csv from `cpi evaluate`")
-    r.add_argument("--dataset-name", default=None, help="restrict to this dataset (default: average of all)")
-    r.add_argument("--category", default="ALL")
-    r.add_argument("--top-k", type=int, default=10)
-    r.add_argument("--out", required=True, type=Path)
+    from mechinterp.report import LinkConfig
+
+    add_config_arguments(r, LinkConfig, required=("probe", "out"))
     r.set_defaults(func=_link)
 
 
@@ -78,50 +73,10 @@ def _intervene(args: argparse.Namespace) -> int:
 
 
 def _link(args: argparse.Namespace) -> int:
-    import pandas as pd
+    from cpi.cli_config import config_from_args
+    from mechinterp.report import run_link
 
-    from cpi.errors import CpiError
-    from cpi.io import check_out_dir, save_run
-    from mechinterp import link, plots
-    from mechinterp.trajectory import read_probe_table
-
-    check_out_dir(args.out)
-    table = read_probe_table(args.probe)
-    ev = None
-    if args.eval_summary is not None:
-        if not args.eval_summary.is_file():
-            raise CpiError(f"{args.eval_summary}: evaluation summary not found")
-        ev = pd.read_csv(args.eval_summary, keep_default_na=False, na_values=[""])
-    tables: dict[str, pd.DataFrame] = {}
-    figs = {}
-    corr = link.correlation_table(table, ev, dataset=args.dataset_name, category=args.category)
-    tables["correlation"] = corr
-    tables["correlations"] = link.correlations(corr)
-    figs["correlation.png"] = plots.plot_correlation(corr)
-    try:
-        heads = link.head_change_table(table, dataset=args.dataset_name, category=args.category)
-        tables["head_change"] = heads
-        tables["head_change_summary"] = link.head_change_summary(heads, top_k=args.top_k)
-        figs["attention_change_heatmap.png"] = plots.plot_attention_change(heads)
-        figs["head_drop_vs_value.png"] = plots.plot_head_drop_vs_value(heads)
-    except CpiError as exc:
-        print(f"skipping head-change tables: {exc}")
-    if args.theory is not None:
-        if args.theory == "default":
-            from theory import SimConfig, simulate
-
-            th = simulate(SimConfig(), show_progress=False)
-        else:
-            path = Path(args.theory)
-            if not path.is_file():
-                raise CpiError(f"{path}: theory table not found")
-            th = pd.read_csv(path)
-        lt = link.theory_link_table(th, table, ev, dataset=args.dataset_name, category=args.category)
-        tables["theory_link"] = lt
-        figs["theory_link.png"] = plots.plot_theory_link(lt)
-    save_run(args.out, {"probe": str(args.probe), "theory": args.theory, "eval_summary": str(args.eval_summary),
-                        "dataset": args.dataset_name, "category": args.category, "top_k": args.top_k}, tables=tables)
-    for name, fig in figs.items():
-        plots.save_figure(fig, args.out / name)
-    print(f"wrote {args.out} ({', '.join(list(tables) + list(figs))})")
+    cfg = config_from_args(args)
+    tables = run_link(cfg)
+    print(f"wrote {cfg.out} ({', '.join(tables)} tables and their figures)")
     return 0

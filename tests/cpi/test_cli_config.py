@@ -155,6 +155,7 @@ RUNNERS = [
     (["evaluate"], "fullscale.evaluate:EvalConfig"),
     (["probe"], "mechinterp.trajectory:ProbeConfig"),
     (["probe-intervene"], "mechinterp.intervene:InterveneConfig"),
+    (["probe-link"], "mechinterp.report:LinkConfig"),
     (["finetune"], "fullscale.finetune:FinetuneConfig"),
     (["data", "score-context"], "fullscale.curation:ScoreContextConfig"),
     (["data", "augment"], "fullscale.augment:AugmentConfig"),
