@@ -44,6 +44,7 @@ import inspect
 import json
 import re
 import textwrap
+import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence, Union
@@ -116,7 +117,7 @@ def _docstring_docs(cls: type) -> dict[str, str]:
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    if typing.get_origin(tp) in (Union, getattr(__import__("types"), "UnionType", Union)):
+    if typing.get_origin(tp) in (Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) == 1:
             return args[0], True
@@ -159,16 +160,15 @@ class _Spec:
     inline: str | None
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: "type | str", *, exclude: Sequence[str] = (),
-                         required: Sequence[str] = (), inline: str | None = None,
-                         help: Mapping[str, str] | None = None, config_help: str | None = None) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, cls: "type | str", *, required: Sequence[str] = (),
+                         inline: str | None = None, config_help: str | None = None) -> None:
     """Add ``--field`` flags for ``cls``'s fields, ``--config FILE`` and ``--set KEY=VALUE`` to ``parser``.
 
-    ``exclude``: fields without a flag (still reachable with ``--config``/``--set``);
-    ``required``: fields that must come from a flag or the ``--config`` file;
+    ``required``: fields that must come from a flag, ``--set`` or the ``--config`` file;
     ``inline``: a nested-config field whose own fields get top-level flags and ``--set`` keys
-    (``cpi theory simulate --set n_CS=8`` sets ``sim.n_CS``); ``help``: extra help per field, for
-    wording that belongs to this command only. The handler calls :func:`config_from_args`.
+    (``cpi theory simulate --set n_CS=8`` sets ``sim.n_CS``); ``config_help``: the help of
+    ``--config``. Nested-config and ``dict`` fields get no flag (``--set`` reaches them). The
+    handler calls :func:`config_from_args`.
 
     ``cls`` may be given as ``"module:ClassName"`` for a config whose module imports heavy
     libraries (torch): building the ``cpi`` parser must stay light, so such a command gets only
@@ -183,14 +183,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: "type | str", *, 
     flags: dict[str, tuple[str, ...]] = {}
     fields: list[tuple[tuple[str, ...], Any, str, Any]] = []
     for f in dataclasses.fields(cls):
-        if f.name in exclude or not f.init:
+        if not f.init:
             continue
         if f.name == inline:
             sub = hints[f.name]
             sub_hints, sub_docs = typing.get_type_hints(sub), field_docs(sub)
             sub_default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             for g in dataclasses.fields(sub):
-                if g.init and g.name not in exclude:
+                if g.init:
                     fields.append(((f.name, g.name), sub_hints[g.name], sub_docs.get(g.name, ""),
                                    getattr(sub_default, g.name)))
             continue
@@ -201,7 +201,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: "type | str", *, 
         kwargs = _flag_kwargs(tp)
         if kwargs is None:
             continue
-        text = (help or {}).get(path[-1], doc)
+        text = doc
         if path[-1] in required:
             text = f"{text} (required)".strip()
         elif tp is not bool or not isinstance(default, bool):

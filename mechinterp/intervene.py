@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
 
 from cpi.config import Config, check_at_least
 from cpi.errors import ConfigError, CpiError
-from fullscale.checkpoints import ModelSettings
+from mechinterp.trajectory import ItemSettings, load_items
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -49,13 +49,11 @@ class HeadIntervention(Config):
 
 
 @dataclasses.dataclass(frozen=True)
-class InterveneConfig(ModelSettings):
+class InterveneConfig(ItemSettings):
     """What ``cpi probe-intervene`` runs (its flags are these fields)."""
 
     checkpoint: str = ""
     "one model folder (or LoRA adapter folder)"
-    dataset: str = "CF_World_Facts"
-    "shipped conflict set name or a JSONL file"
     heads: str = ""
     "LAYER.HEAD list, e.g. '10.3,12.*' or 'all'"
     scale: float = 0.0
@@ -66,16 +64,10 @@ class InterveneConfig(ModelSettings):
     "the span whose attention is scaled"
     out: str = "intervene"
     "output folder"
-    max_items: Optional[int] = None
-    "use only the first N items"
-    max_length: Optional[int] = None
-    "cut contexts from the left to fit N tokens"
-    batch_size: int = 8
-    "items per forward pass"
 
     def validate(self) -> None:
         super().validate()
-        check_at_least(self, batch_size=1, max_items=1, max_length=1, scale=0)
+        check_at_least(self, scale=0)
 
 
 def run_intervene(config: InterveneConfig) -> "tuple[pd.DataFrame, pd.DataFrame]":
@@ -85,7 +77,6 @@ def run_intervene(config: InterveneConfig) -> "tuple[pd.DataFrame, pd.DataFrame]
     from cpi.io import check_out_dir, save_run
     from cpi.lock import FolderLock
     from mechinterp.load import load_bridge
-    from mechinterp.trajectory import load_items
 
     out = check_out_dir(config.out)
     items = load_items(config.dataset, config.max_items)

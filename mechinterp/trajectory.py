@@ -1,6 +1,7 @@
 """The probe over a finetuning trajectory: one checkpoint at a time, resumable.
 
-:func:`run_probe` (``ProbeConfig`` -> table; :func:`probe_trajectory` is its keyword form) loads each checkpoint (LoRA merged), probes the
+:func:`run_probe` (``ProbeConfig`` -> table; :func:`probe_trajectory` is its keyword form)
+loads each checkpoint (LoRA merged), probes the
 knowledge-conflict items, aggregates over items (mean/std/n per dataset ×
 category, plus ``category="ALL"``) and writes
 
@@ -49,11 +50,10 @@ _RESUME_KEYS = ("dataset", "template", "max_items", "max_length", "compatibility
 
 
 @dataclasses.dataclass(frozen=True)
-class ProbeConfig(ModelSettings):
-    """What ``cpi probe`` runs: which checkpoints, which items, how (the CLI flags are these fields)."""
+class ItemSettings(ModelSettings):
+    """Which conflict items a probe-style runner reads and how it batches them (the fields
+    :class:`ProbeConfig` and :class:`mechinterp.intervene.InterveneConfig` share)."""
 
-    checkpoints: str = ""
-    "trainer output folder (checkpoint-<step>/), a model folder, or a comma-separated list"
     dataset: str = "CF_World_Facts"
     "shipped conflict set name (e.g. CF_World_Facts) or a JSONL file"
     max_items: Optional[int] = None
@@ -62,6 +62,18 @@ class ProbeConfig(ModelSettings):
     "cut contexts from the left to fit N tokens"
     batch_size: int = 8
     "items per forward pass"
+
+    def validate(self) -> None:
+        super().validate()
+        check_at_least(self, batch_size=1, max_items=1, max_length=2)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeConfig(ItemSettings):
+    """What ``cpi probe`` runs: which checkpoints, which items, how (the CLI flags are these fields)."""
+
+    checkpoints: str = ""
+    "trainer output folder (checkpoint-<step>/), a model folder, or a comma-separated list"
     compatibility_mode: bool = False
     "use TransformerLens enable_compatibility_mode() weights (off: raw HF weights)"
     per_item: bool = False
@@ -71,9 +83,6 @@ class ProbeConfig(ModelSettings):
     figures: bool = True
     "draw the figures into <out>/figures/ (run_probe only; probe_trajectory never draws)"
 
-    def validate(self) -> None:
-        super().validate()
-        check_at_least(self, batch_size=1, max_items=1, max_length=2)
 
 
 def load_items(dataset: str | Path | Sequence[Any], max_items: int | None = None) -> list[Any]:
