@@ -12,6 +12,11 @@ import argparse
 import os
 import sys
 
+from cpi.cli_config import add_config_arguments, config_from_args
+from fullscale.augment import AugmentConfig, run_augment
+from fullscale.curation import ScoreContextConfig, run_score_context
+from fullscale.finetune import FinetuneConfig, FinetuneInterrupted, run_finetune
+
 
 def register(sub: "argparse._SubParsersAction", data_sub: "argparse._SubParsersAction") -> None:
     """Add ``finetune`` (top level) and ``score-context``, ``augment`` (``data`` group)."""
@@ -24,9 +29,6 @@ def register(sub: "argparse._SubParsersAction", data_sub: "argparse._SubParsersA
         "Re-running with the same output_dir resumes from the last complete checkpoint. Multi-GPU: "
         "accelerate launch --config_file fullscale/configs/accelerate_multi_gpu_ddp.yaml -m cpi.cli finetune ...",
     )
-    from cpi.cli_config import add_config_arguments
-    from fullscale.finetune import FinetuneConfig
-
     add_config_arguments(p, FinetuneConfig, config_help="YAML or JSON finetuning config (FinetuneConfig fields)")
     p.set_defaults(func=_finetune)
 
@@ -37,8 +39,6 @@ def register(sub: "argparse._SubParsersAction", data_sub: "argparse._SubParsersA
         "response. Writes scores.csv (one row per example), filtered.jsonl (examples kept after dropping the "
         "lowest --fraction of context-bearing examples), dropped_ids.txt, histogram.png and config.json into --out.",
     )
-    from fullscale.curation import ScoreContextConfig
-
     add_config_arguments(s, ScoreContextConfig, required=("data", "out"))
     s.set_defaults(func=_score_context)
 
@@ -49,16 +49,11 @@ def register(sub: "argparse._SubParsersAction", data_sub: "argparse._SubParsersA
         "(never from --exclude evaluation items, by id or by context) and mix them into --data so that they "
         "make up --fraction of the output JSONL.",
     )
-    from fullscale.augment import AugmentConfig
-
     add_config_arguments(a, AugmentConfig, required=("conflicts", "fraction", "data", "out"))
     a.set_defaults(func=_augment)
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from cpi.cli_config import config_from_args
-    from fullscale.finetune import FinetuneInterrupted, run_finetune
-
     config = config_from_args(args)
     main_process = os.environ.get("RANK", "0") == "0"  # torchrun / accelerate launch start one per GPU
     try:
@@ -90,9 +85,6 @@ def _end_process_group() -> None:
 
 
 def _score_context(args: argparse.Namespace) -> int:
-    from cpi.cli_config import config_from_args
-    from fullscale.curation import run_score_context
-
     res = run_score_context(config_from_args(args))
     unscored = f", {res.n_unscored} context-bearing unscored (NaN, kept)" if res.n_unscored else ""
     print(f"{len(res.scores)} examples scored; dropped {res.n_dropped}, kept {res.n_kept}{unscored} -> {res.out}")
@@ -100,9 +92,6 @@ def _score_context(args: argparse.Namespace) -> int:
 
 
 def _augment(args: argparse.Namespace) -> int:
-    from cpi.cli_config import config_from_args
-    from fullscale.augment import run_augment
-
     out, n_examples, n_aug = run_augment(config_from_args(args))
     print(f"{n_examples} IFT examples + {n_aug} counterfactual examples -> {out}")
     return 0
