@@ -51,7 +51,7 @@ def main_config(args: argparse.Namespace):
     if args.figures:
         changes["figures"] = args.figures
     if args.no_theory:
-        changes["theory_figures"] = False
+        changes["theory_figures"] = ()
     cfg = cfg.with_overrides(args.set) if args.set else cfg
     return cfg.replace(**changes) if changes else cfg
 

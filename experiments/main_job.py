@@ -22,11 +22,37 @@ from typing import TYPE_CHECKING, Any, Optional
 from cpi.config import Config
 from cpi.errors import ConfigError
 from cpi.timing import StageTimer
-from experiments.controlled.experiment import ControlledConfig, verdict_line
+from experiments.controlled.experiment import (
+    ControlledConfig,
+    EvalSettings,
+    KnowledgeSettings,
+    TrainSettings,
+    verdict_line,
+)
+from experiments.controlled.mixture import MixtureConfig
 from experiments.controlled.sweep import CONDITIONS
 
 if TYPE_CHECKING:  # pragma: no cover
     from experiments.controlled.sweep import SweepResult
+
+
+def default_experiment() -> ControlledConfig:
+    """The main job's experiment, sized to the budget (≤ 15 minutes and ≤ 6 GB on 2 CPU cores; measured
+    in BENCHMARKS.md): SmolLM2-135M-Instruct, 3 seeds run two at a time (one process per core), the
+    base scored closed-book on 150 facts of each of CF_World_Facts and CF_Bio, 128 records per seed
+    (16 LoRA steps of 8, a checkpoint every 4), 16 held-out conflicts per seed evaluated at the 5
+    checkpoints (48 seed x item units per condition), 4 of them probed."""
+    return ControlledConfig(
+        model="smollm2-135m-instruct", seeds=(0, 1, 2), workers=2, threads=1,
+        knowledge=KnowledgeSettings(datasets=("CF_World_Facts", "CF_Bio"), n_candidates=8, max_items=150),
+        mixture=MixtureConfig(n_examples=128, rho=0.5, heldout_fraction=0.5, min_heldout=20),
+        finetune=TrainSettings(method="lora", steps=16, save_steps=4, batch_size=8, learning_rate=3e-4),
+        evaluate=EvalSettings(max_items=16, max_new_tokens=8, n_boot=1000, probe_items=4, probe_batch_size=4),
+    )
+
+
+#: the theory figures of the main job: the trajectory, the comparison, the phase diagram and eta*
+MAIN_THEORY_FIGURES = ("theory_trajectory", "theory_comparison", "theory_phase_diagram", "theory_eta_star")
 
 
 @dataclass(frozen=True)
@@ -34,13 +60,14 @@ class MainConfig(Config):
     """``cpi run``: ``experiment`` (a :class:`~experiments.controlled.experiment.ControlledConfig`,
     nested keys ``experiment.mixture.rho``, ``experiment.seeds``, ...) run for each of ``conditions``
     (names of :data:`~experiments.controlled.sweep.CONDITIONS`) into ``out``; the theory figures first
-    unless ``theory_figures`` is false (``theory_quick``: their quick form)."""
+    the theory figures named in ``theory_figures`` (the four of the theory's main results by default,
+    seconds; ``cpi theory figures`` makes all seven; empty = none; ``theory_quick``: their quick form)."""
 
-    experiment: ControlledConfig = field(default_factory=ControlledConfig)
+    experiment: ControlledConfig = field(default_factory=default_experiment)
     conditions: tuple[str, ...] = ("rho_mid", "rho_1")
     out: str = "runs/main"
     figures: Optional[str] = None
-    theory_figures: bool = True
+    theory_figures: tuple[str, ...] = MAIN_THEORY_FIGURES
     theory_quick: bool = False
 
     def validate(self) -> None:
@@ -49,6 +76,11 @@ class MainConfig(Config):
         unknown = [c for c in self.conditions if c not in CONDITIONS]
         if unknown:
             raise ConfigError(f"field 'conditions': unknown condition {unknown[0]!r} (known: {', '.join(CONDITIONS)})")
+        from theory.figures import FIGURES
+
+        unknown = [f for f in self.theory_figures if f not in FIGURES]
+        if unknown:
+            raise ConfigError(f"field 'theory_figures': unknown figure {unknown[0]!r} (known: {', '.join(FIGURES)})")
         if not self.out:
             raise ConfigError("field 'out': give a run folder")
 
@@ -56,7 +88,7 @@ class MainConfig(Config):
     def quick(cls, **changes: Any) -> "MainConfig":
         """The ``--quick`` form CI runs (a smoke test, not a result): the quick theory figures and
         :meth:`ControlledConfig.quick` for the same two conditions, into ``runs/main_quick``."""
-        base = cls(experiment=ControlledConfig.quick(), out="runs/main_quick", theory_quick=True)
+        base = cls(experiment=ControlledConfig.quick(workers=2), out="runs/main_quick", theory_quick=True)
         return base.replace(**changes) if changes else base
 
     @property
@@ -68,12 +100,15 @@ class MainConfig(Config):
 class MainResult:
     """``sweep``: the experiment (runs per condition, ``table``, ``verdicts``); ``figures``: written
     paths; ``timings``: wall time and peak memory of the theory figures and of each condition's stages;
+    ``comparison``: each condition against the control ``rho_1`` at the last checkpoint
+    (:func:`~experiments.controlled.sweep.final_difference`, counterfactual accuracy and margin);
     ``wall_s``: the whole job."""
 
     config: MainConfig
     sweep: "SweepResult"
     figures: list[Path]
     timings: Any
+    comparison: Any
     wall_s: float
 
 
@@ -82,7 +117,8 @@ def run_main(config: MainConfig) -> MainResult:
     import pandas as pd
 
     from experiments.controlled.figures import make_condition_figures, plot_sweep, save_figure
-    from experiments.controlled.sweep import run_controlled_sweep
+    from cpi.io import atomic_write_table
+    from experiments.controlled.sweep import final_difference, run_controlled_sweep
 
     t0 = time.perf_counter()
     figures = config.figures_dir
@@ -91,14 +127,22 @@ def run_main(config: MainConfig) -> MainResult:
     if config.theory_figures:
         from theory.figures import make_all_figures
 
-        written += timer.run("theory_figures", make_all_figures, figures, quick=config.theory_quick)
+        written += timer.run("theory_figures", make_all_figures, figures, quick=config.theory_quick,
+                             names=config.theory_figures)
     sweep = timer.run("experiment", run_controlled_sweep, config.experiment, config.conditions, Path(config.out))
     for name, run in sweep.runs.items():
         written += make_condition_figures(run, figures, prefix=f"controlled_{name}")
     written += save_figure(plot_sweep(sweep.table), figures, "controlled_sweep")
     stage_rows = [run.timings.assign(condition=name) for name, run in sweep.runs.items()]
     timings = pd.concat([timer.table().assign(condition="")] + stage_rows, ignore_index=True)
-    return MainResult(config=config, sweep=sweep, figures=written, timings=timings,
+    control = sweep.runs.get("rho_1")
+    comparison = pd.DataFrame([
+        {"condition": name, **final_difference(run.items, control.items, metric)}
+        for name, run in sweep.runs.items() if control is not None and name != "rho_1"
+        for metric in ("cf_correct", "margin")])
+    if len(comparison):
+        atomic_write_table(comparison, Path(config.out) / "comparison.csv")
+    return MainResult(config=config, sweep=sweep, figures=written, timings=timings, comparison=comparison,
                       wall_s=time.perf_counter() - t0)
 
 
@@ -118,6 +162,13 @@ def summary_lines(result: MainResult) -> list[str]:
         lines.append(f"[{name}] mean cf_acc/param_acc by step: " + "  ".join(
             f"{s}: {v.cf_acc:.0%}/{v.param_acc:.0%}" for s, v in t.iterrows()))
         lines.append(f"[{name}] {verdict_line(run.verdict)}")
+    for _, row in result.comparison.iterrows():
+        unit = "" if row.metric == "margin" else "%"
+        scale = 1.0 if row.metric == "margin" else 100.0
+        what = "log-prob margin (nats)" if row.metric == "margin" else "counterfactual accuracy"
+        lines.append(f"control (rho_1) minus {row.condition} at the last checkpoint, {what}: "
+                     f"{scale * row['diff']:+.2f}{unit} [{scale * row.lo:+.2f}, {scale * row.hi:+.2f}] "
+                     f"(95% bootstrap; the paper predicts > 0; {row.n_a} vs {row.n_b} seed x item units)")
     t = result.timings
     for _, row in t.iterrows():
         where = f"{row.condition}/" if row.condition else ""
@@ -126,4 +177,4 @@ def summary_lines(result: MainResult) -> list[str]:
     return lines
 
 
-__all__ = ["MainConfig", "MainResult", "run_main", "summary_lines"]
+__all__ = ["MAIN_THEORY_FIGURES", "MainConfig", "default_experiment", "MainResult", "run_main", "summary_lines"]

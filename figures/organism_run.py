@@ -2,7 +2,7 @@
 
     python figures/organism_run.py [RUN_DIR] [OUT_DIR]
 
-RUN_DIR defaults to runs/organism (made by ``cpi run``; the run is resumed/completed first, so this
+RUN_DIR defaults to runs/organism (made by ``cpi organism run``; the run is resumed/completed first, so this
 script also works on a fresh checkout), OUT_DIR to figures/. Writes organism_inversion,
 organism_probe_attention, organism_probe_values, organism_probe_heads and organism_theory_overlay
 (.png and .pdf).

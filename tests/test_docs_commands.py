@@ -31,11 +31,11 @@ GROUPS = {"theory", "data", "organism", "models", "controlled"}  # subcommands w
 
 #: documented subcommands not run here, and why
 SKIPPED = {
-    "run": "the full `cpi run` takes ~5 min; `cpi run --quick` runs the same code (see COVERED_ELSEWHERE)",
+    "run": "the full `cpi run` takes ~15 min; `cpi run --quick` runs the same code (see COVERED_ELSEWHERE)",
 }
 #: documented subcommands whose exact command a test elsewhere runs, checking exit code and outputs
 COVERED_ELSEWHERE = {
-    "run --quick": ("tests/experiments/test_organism.py", "def quick_run("),
+    "run --quick": ("tests/experiments/test_controlled_real.py", '["run", "--quick", "--out", str(out)]'),
     "theory prove": ("tests/theory/test_cli.py", '"theory", "prove"'),
     # offline, on a tiny GGUF in local wheels; the real models in tests/fullscale/test_models_real.py
     "models list": ("tests/fullscale/test_models.py", '["models", "list"]'),
@@ -138,10 +138,14 @@ def _config_class(sub: str):
         from theory.config import SimConfig
 
         return SimConfig
-    if sub in ("organism run", "organism sweep", "run", "run --quick"):
+    if sub in ("organism run", "organism sweep"):
         from experiments.organism.experiment import OrganismConfig
 
         return OrganismConfig
+    if sub in ("run", "run --quick"):
+        from experiments.main_job import MainConfig
+
+        return MainConfig
     if sub in ("controlled run", "controlled sweep"):
         from experiments.controlled.experiment import ControlledConfig
 

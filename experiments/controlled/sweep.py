@@ -88,4 +88,33 @@ def run_controlled_sweep(base: ControlledConfig, conditions: Sequence[str], out_
     return SweepResult(out=out, runs=runs, table=table, verdicts=vt)
 
 
-__all__ = ["CONDITIONS", "SweepResult", "condition_config", "run_controlled_sweep"]
+def final_difference(items_a: "pd.DataFrame", items_b: "pd.DataFrame", metric: str = "cf_correct",
+                     n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
+    """``metric`` at the last checkpoint, condition b minus condition a, with a bootstrap interval.
+
+    The paper's controlled comparison in one number: with non-context-critical data (a, rho < 1)
+    context reliance should end *lower* than in the control (b, rho = 1), so ``diff`` > 0 is the
+    predicted sign. Units are seed x item pairs of each condition, resampled within seed and
+    independently per condition; ``metric`` is ``cf_correct`` or ``margin`` (nats).
+    """
+    import numpy as np
+
+    def last(items: "pd.DataFrame") -> "tuple[np.ndarray, list[np.ndarray]]":
+        final = items[items["step"] == items["step"].max()]
+        x = final[metric].to_numpy(dtype=float)
+        seeds = final["seed"].to_numpy()
+        return x, [np.flatnonzero(seeds == s) for s in sorted(set(seeds))]
+
+    (xa, ga), (xb, gb) = last(items_a), last(items_b)
+    rng = np.random.default_rng(seed)
+    boot = np.empty(n_boot)
+    for i in range(n_boot):
+        ia = np.concatenate([rng.choice(g, size=len(g)) for g in ga])
+        ib = np.concatenate([rng.choice(g, size=len(g)) for g in gb])
+        boot[i] = xb[ib].mean() - xa[ia].mean()
+    lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    return {"metric": metric, "a": float(xa.mean()), "b": float(xb.mean()), "diff": float(xb.mean() - xa.mean()),
+            "lo": float(lo), "hi": float(hi), "n_a": len(xa), "n_b": len(xb), "level": level}
+
+
+__all__ = ["CONDITIONS", "SweepResult", "condition_config", "final_difference", "run_controlled_sweep"]

@@ -278,3 +278,21 @@ def test_cli_sweep_runs_conditions_with_a_shared_knowledge_cache(tiny, tmp_path,
     assert (counts["CS"] == 0).all() and (counts["C"] == 16).all()
     assert (out / "figures" / "controlled_sweep.png").is_file()
     assert (out / "figures" / "controlled_rho_1_trajectory.png").is_file()
+
+
+def test_final_difference_sees_a_real_gap_and_not_noise():
+    from experiments.controlled.sweep import final_difference
+
+    rng = np.random.default_rng(0)
+
+    def items(p_final: float) -> pd.DataFrame:
+        rows = [{"seed": s, "item_id": f"i{i}", "step": step, "cf_correct": float(rng.random() < p),
+                 "margin": float(rng.normal(4 * p, 1))}
+                for s in (0, 1, 2) for i in range(40) for step, p in ((0, 0.2), (8, p_final))]
+        return pd.DataFrame(rows)
+
+    low, high, high2 = items(0.5), items(0.95), items(0.95)
+    gap = final_difference(low, high)
+    assert gap["n_a"] == gap["n_b"] == 120 and gap["lo"] > 0.25 and gap["diff"] == pytest.approx(gap["b"] - gap["a"])
+    same = final_difference(high, high2, metric="margin")
+    assert same["lo"] < 0 < same["hi"]
