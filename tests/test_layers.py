@@ -43,16 +43,21 @@ def imported_packages(path: Path) -> list[tuple[int, str]]:
     return found
 
 
-def layer_violations(root: Path = ROOT) -> list[str]:
-    out = []
+def package_files(root: Path = ROOT):
+    """``(package, path, path relative to root)`` of every module of the layered packages."""
     for pkg in LAYER:
         for path in sorted((root / pkg).rglob("*.py")):
-            rel = path.relative_to(root).as_posix()
-            if rel in COMPOSITION_ROOTS:
-                continue
-            for line, target in imported_packages(path):
-                if target != pkg and LAYER[target] >= LAYER[pkg]:
-                    out.append(f"{rel}:{line}: {pkg} (layer {LAYER[pkg]}) imports {target} (layer {LAYER[target]})")
+            yield pkg, path, path.relative_to(root).as_posix()
+
+
+def layer_violations(root: Path = ROOT) -> list[str]:
+    out = []
+    for pkg, path, rel in package_files(root):
+        if rel in COMPOSITION_ROOTS:
+            continue
+        for line, target in imported_packages(path):
+            if target != pkg and LAYER[target] >= LAYER[pkg]:
+                out.append(f"{rel}:{line}: {pkg} (layer {LAYER[pkg]}) imports {target} (layer {LAYER[target]})")
     return out
 
 
@@ -99,16 +104,14 @@ def module_getattr_sites(root: Path = ROOT) -> list[str]:
     """Modules that define a module-level ``__getattr__``: only package ``__init__``s may, and only
     through :func:`cpi.lazy.lazy_exports` (one lazy mechanism)."""
     out = []
-    for pkg in LAYER:
-        for path in sorted((root / pkg).rglob("*.py")):
-            rel = path.relative_to(root).as_posix()
-            for node in ast.parse(path.read_text(encoding="utf-8")).body:
-                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "__getattr__":
-                    out.append(f"{rel}:{node.lineno}: def __getattr__")
-                elif isinstance(node, ast.Assign) and any("__getattr__" in ast.dump(t) for t in node.targets):
-                    via_lazy = isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "lazy_exports"
-                    if path.name != "__init__.py" or not via_lazy:
-                        out.append(f"{rel}:{node.lineno}: __getattr__ assigned")
+    for _, path, rel in package_files(root):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == "__getattr__":
+                out.append(f"{rel}:{node.lineno}: def __getattr__")
+            elif isinstance(node, ast.Assign) and any("__getattr__" in ast.dump(t) for t in node.targets):
+                via_lazy = isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "lazy_exports"
+                if path.name != "__init__.py" or not via_lazy:
+                    out.append(f"{rel}:{node.lineno}: __getattr__ assigned")
     return out
 
 

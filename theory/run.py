@@ -36,17 +36,9 @@ __all__ = ["SimulationRun", "SweepRun", "run_simulation", "run_sweep", "parse_gr
 
 
 @dataclasses.dataclass(frozen=True)
-class SimulationRun(Config):
-    """``cpi theory simulate``: one simulator configuration over seeds, written to ``out``."""
-
-    sim: SimConfig = dataclasses.field(default_factory=SimConfig)
-    "the simulated model, data and training (its fields are top-level flags and --set keys)"
+class _Seeds(Config):
     seeds: tuple[int, ...] = (0,)
     "seeds (matter only with init_noise > 0)"
-    out: str = "runs/theory"
-    "output folder"
-    figures: bool = True
-    "draw trajectory.png/.pdf"
 
     def validate(self) -> None:
         if not self.seeds:
@@ -54,23 +46,29 @@ class SimulationRun(Config):
 
 
 @dataclasses.dataclass(frozen=True)
-class SweepRun(Config):
+class SimulationRun(_Seeds):
+    """``cpi theory simulate``: one simulator configuration over seeds, written to ``out``."""
+
+    sim: SimConfig = dataclasses.field(default_factory=SimConfig)
+    "the simulated model, data and training (its fields are top-level flags and --set keys)"
+    out: str = "runs/theory"
+    "output folder"
+    figures: bool = True
+    "draw trajectory.png/.pdf"
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepRun(_Seeds):
     """``cpi theory sweep``: a grid of simulator configurations over seeds, written to ``out``."""
 
     sim: SimConfig = dataclasses.field(default_factory=lambda: SimConfig(**_sweep_base()))
     "the base configuration every grid point changes (default: the phase-diagram base)"
     grid: tuple[str, ...] = dataclasses.field(default=(), metadata={"split": False})
     "grid axis FIELD=V1,V2,... over a config field (repeatable); none: the phase-diagram grid"
-    seeds: tuple[int, ...] = (0,)
-    "seeds"
     out: str = "runs/theory_sweep"
     "output folder"
     trajectory: bool = True
     "also write trajectory.csv (it can be large; off: only summary.csv)"
-
-    def validate(self) -> None:
-        if not self.seeds:
-            raise ConfigError("field 'seeds': give at least one seed")
 
 
 def _sweep_base() -> dict[str, Any]:
