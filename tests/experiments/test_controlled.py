@@ -296,3 +296,40 @@ def test_final_difference_sees_a_real_gap_and_not_noise():
     assert gap["n_a"] == gap["n_b"] == 120 and gap["lo"] > 0.25 and gap["diff"] == pytest.approx(gap["b"] - gap["a"])
     same = final_difference(high, high2, metric="margin")
     assert same["lo"] < 0 < same["hi"]
+
+
+@pytest.mark.slow
+def test_interrupted_parallel_run_resumes_with_identical_numbers(tiny, tmp_path):
+    """SIGINT to `cpi controlled run` with two worker processes: exit 130, no worker left running,
+    and the rerun gives the numbers of an uninterrupted in-process run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    root, base, _ = tiny
+    cfg = base.replace(workers=2, **{"finetune.steps": 30, "finetune.save_steps": 10})
+    cfg.save(tmp_path / "c.yaml")
+    out = tmp_path / "par"
+    argv = [sys.executable, "-m", "cpi.cli", "controlled", "run", "--config", str(tmp_path / "c.yaml"), "--out", str(out)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    deadline = time.monotonic() + 300
+    while not list(out.glob("seed-*/finetune-*/checkpoint-10")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read()
+    workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+    assert len(workers) == 2
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "run the same command again to resume" in err.strip().splitlines()[-1]
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"worker processes left running: {alive}"
+    assert subprocess.run(argv, capture_output=True, cwd=Path(__file__).resolve().parents[2]).returncode == 0
+    ref = run_controlled(cfg.replace(workers=1), tmp_path / "ref")
+    resumed = pd.read_csv(out / "items.csv")
+    pd.testing.assert_frame_equal(resumed, pd.read_csv(tmp_path / "ref" / "items.csv"))
+    assert sorted(resumed["step"].unique()) == [0, 10, 20, 30] and len(ref.items) == len(resumed)
