@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Literal, Optional, Sequence
 
 from cpi.config import Config
-from cpi.errors import ConfigError, CpiError
+from cpi.errors import EXIT_INTERRUPTED, ConfigError, CpiError
 from cpi.fingerprint import checkpoint_fingerprint
 from cpi.io import atomic_write_json, atomic_write_table, save_run
 from cpi.timing import StageTimer
@@ -643,7 +643,7 @@ def run_seed_jobs(jobs: Sequence[SeedJob], workers: int, threads: int) -> list[S
     pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_worker,
                                                     initargs=(threads,))
     try:
-        results = list(pool.imap(run_seed, jobs))
+        results = list(pool.imap(_run_seed_in_worker, jobs))
     except BaseException:
         pool.terminate()
         raise
@@ -652,6 +652,15 @@ def run_seed_jobs(jobs: Sequence[SeedJob], workers: int, threads: int) -> list[S
     finally:
         pool.join()
     return results
+
+
+def _run_seed_in_worker(job: SeedJob) -> SeedResult:
+    """:func:`run_seed` in a worker: stopped by the parent (SIGTERM while finetuning: the step is
+    finished and saved first), it exits quietly; the parent prints the one line on how to resume."""
+    try:
+        return run_seed(job)
+    except KeyboardInterrupt:
+        os._exit(EXIT_INTERRUPTED)
 
 
 def _init_worker(threads: int) -> None:
