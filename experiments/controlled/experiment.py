@@ -606,8 +606,31 @@ def prepare_condition(cfg: ControlledConfig, out: Path, timer: Any) -> PreparedC
     base_link = _link_base(out, model_dir)
     items = tuple(knowledge_items(cfg.knowledge))
     cache = Path(cfg.knowledge_cache) if cfg.knowledge_cache else out / "knowledge"
-    known, rates = timer.run("knowledge", stage_knowledge, cfg, model_dir, model_fp, cache, items)
+    known, rates = timer.run("knowledge", _in_worker if cfg.workers > 1 else _call, stage_knowledge, cfg, model_dir,
+                             model_fp, cache, items, threads=cfg.threads)
     return PreparedCondition(cfg, out, model_dir, model_fp, base_link, items, known, rates)
+
+
+def _call(fn: Any, *args: Any, threads: int = 0) -> Any:
+    return fn(*args)
+
+
+def _in_worker(fn: Any, *args: Any, threads: int = 0) -> Any:
+    """``fn(*args)`` in one spawned worker process, so that the parent never holds a model (with
+    ``workers`` seeds running beside it, the parent's memory would add to theirs)."""
+    import multiprocessing
+
+    pool = multiprocessing.get_context("spawn").Pool(1, initializer=_init_worker, initargs=(threads,))
+    try:
+        result = pool.apply(fn, args)
+    except BaseException:
+        pool.terminate()
+        raise
+    else:
+        pool.close()
+    finally:
+        pool.join()
+    return result
 
 
 def run_seed(job: SeedJob) -> SeedResult:
