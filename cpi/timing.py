@@ -21,8 +21,19 @@ def utc_now() -> str:
 
 
 def peak_rss_mib() -> float:
-    """This process's resident-memory high-water mark so far, in MiB (Linux ``ru_maxrss`` is in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """This process's resident-memory high-water mark so far, in MiB.
+
+    Linux's ``VmHWM`` (``/proc/self/status``) where there is one: unlike ``ru_maxrss`` it is not
+    inherited from the parent across fork + exec, so a spawned worker reports its own peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
 @dataclass

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Literal, Optional, Sequence
 
 from cpi.config import Config
-from cpi.errors import ConfigError, CpiError
+from cpi.errors import EXIT_INTERRUPTED, ConfigError, CpiError
 from cpi.fingerprint import checkpoint_fingerprint
 from cpi.io import atomic_write_json, atomic_write_table, save_run
 from cpi.timing import StageTimer
@@ -606,8 +606,31 @@ def prepare_condition(cfg: ControlledConfig, out: Path, timer: Any) -> PreparedC
     base_link = _link_base(out, model_dir)
     items = tuple(knowledge_items(cfg.knowledge))
     cache = Path(cfg.knowledge_cache) if cfg.knowledge_cache else out / "knowledge"
-    known, rates = timer.run("knowledge", stage_knowledge, cfg, model_dir, model_fp, cache, items)
+    known, rates = timer.run("knowledge", _in_worker if cfg.workers > 1 else _call, stage_knowledge, cfg, model_dir,
+                             model_fp, cache, items, threads=cfg.threads)
     return PreparedCondition(cfg, out, model_dir, model_fp, base_link, items, known, rates)
+
+
+def _call(fn: Any, *args: Any, threads: int = 0) -> Any:
+    return fn(*args)
+
+
+def _in_worker(fn: Any, *args: Any, threads: int = 0) -> Any:
+    """``fn(*args)`` in one spawned worker process, so that the parent never holds a model (with
+    ``workers`` seeds running beside it, the parent's memory would add to theirs)."""
+    import multiprocessing
+
+    pool = multiprocessing.get_context("spawn").Pool(1, initializer=_init_worker, initargs=(threads,))
+    try:
+        result = pool.apply(fn, args)
+    except BaseException:
+        pool.terminate()
+        raise
+    else:
+        pool.close()
+    finally:
+        pool.join()
+    return result
 
 
 def run_seed(job: SeedJob) -> SeedResult:
@@ -643,7 +666,7 @@ def run_seed_jobs(jobs: Sequence[SeedJob], workers: int, threads: int) -> list[S
     pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_worker,
                                                     initargs=(threads,))
     try:
-        results = list(pool.imap(run_seed, jobs))
+        results = list(pool.imap(_run_seed_in_worker, jobs))
     except BaseException:
         pool.terminate()
         raise
@@ -652,6 +675,15 @@ def run_seed_jobs(jobs: Sequence[SeedJob], workers: int, threads: int) -> list[S
     finally:
         pool.join()
     return results
+
+
+def _run_seed_in_worker(job: SeedJob) -> SeedResult:
+    """:func:`run_seed` in a worker: stopped by the parent (SIGTERM while finetuning: the step is
+    finished and saved first), it exits quietly; the parent prints the one line on how to resume."""
+    try:
+        return run_seed(job)
+    except KeyboardInterrupt:
+        os._exit(EXIT_INTERRUPTED)
 
 
 def _init_worker(threads: int) -> None:
