@@ -1,6 +1,8 @@
 """Experiments built on every package: ``theory``, ``fullscale`` and ``mechinterp``.
 
-``experiments.organism`` is the model organism (``cpi run``, ``cpi organism ...``): a small
+``experiments.main_job`` is the README's main job (``cpi run``): the theory figures, then
+``experiments.controlled``, the paper's controlled experiment on a real pretrained model, for one
+rho and the control. ``experiments.organism`` is the model organism (``cpi organism ...``): a small
 Llama-style model pretrained on a synthetic world, instruction-finetuned, evaluated and probed
 with the same code a user runs on a 7B checkpoint. This package sits on top of the dependency
 graph ``cpi <- theory, fullscale <- mechinterp <- experiments``; nothing below imports it.
@@ -15,6 +17,10 @@ from __future__ import annotations
 from cpi.lazy import lazy_exports
 
 _EXPORTS = {
+    "MainConfig": "experiments.main_job",
+    "run_main": "experiments.main_job",
+    "ControlledConfig": "experiments.controlled.experiment",
+    "run_controlled": "experiments.controlled.experiment",
     "OrganismConfig": "experiments.organism.experiment",
     "run_organism": "experiments.organism.experiment",
     "SweepConfig": "experiments.organism.sweep",
