@@ -40,13 +40,15 @@ def default_experiment() -> ControlledConfig:
     """The main job's experiment, sized to the budget (≤ 15 minutes and ≤ 6 GB on 2 CPU cores; measured
     in BENCHMARKS.md): SmolLM2-135M-Instruct, 3 seeds run two at a time (one process per core), the
     base scored closed-book on the first 100 facts of CF_World_Facts and of CF_Bio, 48 records per
-    seed (12 LoRA steps of 4, a checkpoint every 4), 12 held-out conflicts per seed evaluated at the 4
-    checkpoints (36 seed x item units per condition), 4 of them probed."""
+    seed (12 LoRA steps of 4, a checkpoint every 4; gradient checkpointing keeps two workers under
+    6 GB), 12 held-out conflicts per seed evaluated at the 4 checkpoints (36 seed x item units per
+    condition), 4 of them probed."""
     return ControlledConfig(
         model="smollm2-135m-instruct", seeds=(0, 1, 2), workers=2, threads=1,
         knowledge=KnowledgeSettings(datasets=("CF_World_Facts", "CF_Bio"), n_candidates=8, max_items=100),
         mixture=MixtureConfig(n_examples=48, rho=0.5, heldout_fraction=0.5, min_heldout=12),
-        finetune=TrainSettings(method="lora", steps=12, save_steps=4, batch_size=4, learning_rate=3e-4),
+        finetune=TrainSettings(method="lora", steps=12, save_steps=4, batch_size=4, learning_rate=3e-4,
+                               gradient_checkpointing=True),
         evaluate=EvalSettings(max_items=12, max_new_tokens=6, n_boot=1000, probe_items=4, probe_batch_size=4),
     )
 

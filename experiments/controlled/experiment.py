@@ -86,7 +86,9 @@ class TrainSettings(Config):
     linear layer), ``full`` or ``qk_only`` (the paper's mitigation: only query/key projections train);
     ``steps`` optimizer steps of ``batch_size`` records, a checkpoint every ``save_steps`` (the base is
     step 0); ``filter_fraction`` > 0 drops that fraction of the records with the lowest
-    ``cpi data score-context`` gap (the paper's filtering mitigation, scored by the base)."""
+    ``cpi data score-context`` gap (the paper's filtering mitigation, scored by the base);
+    ``gradient_checkpointing`` recomputes activations in the backward pass (less memory, more time;
+    the same numbers)."""
 
     method: Literal["lora", "full", "qk_only"] = "lora"
     steps: int = 60
@@ -99,6 +101,7 @@ class TrainSettings(Config):
     max_seq_length: int = 256
     template: str = "alpaca"
     filter_fraction: float = 0.0
+    gradient_checkpointing: bool = False
 
     def validate(self) -> None:
         for name in ("steps", "save_steps", "batch_size", "lora_rank", "max_seq_length"):
@@ -221,7 +224,7 @@ class ControlledConfig(Config):
             per_device_batch_size=t.batch_size, gradient_accumulation_steps=1, max_steps=t.steps,
             precision="fp32", model_dtype="float32", output_dir=str(output_dir), save_steps=t.save_steps,
             logging_steps=max(1, t.save_steps // 2), seed=seed, filter_fraction=t.filter_fraction,
-            filter_method="loss", filter_criterion="gap",
+            filter_method="loss", filter_criterion="gap", gradient_checkpointing=t.gradient_checkpointing,
         )
 
 
@@ -351,7 +354,10 @@ def stage_finetune(cfg: ControlledConfig, seed: int, model_dir: Path, model_fp: 
     """Finetune the base on the seed's records (resumes from the last complete checkpoint)."""
     from fullscale.finetune import run_finetune
 
-    ft_dir = seed_dir / f"finetune-{content_key(model_fp, data.key, cfg.finetune, seed)}"
+    settings = cfg.finetune.to_dict()
+    if not settings["gradient_checkpointing"]:
+        del settings["gradient_checkpointing"]  # a field added later: folders made before it keep their names
+    ft_dir = seed_dir / f"finetune-{content_key(model_fp, data.key, settings, seed)}"
     if _finished(ft_dir, cfg.finetune.steps):
         log.info("%s: finetuning already finished; reading it back", ft_dir)
         return ft_dir
