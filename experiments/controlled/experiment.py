@@ -624,19 +624,8 @@ def _call(fn: Any, *args: Any, threads: int = 0) -> Any:
 def _in_worker(fn: Any, *args: Any, threads: int = 0) -> Any:
     """``fn(*args)`` in one spawned worker process, so that the parent never holds a model (with
     ``workers`` seeds running beside it, the parent's memory would add to theirs)."""
-    import multiprocessing
-
-    pool = multiprocessing.get_context("spawn").Pool(1, initializer=_init_worker, initargs=(threads,))
-    try:
-        result = pool.apply(fn, args)
-    except BaseException:
-        pool.terminate()
-        raise
-    else:
-        pool.close()
-    finally:
-        pool.join()
-    return result
+    with worker_pool(1, threads) as pool:
+        return pool.apply(fn, args)
 
 
 def run_seed(job: SeedJob) -> SeedResult:
@@ -667,12 +656,19 @@ def run_seed_jobs(jobs: Sequence[SeedJob], workers: int, threads: int) -> list[S
     """
     if workers <= 1 or len(jobs) <= 1:
         return [run_seed(job) for job in jobs]
+    with worker_pool(min(workers, len(jobs)), threads) as pool:
+        return list(pool.imap(_run_seed_in_worker, jobs))
+
+
+@contextlib.contextmanager
+def worker_pool(processes: int, threads: int) -> Iterator[Any]:
+    """A pool of ``processes`` spawned workers on ``threads`` torch threads each, stopped at once when
+    the block raises or is interrupted (what the workers finished is on disk; a rerun resumes)."""
     import multiprocessing
 
-    pool = multiprocessing.get_context("spawn").Pool(min(workers, len(jobs)), initializer=_init_worker,
-                                                    initargs=(threads,))
+    pool = multiprocessing.get_context("spawn").Pool(processes, initializer=_init_worker, initargs=(threads,))
     try:
-        results = list(pool.imap(_run_seed_in_worker, jobs))
+        yield pool
     except BaseException:
         pool.terminate()
         raise
@@ -680,7 +676,6 @@ def run_seed_jobs(jobs: Sequence[SeedJob], workers: int, threads: int) -> list[S
         pool.close()
     finally:
         pool.join()
-    return results
 
 
 def _run_seed_in_worker(job: SeedJob) -> SeedResult:

@@ -129,8 +129,8 @@ def test_probe_never_reuses_parts_of_other_weights_or_items(traj, tmp_path, caps
     argv = ["probe", "--checkpoints", str(run), "--dataset", str(data), "--out", str(out), "--no-figures"]
     assert main(argv) == 0
     table = read_probe_table(out)
-    snapshot = _tree(out)
     assert main(argv) == 0 and read_probe_table(out).equals(table)  # same content: resumed, same numbers
+    snapshot = _tree(out)  # after the resume (config.json carries the time it was written, to the second)
     # the dataset file edited in place (same name, one context changed): refused, nothing written
     import dataclasses
 
@@ -254,13 +254,13 @@ def test_same_seed_same_bytes_on_one_machine(ft_env, traj, tmp_path):
 
 
 @pytest.mark.slow
-def test_interrupt_mid_finetune_in_cpi_run_keeps_the_cadence(tmp_path):
-    """SIGTERM while `cpi run --quick` finetunes: exit 130, one line saying how to resume; the rerun's
+def test_interrupt_mid_finetune_in_cpi_organism_run_keeps_the_cadence(tmp_path):
+    """SIGTERM while `cpi organism run --quick` finetunes: exit 130, one line saying how to resume; the rerun's
     checkpoints, evaluation and probe have exactly the uninterrupted run's steps (no off-cadence step)."""
     out = tmp_path / "org"
     sets = ["--set", "pretrain.steps=60", "--set", "pretrain.warmup=6", "--set", "ft_steps=30",
             "--set", "save_steps=10", "--set", "ift.n_examples=200"]
-    argv = [sys.executable, "-m", "cpi.cli", "run", "--quick", "--no-theory", "--out", str(out), "--figures",
+    argv = [sys.executable, "-m", "cpi.cli", "organism", "run", "--quick", "--out", str(out), "--figures",
             str(tmp_path / "fig"), *sets]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
