@@ -89,8 +89,9 @@ def subcommand(cmd: str) -> str:
 
 def concrete_argv(cmd: str) -> list[str] | None:
     """The command as argv for the parser, or None if it is an abbreviation (``cpi probe ...``)."""
-    while re.search(r"\[[^\[\]]*\]", cmd):
-        cmd = re.sub(r"\s*\[[^\[\]]*\]", "", cmd)
+    optional = r"(?<![=\[])\s*\[[^\[\]]*\]"  # `[--flag X]`; a list value (`--set seeds=[0]`) stays
+    while re.search(optional, cmd):
+        cmd = re.sub(optional, "", cmd)
     argv = shlex.split(cmd)[1:]
     if "..." in argv:
         if any(a == "..." and (i == 0 or not argv[i - 1].startswith("--")) for i, a in enumerate(argv)):
