@@ -150,19 +150,17 @@ def run_main(config: MainConfig) -> MainResult:
 
 def summary_lines(result: MainResult) -> list[str]:
     """What ``cpi run`` prints: the base's knowledge, each condition's trajectory and verdict, stage times."""
-    from experiments.controlled.cli import knowledge_lines
+    from experiments.controlled.cli import knowledge_lines, trajectory_line
 
     first = next(iter(result.sweep.runs.values()))
     lines = [f"run folder: {result.config.out}   model: {result.config.experiment.model}"]
     lines += knowledge_lines(first)
     for name, run in result.sweep.runs.items():
         c = run.counts.iloc[0]
-        t = run.trajectory.groupby("step")[["cf_acc", "param_acc"]].mean()
         lines.append(f"[{name}] rho={run.config.mixture.rho:g}: {int(c.C)} context-critical + {int(c.CS)} "
                      f"non-context-critical records per seed; {int(c.evaluated)} held-out conflicts x "
                      f"{len(run.config.seeds)} seeds")
-        lines.append(f"[{name}] mean cf_acc/param_acc by step: " + "  ".join(
-            f"{s}: {v.cf_acc:.0%}/{v.param_acc:.0%}" for s, v in t.iterrows()))
+        lines.append(f"[{name}] {trajectory_line(run)}")
         lines.append(f"[{name}] {verdict_line(run.verdict)}")
     for _, row in result.comparison.iterrows():
         unit = "" if row.metric == "margin" else "%"

@@ -64,6 +64,13 @@ def knowledge_lines(run) -> list[str]:
             f"{row.known_rate_hi:.1%}] of {int(row.n)} facts (chance {row.chance:.1%})" for _, row in r.iterrows()]
 
 
+def trajectory_line(run) -> str:
+    """Counterfactual / parametric accuracy by step over every seed x held-out item of the run."""
+    t = run.items.groupby("step")[["cf_correct", "param_correct"]].mean()
+    return "step: cf_acc / param_acc over all seeds x items  " + "  ".join(
+        f"{s}: {v.cf_correct:.0%}/{v.param_correct:.0%}" for s, v in t.iterrows())
+
+
 def summary_lines(run) -> list[str]:
     """What ``cpi controlled run`` prints: knowledge, mixture, trajectory and verdict, stage times."""
     from experiments.controlled.experiment import verdict_line
@@ -72,9 +79,7 @@ def summary_lines(run) -> list[str]:
     c = run.counts.iloc[0]
     lines.append(f"mixture (seed {int(c.seed)}): {int(c.C)} context-critical, {int(c.CS)} non-context-critical, "
                  f"{int(c.CF)} counterfactual records; {int(c.heldout)} held-out conflicts, {int(c.evaluated)} evaluated")
-    t = run.trajectory.groupby("step")[["cf_acc", "param_acc"]].mean()
-    lines.append("mean over seeds, step: cf_acc / param_acc  " + "  ".join(
-        f"{s}: {v.cf_acc:.0%}/{v.param_acc:.0%}" for s, v in t.iterrows()))
+    lines.append(trajectory_line(run))
     lines.append(verdict_line(run.verdict))
     for _, row in run.timings.iterrows():
         lines.append(f"  stage {row.stage:<14} {row.wall_s:7.1f} s   peak RSS {row.peak_rss_mib:7.0f} MiB")

@@ -568,8 +568,8 @@ class SeedJob:
 
 @dataclass
 class SeedResult:
-    """One seed's tables: ``items`` (item x step), ``summary`` (the ``ALL`` rows of the evaluation
-    summary), ``probe`` / ``probe_steps`` (None without probe items), ``timings`` (StageTimer rows)."""
+    """One seed's tables: ``items`` (item x step), ``summary`` (step: accuracy, margin and intervals over
+    all the seed's evaluated items), ``probe`` / ``probe_steps`` (None without probe items), ``timings`` (StageTimer rows)."""
 
     seed: int
     counts: dict[str, Any]
@@ -630,6 +630,7 @@ def _in_worker(fn: Any, *args: Any, threads: int = 0) -> Any:
 
 def run_seed(job: SeedJob) -> SeedResult:
     """One seed's stages: mixture, finetune, evaluate, probe (each skipped when its folder is complete)."""
+    from fullscale.scoring import summarize_items
     from mechinterp.link import steps_table
 
     cfg, seed, timer = job.config, job.seed, StageTimer()
@@ -637,7 +638,9 @@ def run_seed(job: SeedJob) -> SeedResult:
     data = timer.run(f"mixture[{seed}]", stage_mixture, cfg, seed, job.items, job.known, seed_dir)
     ft_dir = timer.run(f"finetune[{seed}]", stage_finetune, cfg, seed, job.model_dir, job.model_fp, data, seed_dir)
     it, summ = timer.run(f"evaluate[{seed}]", stage_evaluate, cfg, seed, job.base_link, ft_dir, data, seed_dir)
-    summ = summ[summ["category"].astype(str) == "ALL"] if "category" in summ else summ
+    # the seed's trajectory pooled over its held-out conflicts (the evaluation's summary has one row per
+    # dataset x category; an unweighted mean of those rows would not be the seed's accuracy)
+    summ = summarize_items(it, by=("step",), n_boot=cfg.evaluate.n_boot, add_all_category=False)
     probe = steps = None
     if cfg.evaluate.probe_items:
         probe = timer.run(f"probe[{seed}]", stage_probe, cfg, seed, job.base_link, ft_dir, data, seed_dir)

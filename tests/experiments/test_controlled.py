@@ -31,7 +31,8 @@ from tests.tiny_models import make_tiny_checkpoint
 def tiny_config(model: Path, **changes) -> ControlledConfig:
     cfg = ControlledConfig(
         model=str(model), seeds=(0, 1), threads=1,
-        knowledge=KnowledgeSettings(datasets=("CF_World_Facts",), n_candidates=4, max_items=40, batch_size=32),
+        knowledge=KnowledgeSettings(datasets=("CF_World_Facts", "CF_Bio"), n_candidates=4, max_items=40,
+                                    batch_size=32),
         mixture=MixtureConfig(n_examples=16, rho=0.5, heldout_fraction=0.5, min_heldout=3),
         finetune=TrainSettings(steps=2, save_steps=1, batch_size=4, learning_rate=1e-3),
         evaluate=EvalSettings(max_items=6, max_new_tokens=3, n_boot=50, probe_items=3, probe_batch_size=4),
@@ -66,7 +67,12 @@ def test_run_writes_complete_tables(tiny):
         its = run.items[run.items["seed"] == seed]
         assert sorted(its["step"].unique()) == [0, 1, 2]
         assert its.groupby("step").size().tolist() == [counts.loc[seed, "evaluated"]] * 3
+    # the trajectory: one row per seed x step, pooled over the seed's items of both conflict sets
     assert len(run.trajectory) == 2 * 3 and run.trajectory["cf_acc"].between(0, 1).all()
+    pooled = run.items.groupby(["seed", "step"])[["cf_correct", "margin"]].mean().reset_index()
+    np.testing.assert_allclose(run.trajectory["cf_acc"], pooled["cf_correct"])
+    np.testing.assert_allclose(run.trajectory["mean_margin"], pooled["margin"])
+    assert (run.trajectory["n"] == run.items.groupby(["seed", "step"]).size().to_numpy()).all()
     assert sorted(run.probe_steps["step"].unique()) == [0, 1, 2]
     assert run.verdict["n_units"] == int(counts["evaluated"].sum()) and run.verdict["steps"] == [0, 1, 2]
     assert json.loads((out / "verdict.json").read_text())["verdict"] == run.verdict["verdict"]
