@@ -102,8 +102,8 @@ class MainConfig(Config):
 class MainResult:
     """``sweep``: the experiment (runs per condition, ``table``, ``verdicts``); ``figures``: written
     paths; ``timings``: wall time and peak memory of the theory figures and of each condition's stages;
-    ``comparison``: each condition against the control ``rho_1`` at the last checkpoint
-    (:func:`~experiments.controlled.sweep.final_difference`, counterfactual accuracy and margin);
+    ``comparison``: the sweep's :func:`~experiments.controlled.sweep.comparison_table` (each condition
+    against the control ``rho_1`` at the last checkpoint, counterfactual accuracy and margin);
     ``wall_s``: the whole job."""
 
     config: MainConfig
@@ -118,9 +118,8 @@ def run_main(config: MainConfig) -> MainResult:
     """Theory figures, then the experiment (resumable), then its figures; returns the tables."""
     import pandas as pd
 
-    from experiments.controlled.figures import make_condition_figures, plot_sweep, save_figure
-    from cpi.io import atomic_write_table
-    from experiments.controlled.sweep import final_difference, run_controlled_sweep
+    from experiments.controlled.figures import make_condition_figures, plot_sweep_panels, save_figure
+    from experiments.controlled.sweep import run_controlled_sweep
 
     t0 = time.perf_counter()
     figures = config.figures_dir
@@ -134,23 +133,16 @@ def run_main(config: MainConfig) -> MainResult:
     sweep = timer.run("experiment", run_controlled_sweep, config.experiment, config.conditions, Path(config.out))
     for name, run in sweep.runs.items():
         written += make_condition_figures(run, figures, prefix=f"controlled_{name}")
-    written += save_figure(plot_sweep(sweep.table), figures, "controlled_sweep")
+    written += save_figure(plot_sweep_panels(sweep.table), figures, "controlled_sweep")
     stage_rows = [run.timings.assign(condition=name) for name, run in sweep.runs.items()]
     timings = pd.concat([timer.table().assign(condition="")] + stage_rows, ignore_index=True)
-    control = sweep.runs.get("rho_1")
-    comparison = pd.DataFrame([
-        {"condition": name, **final_difference(run.items, control.items, metric)}
-        for name, run in sweep.runs.items() if control is not None and name != "rho_1"
-        for metric in ("cf_correct", "margin")])
-    if len(comparison):
-        atomic_write_table(comparison, Path(config.out) / "comparison.csv")
-    return MainResult(config=config, sweep=sweep, figures=written, timings=timings, comparison=comparison,
+    return MainResult(config=config, sweep=sweep, figures=written, timings=timings, comparison=sweep.comparison,
                       wall_s=time.perf_counter() - t0)
 
 
 def summary_lines(result: MainResult) -> list[str]:
     """What ``cpi run`` prints: the base's knowledge, each condition's trajectory and verdict, stage times."""
-    from experiments.controlled.cli import knowledge_lines, trajectory_line
+    from experiments.controlled.cli import comparison_lines, knowledge_lines, trajectory_line
 
     first = next(iter(result.sweep.runs.values()))
     lines = [f"run folder: {result.config.out}   model: {result.config.experiment.model}"]
@@ -162,13 +154,7 @@ def summary_lines(result: MainResult) -> list[str]:
                      f"{len(run.config.seeds)} seeds")
         lines.append(f"[{name}] {trajectory_line(run)}")
         lines.append(f"[{name}] {verdict_line(run.verdict)}")
-    for _, row in result.comparison.iterrows():
-        unit = "" if row.metric == "margin" else "%"
-        scale = 1.0 if row.metric == "margin" else 100.0
-        what = "log-prob margin (nats)" if row.metric == "margin" else "counterfactual accuracy"
-        lines.append(f"control (rho_1) minus {row.condition} at the last checkpoint, {what}: "
-                     f"{scale * row['diff']:+.2f}{unit} [{scale * row.lo:+.2f}, {scale * row.hi:+.2f}] "
-                     f"(95% bootstrap; the paper predicts > 0; {row.n_a} vs {row.n_b} seed x item units)")
+    lines += comparison_lines(result.comparison)
     t = result.timings
     for _, row in t.iterrows():
         where = f"{row.condition}/" if row.condition else ""

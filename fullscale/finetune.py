@@ -45,6 +45,7 @@ import re
 import shutil
 import signal
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Sequence
@@ -554,7 +555,11 @@ def prepare_model(config: FinetuneConfig, model: Any) -> tuple[Any, set[str]]:
         lcfg = LoraConfig(r=config.lora.rank, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                           target_modules="all-linear" if targets == ["all-linear"] else targets,
                           task_type="CAUSAL_LM")
-        model = get_peft_model(model, lcfg)
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated ``is_gradient_checkpointing``: a FutureWarning per run
+            # about a library's internals, nothing the user can act on
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = get_peft_model(model, lcfg)
         if config.gradient_checkpointing:
             model.enable_input_require_grads()
     return model, no_decay

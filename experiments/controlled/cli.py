@@ -71,6 +71,18 @@ def trajectory_line(run) -> str:
         f"{s}: {v.cf_correct:.0%}/{v.param_correct:.0%}" for s, v in t.iterrows())
 
 
+def comparison_lines(comparison) -> list[str]:
+    """One line per row of :func:`~experiments.controlled.sweep.comparison_table`."""
+    lines = []
+    for _, row in comparison.iterrows():
+        scale, unit, what = ((1.0, "", "log-prob margin (nats)") if row.metric == "margin"
+                             else (100.0, "%", "counterfactual accuracy"))
+        lines.append(f"{row.comparison} at the last checkpoint, {what}: {scale * row['diff']:+.2f}{unit} "
+                     f"[{scale * row.lo:+.2f}, {scale * row.hi:+.2f}] (95% bootstrap; the paper predicts > 0; "
+                     f"{row.n_a} vs {row.n_b} seed x item units)")
+    return lines
+
+
 def summary_lines(run) -> list[str]:
     """What ``cpi controlled run`` prints: knowledge, mixture, trajectory and verdict, stage times."""
     from experiments.controlled.experiment import verdict_line
@@ -105,7 +117,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _sweep(args: argparse.Namespace) -> int:
     from experiments.controlled.experiment import verdict_line
-    from experiments.controlled.figures import make_condition_figures, plot_sweep, save_figure
+    from experiments.controlled.figures import make_condition_figures, plot_sweep_panels, save_figure
     from experiments.controlled.sweep import run_controlled_sweep
 
     from cpi.io import check_out_dir
@@ -121,6 +133,8 @@ def _sweep(args: argparse.Namespace) -> int:
     for name, run in res.runs.items():
         paths += make_condition_figures(run, figures, prefix=f"controlled_{name}")
         print(f"{name}: {verdict_line(run.verdict)}")
-    paths += save_figure(plot_sweep(res.table), figures, "controlled_sweep")
+    paths += save_figure(plot_sweep_panels(res.table), figures, "controlled_sweep")
+    for line in comparison_lines(res.comparison):
+        print(line)
     print(f"figures: {len(paths)} files in {figures}/")
     return 0

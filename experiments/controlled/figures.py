@@ -108,15 +108,42 @@ def plot_attention(table: "pd.DataFrame", ax: Any = None, title: str = "") -> "F
     return fig
 
 
+#: axis labels of the metrics of :func:`condition_table`
+METRIC_LABELS = {"cf_acc": "counterfactual accuracy", "param_acc": "parametric accuracy",
+                 "mean_margin": "log-prob margin, context - memory (nats)",
+                 "attn_context": "attention to the context (mean over layers x heads)",
+                 "attn_question": "attention to the question (mean over layers x heads)"}
+
+
 def plot_sweep(table: "pd.DataFrame", ax: Any = None, metric: str = "cf_acc") -> "Figure":
     """``metric`` of every condition of a sweep (``condition`` column + :func:`condition_table` columns)."""
     fig, ax = _ax(ax, (6.0, 4.0))
-    for cond, g in table[table["metric"] == metric].groupby("condition", sort=False):
+    rows = table[table["metric"] == metric]
+    for cond, g in rows.groupby("condition", sort=False):
         _band(ax, g, str(cond))
     ax.set_xlabel("finetuning step (0 = base)")
-    ax.set_ylabel({"cf_acc": "counterfactual accuracy", "param_acc": "parametric accuracy"}.get(metric, metric))
-    ax.set_title("conditions: mean over seed x item, 95 % bootstrap band", fontsize=9)
-    ax.legend(fontsize=8, loc="best")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric), fontsize=8)
+    band = rows["interval"].iloc[0] if len(rows) else ""
+    ax.set_title(f"mean, band = {'95 % bootstrap over seed x item' if band.startswith('bootstrap') else band}",
+                 fontsize=8)
+    ax.legend(fontsize=7, loc="best")
+    return fig
+
+
+def plot_sweep_panels(table: "pd.DataFrame", metrics: tuple[str, ...] = ("cf_acc", "mean_margin", "attn_context")
+                      ) -> "Figure":
+    """One :func:`plot_sweep` panel per metric of ``metrics`` that the sweep's table has (side by side):
+    counterfactual accuracy saturates early, the margin and attention show what still moves."""
+    import matplotlib.pyplot as plt
+
+    present = [m for m in metrics if (table["metric"] == m).any()]
+    fig, axes = plt.subplots(1, len(present), figsize=(4.6 * len(present), 3.8), layout="constrained",
+                             squeeze=False)
+    for ax, metric in zip(axes[0], present):
+        plot_sweep(table, ax, metric)
+    for ax in axes[0][1:]:
+        ax.get_legend().remove()
+    fig.suptitle("conditions of the controlled experiment", fontsize=9)
     return fig
 
 
@@ -161,5 +188,6 @@ def make_condition_figures(run: Any, out_dir: str | Path, prefix: str = "control
     return paths
 
 
-__all__ = ["condition_table", "make_condition_figures", "plot_accuracy", "plot_attention", "plot_sweep",
+__all__ = ["METRIC_LABELS", "condition_table", "make_condition_figures", "plot_accuracy", "plot_attention", "plot_sweep",
+           "plot_sweep_panels",
            "save_figure"]

@@ -45,15 +45,21 @@ def condition_config(base: ControlledConfig, name: str, out: Path) -> Controlled
     return base.replace(**CONDITIONS[name], knowledge_cache=base.knowledge_cache or str(out / "knowledge"))
 
 
+#: the mitigations, compared at the end with the unmitigated ``rho_mid`` (whose rho they keep)
+MITIGATIONS = ("filter", "augment", "qk_only")
+
+
 @dataclass
 class SweepResult:
     """``table``: :func:`~experiments.controlled.figures.condition_table` rows with a ``condition`` column;
-    ``verdicts``: one row per condition (:func:`~experiments.controlled.experiment.inversion_statistic`)."""
+    ``verdicts``: one row per condition (:func:`~experiments.controlled.experiment.inversion_statistic`);
+    ``comparison``: :func:`comparison_table` of the runs."""
 
     out: Path
     runs: dict[str, ControlledRun]
     table: "pd.DataFrame"
     verdicts: "pd.DataFrame"
+    comparison: "pd.DataFrame"
 
 
 def run_controlled_sweep(base: ControlledConfig, conditions: Sequence[str], out_dir: str | Path) -> SweepResult:
@@ -83,9 +89,36 @@ def run_controlled_sweep(base: ControlledConfig, conditions: Sequence[str], out_
         verdicts.append({"condition": name, **v})
     table = pd.concat(frames, ignore_index=True)
     vt = pd.DataFrame(verdicts)
+    comparison = comparison_table({name: run.items for name, run in runs.items()})
     atomic_write_table(table, out / "sweep.csv")
     atomic_write_table(vt, out / "verdicts.csv")
-    return SweepResult(out=out, runs=runs, table=table, verdicts=vt)
+    if len(comparison):
+        atomic_write_table(comparison, out / "comparison.csv")
+    return SweepResult(out=out, runs=runs, table=table, verdicts=vt, comparison=comparison)
+
+
+def comparison_table(items: dict[str, "pd.DataFrame"], n_boot: int = 2000) -> "pd.DataFrame":
+    """The paper's predictions at the last checkpoint, one row per pair and metric (``cf_correct``, ``margin``):
+
+    - ``rho_1 - <condition>`` for every other condition: the control (no non-context-critical data)
+      should end *more* context-reliant than a mixture, so ``diff`` > 0 is the predicted sign;
+    - ``<mitigation> - rho_mid`` for each of :data:`MITIGATIONS` run beside ``rho_mid``: a mitigation
+      should restore context reliance, ``diff`` > 0 predicted.
+
+    Columns: ``comparison`` (``"b - a"``), ``a``, ``b`` (condition names), then :func:`final_difference`'s
+    ``metric, mean_a, mean_b, diff, lo, hi, n_a, n_b, level``. Empty when no pair applies.
+    """
+    import pandas as pd
+
+    pairs = [(name, "rho_1") for name in items if name != "rho_1" and "rho_1" in items]
+    pairs += [("rho_mid", name) for name in MITIGATIONS if name in items and "rho_mid" in items]
+    rows = []
+    for a, b in pairs:
+        for metric in ("cf_correct", "margin"):
+            d = final_difference(items[a], items[b], metric=metric, n_boot=n_boot)
+            d["mean_a"], d["mean_b"] = d.pop("a"), d.pop("b")
+            rows.append({"comparison": f"{b} - {a}", "a": a, "b": b, **d})
+    return pd.DataFrame(rows)
 
 
 def final_difference(items_a: "pd.DataFrame", items_b: "pd.DataFrame", metric: str = "cf_correct",
@@ -117,4 +150,5 @@ def final_difference(items_a: "pd.DataFrame", items_b: "pd.DataFrame", metric: s
             "lo": float(lo), "hi": float(hi), "n_a": len(xa), "n_b": len(xb), "level": level}
 
 
-__all__ = ["CONDITIONS", "SweepResult", "condition_config", "final_difference", "run_controlled_sweep"]
+__all__ = ["CONDITIONS", "MITIGATIONS", "SweepResult", "comparison_table", "condition_config", "final_difference",
+           "run_controlled_sweep"]

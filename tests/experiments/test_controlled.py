@@ -22,7 +22,14 @@ from experiments.controlled.experiment import (
     run_controlled,
     verdict_line,
 )
-from experiments.controlled.figures import condition_table, plot_accuracy, plot_attention, plot_sweep
+from experiments.controlled.figures import (
+    METRIC_LABELS,
+    condition_table,
+    plot_accuracy,
+    plot_attention,
+    plot_sweep,
+    plot_sweep_panels,
+)
 from experiments.controlled.mixture import MixtureConfig
 from experiments.controlled.sweep import CONDITIONS, condition_config
 from tests.tiny_models import make_tiny_checkpoint
@@ -265,6 +272,11 @@ def test_condition_table_and_plots():
     assert fig.axes[0].get_ylabel() and plot_attention(t).axes[0].get_ylabel()
     sweep = plot_sweep(pd.concat([t.assign(condition="a"), t.assign(condition="b")]))
     assert [line.get_label() for line in sweep.axes[0].lines] == ["a", "b"]
+    panels = plot_sweep_panels(pd.concat([t.assign(condition="a"), t.assign(condition="b")]))
+    assert [ax.get_ylabel() for ax in panels.axes] == [METRIC_LABELS[m] for m in ("cf_acc", "mean_margin",
+                                                                                    "attn_context")]
+    assert "bootstrap" in panels.axes[0].get_title() and "seed range" in panels.axes[2].get_title()
+    assert panels.axes[0].get_legend() is not None and panels.axes[1].get_legend() is None
 
 
 @pytest.mark.slow
@@ -302,6 +314,29 @@ def test_final_difference_sees_a_real_gap_and_not_noise():
     assert gap["n_a"] == gap["n_b"] == 120 and gap["lo"] > 0.25 and gap["diff"] == pytest.approx(gap["b"] - gap["a"])
     same = final_difference(high, high2, metric="margin")
     assert same["lo"] < 0 < same["hi"]
+
+
+def test_comparison_table_pairs_the_control_and_the_unmitigated_rho():
+    from experiments.controlled.sweep import comparison_table
+
+    rng = np.random.default_rng(1)
+
+    def items(p_final: float) -> pd.DataFrame:
+        return pd.DataFrame([{"seed": s, "item_id": f"i{i}", "step": step, "cf_correct": float(rng.random() < p),
+                              "margin": float(rng.normal(4 * p, 1))}
+                             for s in (0, 1) for i in range(30) for step, p in ((0, 0.2), (4, p_final))])
+
+    table = comparison_table({"rho_mid": items(0.3), "rho_1": items(0.9), "qk_only": items(0.9), "rho_low": items(0.3)},
+                             n_boot=300)
+    assert sorted(set(table["comparison"])) == ["qk_only - rho_mid", "rho_1 - qk_only", "rho_1 - rho_low",
+                                                "rho_1 - rho_mid"]
+    assert (table.groupby("comparison").size() == 2).all() and set(table["metric"]) == {"cf_correct", "margin"}
+    cf = table[table["metric"] == "cf_correct"].set_index("comparison")
+    assert cf.loc["rho_1 - rho_mid", "lo"] > 0 and cf.loc["qk_only - rho_mid", "lo"] > 0  # the real gaps
+    assert cf.loc["rho_1 - qk_only", "lo"] < 0 < cf.loc["rho_1 - qk_only", "hi"]  # no gap
+    assert cf.loc["rho_1 - rho_mid", "diff"] == pytest.approx(cf.loc["rho_1 - rho_mid", "mean_b"]
+                                                             - cf.loc["rho_1 - rho_mid", "mean_a"])
+    assert comparison_table({"rho_mid": items(0.3)}).empty  # nothing to compare with
 
 
 @pytest.mark.slow
