@@ -21,9 +21,11 @@ importing this module is cheap.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -290,6 +292,15 @@ def _resolve_base(adapter_dir: Path, base: str) -> str:
     return str(cand)
 
 
+@contextlib.contextmanager
+def peft_deprecations_silenced() -> Any:
+    """Hide the FutureWarning peft raises by reading transformers' deprecated ``is_gradient_checkpointing``
+    (once per adapter wrapped or loaded): a library's internals, nothing a user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def load_checkpoint(
     ckpt: "Checkpoint | str | Path",
     device: Any = None,
@@ -364,7 +375,8 @@ def load_checkpoint(
         from peft import PeftModel
 
         try:
-            model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+            with peft_deprecations_silenced():
+                model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
         except load_errors as exc:
             first = str(exc).splitlines()[0] if str(exc) else repr(exc)
             raise CpiError(f"checkpoint {name}: cannot load the LoRA adapter: {first}") from exc

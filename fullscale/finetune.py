@@ -45,7 +45,6 @@ import re
 import shutil
 import signal
 import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Sequence
@@ -550,15 +549,14 @@ def prepare_model(config: FinetuneConfig, model: Any) -> tuple[Any, set[str]]:
     if config.lora is not None:
         from peft import LoraConfig, get_peft_model
 
+        from fullscale.checkpoints import peft_deprecations_silenced
+
         targets = list(config.lora.target_modules)
         validate_lora_targets(model, targets)
         lcfg = LoraConfig(r=config.lora.rank, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                           target_modules="all-linear" if targets == ["all-linear"] else targets,
                           task_type="CAUSAL_LM")
-        with warnings.catch_warnings():
-            # peft reads transformers' deprecated ``is_gradient_checkpointing``: a FutureWarning per run
-            # about a library's internals, nothing the user can act on
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        with peft_deprecations_silenced():
             model = get_peft_model(model, lcfg)
         if config.gradient_checkpointing:
             model.enable_input_require_grads()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 import shutil
 
 import pytest
@@ -107,8 +108,12 @@ def test_lora_adapter_is_merged(tmp_path):
     cfg_path.write_text(json.dumps(cfg))
     ckpts = discover_checkpoints(tmp_path / "run")
     assert len(ckpts) == 1 and ckpts[0].adapter and ckpts[0].step == 10
-    model, tok = load_checkpoint(ckpts[0], device="cpu")  # tokenizer found in the base folder
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model, tok = load_checkpoint(ckpts[0], device="cpu")  # tokenizer found in the base folder
     assert not isinstance(model, PeftModel)
+    # peft's deprecation noise about transformers' internals is not shown to the user
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
     ids = torch.tensor([tok("Albert Einstein was born in Ulm")["input_ids"]])
     fresh_base = AutoModelForCausalLM.from_pretrained(base_dir).eval()
     ref = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), adapter_dir).eval()
