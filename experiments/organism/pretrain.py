@@ -147,7 +147,7 @@ class PretrainResult:
         return self.tokens / max(self.seconds, 1e-9)
 
 
-def pretrain(world: World, tokenizer, cfg: PretrainConfig, desc: str = "pretrain") -> PretrainResult:
+def pretrain_organism(world: World, tokenizer, cfg: PretrainConfig, desc: str = "pretrain") -> PretrainResult:
     """Train a fresh model on the world's known facts; return it with its loss curve and speed."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -259,5 +259,5 @@ def save_model(model, tokenizer, path: str | Path) -> Path:
     return path
 
 
-__all__ = ["PretrainConfig", "PretrainResult", "pretrain", "closed_book_recall", "context_reading", "build_model",
+__all__ = ["PretrainConfig", "PretrainResult", "pretrain_organism", "closed_book_recall", "context_reading", "build_model",
            "save_model"]
