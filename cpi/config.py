@@ -208,6 +208,29 @@ def check_at_least(config: Any, prefix: str = "", /, **minimums: float) -> None:
             raise ConfigError(f"field '{prefix}{name}': must be >= {minimum}, got {value}")
 
 
+def check_in_interval(config: Any, prefix: str = "", /, **intervals: str) -> None:
+    """Raise :class:`ConfigError` ``field 'NAME': must be in INTERVAL, got VALUE`` for the first field of
+    ``config`` outside its interval, written ``"[0, 1)"`` (``[``/``]`` closed, ``(``/``)`` open ends).
+
+    >>> import dataclasses
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Mix(Config):
+    ...     rho: float = 0.5
+    ...     def validate(self):
+    ...         check_in_interval(self, rho="(0, 1]")
+    >>> Mix(rho=0.0)
+    Traceback (most recent call last):
+    cpi.errors.ConfigError: field 'rho': must be in (0, 1], got 0.0
+    """
+    for name, interval in intervals.items():
+        low, high = (float(x) for x in interval[1:-1].split(","))
+        value = getattr(config, name)
+        above = value >= low if interval[0] == "[" else value > low
+        below = value <= high if interval[-1] == "]" else value < high
+        if not (above and below):
+            raise ConfigError(f"field '{prefix}{name}': must be in {interval}, got {value}")
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, Config):
         return value.to_dict()

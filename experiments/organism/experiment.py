@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM
 
-from cpi.config import Config
+from cpi.config import Config, check_at_least, check_in_interval
 from cpi.errors import ConfigError, CpiError
 from cpi.io import atomic_write_json, atomic_write_table, save_run
 from cpi.timing import StageTimer
@@ -119,17 +119,13 @@ class OrganismConfig(Config):
         return super().replace(**changes)
 
     def validate(self) -> None:
-        for name in ("ft_steps", "save_steps", "ft_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"field '{name}': must be >= 1, got {getattr(self, name)}")
+        check_at_least(self, ft_steps=1, save_steps=1, ft_batch_size=1)
         if self.save_steps > self.ft_steps:
             raise ConfigError(f"field 'save_steps': must be <= ft_steps={self.ft_steps}, got {self.save_steps}")
         if self.ft_lr <= 0:
             raise ConfigError(f"field 'ft_lr': must be > 0, got {self.ft_lr}")
-        if not 0.0 <= self.filter_fraction < 1.0:
-            raise ConfigError(f"field 'filter_fraction': must be in [0, 1), got {self.filter_fraction}")
-        if self.probe_items < 0:
-            raise ConfigError(f"field 'probe_items': must be >= 0, got {self.probe_items}")
+        check_in_interval(self, filter_fraction="[0, 1)")
+        check_at_least(self, probe_items=0)
 
     @classmethod
     def quick(cls, **changes: Any) -> "OrganismConfig":

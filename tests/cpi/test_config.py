@@ -83,25 +83,25 @@ def test_from_file_errors_name_the_file(tmp_path):
 
 
 @dataclasses.dataclass(frozen=True)
-class Inner(Config):
+class Later(Config):
     lr: float = 0.1
     fast: bool = False
     ADDED_LATER = {"fast": False}
 
 
 @dataclasses.dataclass(frozen=True)
-class Outer(Config):
+class Keyed(Config):
     steps: int = 3
     out: str = "runs"
-    inner: Inner = dataclasses.field(default_factory=Inner)
+    inner: Later = dataclasses.field(default_factory=Later)
     NOT_CONTENT = ("out",)
 
 
 def test_content_dict_leaves_out_where_and_fields_added_later_at_their_earlier_value():
-    assert Outer().content_dict() == {"steps": 3, "inner": {"lr": 0.1}}
-    assert Outer(out="elsewhere").content_dict() == Outer().content_dict()
-    assert Outer(inner=Inner(fast=True)).content_dict() == {"steps": 3, "inner": {"lr": 0.1, "fast": True}}
-    assert Outer().to_dict() == {"steps": 3, "out": "runs", "inner": {"lr": 0.1, "fast": False}}  # saved in full
+    assert Keyed().content_dict() == {"steps": 3, "inner": {"lr": 0.1}}
+    assert Keyed(out="elsewhere").content_dict() == Keyed().content_dict()
+    assert Keyed(inner=Later(fast=True)).content_dict() == {"steps": 3, "inner": {"lr": 0.1, "fast": True}}
+    assert Keyed().to_dict() == {"steps": 3, "out": "runs", "inner": {"lr": 0.1, "fast": False}}  # saved in full
     # a stored dict from before the fields existed reads as the same content
-    assert Outer.content_of({"steps": 3, "inner": {"lr": 0.1}}) == Outer().content_dict()
-    assert Outer.content_of({"steps": 4, "inner": {"lr": 0.1}}) != Outer().content_dict()
+    assert Keyed.content_of({"steps": 3, "inner": {"lr": 0.1}}) == Keyed().content_dict()
+    assert Keyed.content_of({"steps": 4, "inner": {"lr": 0.1}}) != Keyed().content_dict()
