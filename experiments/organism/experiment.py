@@ -328,12 +328,11 @@ def run_organism(config: OrganismConfig, *, probe: bool = True, stages: tuple[st
     appended to ``<out>/timings.csv``, which keeps the rows of earlier invocations (a resumed
     run's near-zero stage times do not overwrite the first run's measurements).
     """
-    cfg = config
     old_threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     try:
-        return _run_stages(cfg, Path(cfg.out), probe, stages, timer or StageTimer())
+        return _run_stages(config, Path(config.out), probe, stages, timer or StageTimer())
     finally:
         torch.set_num_threads(old_threads)
 
