@@ -17,7 +17,7 @@ import argparse
 import torch
 
 from experiments.organism.experiment import OrganismConfig, template_texts
-from experiments.organism.pretrain import pretrain
+from experiments.organism.pretrain import pretrain_organism
 from experiments.organism.world import build_tokenizer, build_world
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     results = {}
     for threads in (2, 1):
         torch.set_num_threads(threads)
-        r = pretrain(world, tok, pcfg, desc=f"pretrain ({threads} threads)")
+        r = pretrain_organism(world, tok, pcfg, desc=f"pretrain ({threads} threads)")
         results[threads] = r.tokens_per_s
         print(f"threads={threads}: {r.tokens_per_s:,.0f} tokens/s ({r.tokens:,} tokens in {r.seconds:.1f} s)")
     print(f"ratio 1 thread / 2 threads: {results[1] / results[2]:.2f}x")

@@ -10,6 +10,14 @@ Field types understood when reading JSON/YAML or ``--set`` values: ``bool``,
 ``int``, ``float``, ``str``, ``Optional[...]``, ``Literal[...]``,
 ``tuple[X, ...]``/``list[X]`` (stored as tuples), ``dict`` and nested
 ``Config`` subclasses (whose fields ``--set`` reaches with a dotted key, ``ift.rho=0.5``).
+
+Content keys: a run folder keyed by a config's content (a hash of :meth:`Config.content_dict`)
+keeps its name when the config class grows. Two class attributes say what is not content:
+``NOT_CONTENT`` (fields that say where a run goes, not what it computes, such as an output
+folder) and ``ADDED_LATER`` (fields added after runs keyed by the class existed, each with the
+value that reproduces the earlier behaviour: at that value the field is left out, so folders made
+before it keep their names; any other value enters the key). Record a new field in
+``ADDED_LATER`` whenever a config that keys folders grows one.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, TypeVar, Union
+from typing import Any, ClassVar, Literal, Mapping, Sequence, TypeVar, Union
 
 import yaml
 
@@ -31,6 +39,12 @@ C = TypeVar("C", bound="Config")
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Base class: frozen dataclass with validation and (de)serialisation."""
+
+    #: fields that are not the run's content (where it goes, not what it computes): never in a content key
+    NOT_CONTENT: ClassVar[tuple[str, ...]] = ()
+    #: fields added after folders keyed by this class existed -> the value that behaves as before the
+    #: field existed; at that value the field is left out of the content key (earlier folders keep their names)
+    ADDED_LATER: ClassVar[Mapping[str, Any]] = types.MappingProxyType({})
 
     def __post_init__(self) -> None:
         self.validate()
@@ -70,6 +84,36 @@ class Config:
     # -- serialisation ---------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def content_dict(self) -> dict[str, Any]:
+        """:meth:`to_dict` without what is not content (``NOT_CONTENT``, ``ADDED_LATER`` fields at their
+        earlier value), nested configs likewise: what a content key hashes.
+
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class Train(Config):
+        ...     steps: int = 10
+        ...     out: str = "runs"
+        ...     checkpointing: bool = False
+        ...     NOT_CONTENT = ("out",)
+        ...     ADDED_LATER = {"checkpointing": False}
+        >>> Train().content_dict(), Train(checkpointing=True).content_dict()
+        ({'steps': 10}, {'steps': 10, 'checkpointing': True})
+        """
+        return self.content_of(self.to_dict())
+
+    @classmethod
+    def content_of(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`content_dict` of a stored ``to_dict()`` mapping (e.g. a run's saved config), so that a
+        folder written before a field existed compares equal to the config that would write it now."""
+        hints = typing.get_type_hints(cls)
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in cls.NOT_CONTENT or (key in cls.ADDED_LATER and value == _plain(cls.ADDED_LATER[key])):
+                continue
+            sub = hints.get(key)
+            nested = isinstance(sub, type) and issubclass(sub, Config) and isinstance(value, Mapping)
+            out[key] = sub.content_of(value) if nested else value
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False)
@@ -162,6 +206,29 @@ def check_at_least(config: Any, prefix: str = "", /, **minimums: float) -> None:
         value = getattr(config, name)
         if value is not None and not value >= minimum:
             raise ConfigError(f"field '{prefix}{name}': must be >= {minimum}, got {value}")
+
+
+def check_in_interval(config: Any, prefix: str = "", /, **intervals: str) -> None:
+    """Raise :class:`ConfigError` ``field 'NAME': must be in INTERVAL, got VALUE`` for the first field of
+    ``config`` outside its interval, written ``"[0, 1)"`` (``[``/``]`` closed, ``(``/``)`` open ends).
+
+    >>> import dataclasses
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Mix(Config):
+    ...     rho: float = 0.5
+    ...     def validate(self):
+    ...         check_in_interval(self, rho="(0, 1]")
+    >>> Mix(rho=0.0)
+    Traceback (most recent call last):
+    cpi.errors.ConfigError: field 'rho': must be in (0, 1], got 0.0
+    """
+    for name, interval in intervals.items():
+        low, high = (float(x) for x in interval[1:-1].split(","))
+        value = getattr(config, name)
+        above = value >= low if interval[0] == "[" else value > low
+        below = value <= high if interval[-1] == "]" else value < high
+        if not (above and below):
+            raise ConfigError(f"field '{prefix}{name}': must be in {interval}, got {value}")
 
 
 def _plain(value: Any) -> Any:

@@ -9,7 +9,7 @@ graph ``cpi <- theory, fullscale <- mechinterp <- experiments``; nothing below i
 Names are imported lazily (no torch at ``import experiments``)::
 
     from experiments import OrganismConfig, run_organism
-    run = run_organism(OrganismConfig.quick(), "runs/organism_quick")
+    run = run_organism(OrganismConfig.quick())   # into runs/organism_quick (the config's out)
 """
 
 from __future__ import annotations

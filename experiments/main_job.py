@@ -66,11 +66,17 @@ class MainConfig(Config):
     seconds; ``cpi theory figures`` makes all seven; empty = none; ``theory_quick``: their quick form)."""
 
     experiment: ControlledConfig = field(default_factory=default_experiment)
+    "the controlled experiment run for each condition (nested keys: experiment.seeds, experiment.mixture.rho)"
     conditions: tuple[str, ...] = ("rho_mid", "rho_1")
+    "conditions to run (names of experiments.controlled.sweep.CONDITIONS)"
     out: str = "runs/main"
+    "run folder, resumable (--quick starts from runs/main_quick)"
     figures: Optional[str] = None
+    "folder for the figures (None: <out>/figures/)"
     theory_figures: tuple[str, ...] = MAIN_THEORY_FIGURES
+    "theory figures made first (names of theory.figures.FIGURES)"
     theory_quick: bool = False
+    "the quick form of the theory figures"
 
     def validate(self) -> None:
         if not self.conditions:

@@ -122,12 +122,12 @@ if __name__ == "__main__":
             cache = base_cache(name, seed)
             if not (cache / "pretrain" / "done.json").is_file():
                 assert cache.parent != sweep / "_base", f"no pretrained base in {cache}: run section 3's sweep first"
-                run_organism(cfg, cache, probe=False, stages=("data", "pretrain"))
+                run_organism(cfg.replace(out=str(cache)), probe=False, stages=("data", "pretrain"))
             cell = out / f"{name}_rho=0.3" / f"seed{seed}"
             cell.mkdir(parents=True, exist_ok=True)
             share_base(cache, cell)
             t0 = time.time()
-            run = run_organism(cfg, cell, probe=name in PROBED)
+            run = run_organism(cfg.replace(out=str(cell)), probe=name in PROBED)
             t = run.trajectory(); t.insert(0, "variant", name); t.insert(1, "seed", seed)
             if run.probe is not None:
                 t = t.merge(context_attention(run.probe), on="step", how="left")

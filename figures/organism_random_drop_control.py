@@ -19,19 +19,19 @@ for seed in [int(s) for s in sys.argv[1].split(",")]:
     cache = sweep / "_base" / f"seed{seed}"
     while not (cache / "pretrain" / "done.json").is_file():
         time.sleep(10)
-    cfg = OrganismConfig(seed=seed, filter_fraction=0.25)
     cell = out / "random_drop_rho=0.3" / f"seed{seed}"
+    cfg = OrganismConfig(seed=seed, filter_fraction=0.25, out=str(cell))
     cell.mkdir(parents=True, exist_ok=True)
     share_base(cache, cell)
     if not (cell / "data" / "filter_scores.csv").is_file():
-        run_organism(cfg, cell, probe=False, stages=("data",))
+        run_organism(cfg, probe=False, stages=("data",))
         n = sum(1 for _ in open(cell / "data" / "ift.jsonl"))
         rng = np.random.default_rng(1000 + seed)
         r = rng.random(n)
         atomic_write_table(pd.DataFrame({"example_id": [f"ift-{i:05d}" for i in range(n)], "has_context": True,
                                          "loss_with_context": 0.0, "loss_without_context": r, "gap": r}),
                            cell / "data" / "filter_scores.csv")
-    run = run_organism(cfg, cell, probe=False)
+    run = run_organism(cfg, probe=False)
     t = run.trajectory(); t.insert(0, "variant", "random drop 25% (rho=0.3)"); t.insert(1, "rho", 0.3); t.insert(2, "seed", seed)
     t["recall"] = run.closed_book_recall
     rows.append(t)

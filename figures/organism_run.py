@@ -27,7 +27,7 @@ def main(argv: list[str]) -> None:
         cfg = OrganismConfig.from_dict(json.loads(cfg_file.read_text())["config"])
     else:
         cfg = OrganismConfig()
-    run = run_organism(cfg, run_dir)  # resumes: finished stages are read back
+    run = run_organism(cfg.replace(out=str(run_dir)))  # resumes: finished stages are read back
     for p in make_organism_figures(run, out):
         print(p)
 

@@ -32,7 +32,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Literal, Sequence
 
-from cpi.config import Config
+from cpi.config import Config, check_in_interval
 from cpi.errors import ConfigError, CpiError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -240,9 +240,7 @@ class AugmentConfig(Config):
     "record format of the data file"
 
     def validate(self) -> None:
-        from fullscale.curation import check_fraction
-
-        check_fraction(self, "fraction")
+        check_in_interval(self, fraction="[0, 1)")
         if not self.conflicts:
             raise ConfigError("field 'conflicts': give at least one conflict set (shipped name or JSONL file)")
 

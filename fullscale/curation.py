@@ -41,7 +41,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
 
-from cpi.config import check_at_least
+from cpi.config import check_at_least, check_in_interval
 from cpi.errors import ConfigError, CpiError
 from fullscale.checkpoints import ModelSettings
 
@@ -322,16 +322,9 @@ class ScoreContextConfig(ModelSettings):
     def validate(self) -> None:
         super().validate()
         check_at_least(self, batch_size=1, max_length=1, max_examples=1)
-        check_fraction(self, "fraction")
+        check_in_interval(self, fraction="[0, 1)")
         if self.method == "loss" and not self.model:
             raise ConfigError("field 'model': --model is needed for --method loss (or use --method lexical)")
-
-
-def check_fraction(config: Any, name: str) -> None:
-    """:class:`ConfigError` unless ``config.<name>`` is a finite number in [0, 1)."""
-    value = getattr(config, name)
-    if not (math.isfinite(value) and 0 <= value < 1):
-        raise ConfigError(f"field '{name}': must be in [0, 1), got {value}")
 
 
 @dataclasses.dataclass(frozen=True)

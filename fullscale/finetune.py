@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
-from cpi.config import Config, check_at_least
+from cpi.config import Config, check_at_least, check_in_interval
 from cpi.errors import ConfigError, CpiError, Interrupted
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -106,8 +106,7 @@ class LoraSettings(Config):
         check_at_least(self, "lora.", rank=1)
         if not self.alpha > 0:
             raise ConfigError(f"field 'lora.alpha': must be > 0, got {self.alpha}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"field 'lora.dropout': must be in [0, 1), got {self.dropout}")
+        check_in_interval(self, "lora.", dropout="[0, 1)")
         if not self.target_modules:
             raise ConfigError("field 'lora.target_modules': give at least one module name (or 'all-linear')")
 
@@ -324,8 +323,7 @@ class FinetuneConfig(Config):
                        logging_steps=1, max_examples=1, dataloader_num_workers=0)
         if self.learning_rate <= 0:
             raise ConfigError(f"field 'learning_rate': must be > 0, got {self.learning_rate}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(f"field 'warmup_ratio': must be in [0, 1), got {self.warmup_ratio}")
+        check_in_interval(self, warmup_ratio="[0, 1)")
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.max_grad_norm < 0:
             raise ConfigError("fields 'warmup_steps', 'weight_decay', 'max_grad_norm' must be >= 0")
         if self.max_steps <= 0 and self.num_epochs <= 0:
@@ -335,10 +333,7 @@ class FinetuneConfig(Config):
         if self.qk_only and self.lora is not None:
             raise ConfigError("field 'qk_only': QK-only finetuning is full finetuning of the q/k projections; "
                               "remove the 'lora' block (or give lora.target_modules: [q_proj, k_proj] instead)")
-        if not 0 <= self.filter_fraction < 1:
-            raise ConfigError(f"field 'filter_fraction': must be in [0, 1), got {self.filter_fraction}")
-        if not 0 <= self.augment_fraction < 1:
-            raise ConfigError(f"field 'augment_fraction': must be in [0, 1), got {self.augment_fraction}")
+        check_in_interval(self, filter_fraction="[0, 1)", augment_fraction="[0, 1)")
         if self.augment_fraction > 0 and not self.augment_sources:
             raise ConfigError("field 'augment_sources': needed when augment_fraction > 0 (conflict sets to swap)")
 

@@ -133,10 +133,7 @@ def test_the_getattr_check_can_fail(tmp_path):
 PACKAGES = ["cpi", "theory", "fullscale", "mechinterp", "experiments", "experiments.organism", "experiments.controlled"]
 
 
-@pytest.mark.parametrize("package", [
-    pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="experiments.organism re-exports the function "
-                                            "`pretrain` over its module `pretrain` (outside this change's scope)"))
-    if p == "experiments.organism" else p for p in PACKAGES])
+@pytest.mark.parametrize("package", PACKAGES)
 def test_no_export_shadows_a_submodule(package):
     """``from pkg import name`` must not mean a function or a module depending on what was imported first
     (``mechinterp.probe`` was both): no name in ``__all__`` is also a submodule's name."""

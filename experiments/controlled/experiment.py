@@ -103,6 +103,9 @@ class TrainSettings(Config):
     filter_fraction: float = 0.0
     gradient_checkpointing: bool = False
 
+    #: added after the first runs: off, it leaves the finetune folder's content key as it was
+    ADDED_LATER = {"gradient_checkpointing": False}
+
     def validate(self) -> None:
         for name in ("steps", "save_steps", "batch_size", "lora_rank", "max_seq_length"):
             if getattr(self, name) < 1:
@@ -233,10 +236,12 @@ class ControlledConfig(Config):
 
 
 def content_key(*parts: Any) -> str:
-    """A 12-hex-digit SHA-256 of ``parts`` (JSON; configs by their dict)."""
+    """A 12-hex-digit SHA-256 of ``parts`` (JSON; configs by :meth:`~cpi.config.Config.content_dict`:
+    a field in the class's ``ADDED_LATER`` at its earlier value is left out, so folders made before
+    the field existed keep their names)."""
     h = hashlib.sha256()
     for p in parts:
-        p = p.to_dict() if isinstance(p, Config) else p
+        p = p.content_dict() if isinstance(p, Config) else p
         h.update(json.dumps(p, sort_keys=True, default=str).encode())
         h.update(b"\x00")
     return h.hexdigest()[:12]
@@ -354,10 +359,7 @@ def stage_finetune(cfg: ControlledConfig, seed: int, model_dir: Path, model_fp: 
     """Finetune the base on the seed's records (resumes from the last complete checkpoint)."""
     from fullscale.finetune import run_finetune
 
-    settings = cfg.finetune.to_dict()
-    if not settings["gradient_checkpointing"]:
-        del settings["gradient_checkpointing"]  # a field added later: folders made before it keep their names
-    ft_dir = seed_dir / f"finetune-{content_key(model_fp, data.key, settings, seed)}"
+    ft_dir = seed_dir / f"finetune-{content_key(model_fp, data.key, cfg.finetune, seed)}"
     if _finished(ft_dir, cfg.finetune.steps):
         log.info("%s: finetuning already finished; reading it back", ft_dir)
         return ft_dir
@@ -612,18 +614,17 @@ def prepare_condition(cfg: ControlledConfig, out: Path, timer: Any) -> PreparedC
     base_link = _link_base(out, model_dir)
     items = tuple(knowledge_items(cfg.knowledge))
     cache = Path(cfg.knowledge_cache) if cfg.knowledge_cache else out / "knowledge"
-    known, rates = timer.run("knowledge", _in_worker if cfg.workers > 1 else _call, stage_knowledge, cfg, model_dir,
-                             model_fp, cache, items, threads=cfg.threads)
+    known, rates = timer.run("knowledge", _call, cfg.workers > 1, cfg.threads, stage_knowledge, cfg, model_dir,
+                             model_fp, cache, items)
     return PreparedCondition(cfg, out, model_dir, model_fp, base_link, items, known, rates)
 
 
-def _call(fn: Any, *args: Any, threads: int = 0) -> Any:
-    return fn(*args)
-
-
-def _in_worker(fn: Any, *args: Any, threads: int = 0) -> Any:
-    """``fn(*args)`` in one spawned worker process, so that the parent never holds a model (with
-    ``workers`` seeds running beside it, the parent's memory would add to theirs)."""
+def _call(in_worker: bool, threads: int, fn: Any, *args: Any) -> Any:
+    """``fn(*args)``: here, or with ``in_worker`` in one spawned worker process on ``threads`` torch
+    threads, so that the parent never holds a model (with ``workers`` seeds running beside it, the
+    parent's memory would add to theirs)."""
+    if not in_worker:
+        return fn(*args)
     with worker_pool(1, threads) as pool:
         return pool.apply(fn, args)
 

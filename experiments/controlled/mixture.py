@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from cpi.config import Config
-from cpi.errors import ConfigError, CpiError
+from cpi.config import Config, check_at_least, check_in_interval
+from cpi.errors import CpiError
 from experiments.records import cycle, write_alpaca_jsonl
 from fullscale.conflicts import ConflictItem, find_word_spans
 
@@ -67,16 +67,10 @@ class MixtureConfig(Config):
     seed: int = 0
 
     def validate(self) -> None:
-        if not 0.0 < self.rho <= 1.0:
-            raise ConfigError(f"field 'rho': must be in (0, 1], got {self.rho}")
-        if self.n_examples < 1:
-            raise ConfigError(f"field 'n_examples': must be >= 1, got {self.n_examples}")
-        if not 0.0 <= self.augment_fraction < 1.0:
-            raise ConfigError(f"field 'augment_fraction': must be in [0, 1), got {self.augment_fraction}")
-        if not 0.0 < self.heldout_fraction < 1.0:
-            raise ConfigError(f"field 'heldout_fraction': must be in (0, 1), got {self.heldout_fraction}")
-        if self.min_heldout < 1:
-            raise ConfigError(f"field 'min_heldout': must be >= 1, got {self.min_heldout}")
+        check_in_interval(self, rho="(0, 1]")
+        check_at_least(self, n_examples=1)
+        check_in_interval(self, augment_fraction="[0, 1)", heldout_fraction="(0, 1)")
+        check_at_least(self, min_heldout=1)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ probed (``mechinterp``) on held-out knowledge conflicts, exactly as a 7B model w
 rho and the mitigations. Names are imported lazily (no torch at ``import experiments.organism``).
 
     from experiments.organism import OrganismConfig, run_organism
-    run = run_organism(OrganismConfig.quick(), "runs/organism_quick")
+    run = run_organism(OrganismConfig.quick())   # into runs/organism_quick (the config's out)
     print(run.closed_book_recall, run.trajectory())
 """
 
@@ -20,7 +20,7 @@ _EXPORTS = {
     "build_world": "experiments.organism.world",
     "build_tokenizer": "experiments.organism.world",
     "PretrainConfig": "experiments.organism.pretrain",
-    "pretrain": "experiments.organism.pretrain",
+    "pretrain_organism": "experiments.organism.pretrain",
     "closed_book_recall": "experiments.organism.pretrain",
     "IFTConfig": "experiments.organism.ift",
     "make_ift_records": "experiments.organism.ift",

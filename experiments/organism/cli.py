@@ -37,7 +37,8 @@ def register(sub: "argparse._SubParsersAction") -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="the < 2 minute variant (smaller world, fewer steps)")
-    p.add_argument("--out", default=None, help="run folder (default runs/organism or runs/organism_quick); resumable")
+    p.add_argument("--out", default=None, help="run folder, the config's `out` (default runs/organism or "
+                   "runs/organism_quick); resumable")
     _config_flags(p, "OrganismConfig as YAML/JSON (instead of the defaults)")
 
 
@@ -51,15 +52,14 @@ def _config_flags(p: argparse.ArgumentParser, config_help: str) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from cpi.cli_config import config_from_args, flag_given
+    """The OrganismConfig: defaults (or ``quick()``) < ``--config`` < ``--out`` < ``--set``."""
+    from cpi.cli_config import config_from_args, flag_given, set_assignments
     from experiments.organism.experiment import OrganismConfig
 
     quick = args.quick and not flag_given(args, "config")
-    return config_from_args(args, base=OrganismConfig.quick() if quick else None)
-
-
-def _out(args: argparse.Namespace) -> Path:
-    return Path(args.out or ("runs/organism_quick" if args.quick else "runs/organism"))
+    cfg = config_from_args(args, base=OrganismConfig.quick() if quick else None)
+    out_set = any(a.split("=", 1)[0].strip() == "out" for a in set_assignments(args))
+    return cfg.replace(out=args.out) if getattr(args, "out", None) and not out_set else cfg
 
 
 def _summary_lines(run) -> list[str]:
@@ -114,11 +114,11 @@ def _organism_run(args: argparse.Namespace) -> int:
     from cpi.lock import FolderLock
 
     cfg = _config(args)
-    out = check_out_dir(_out(args))
+    out = check_out_dir(cfg.out)
     if args.figures:
         check_out_dir(args.figures, "--figures")
     with FolderLock(out, "cpi organism run"):
-        run = run_organism(cfg, out, probe=not args.no_probe)
+        run = run_organism(cfg, probe=not args.no_probe)
     if args.figures:
         from experiments.organism.figures import make_organism_figures
 

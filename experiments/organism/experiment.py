@@ -30,12 +30,12 @@ import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM
 
-from cpi.config import Config
+from cpi.config import Config, check_at_least, check_in_interval
 from cpi.errors import ConfigError, CpiError
 from cpi.io import atomic_write_json, atomic_write_table, save_run
 from cpi.timing import StageTimer
 from experiments.organism.ift import IFTConfig, make_eval_items, make_ift_records, write_eval_jsonl, write_ift_jsonl
-from experiments.organism.pretrain import closed_book_recall, context_reading, pretrain, PretrainConfig, save_model
+from experiments.organism.pretrain import closed_book_recall, context_reading, pretrain_organism, PretrainConfig, save_model
 from experiments.organism.world import build_tokenizer, build_world, WorldConfig
 from fullscale import prompts
 from fullscale.checkpoints import discover_checkpoints
@@ -66,6 +66,7 @@ class OrganismConfig(Config):
     ``ft_steps`` optimizer steps of ``ft_batch_size``, checkpoint every ``save_steps``,
     ``filter_fraction`` = the paper's filter (base-model loss without context, driver's rule).
     Evaluation: ``eval_modes`` of ``cpi evaluate``; probing on ``probe_items`` items (0 = all).
+    ``out``: the run folder (where, not what: left out of the check that a folder holds this run).
 
     ``seed`` seeds every stage and ``threads`` sets torch's intra-op threads for the whole run: the
     nested configs' own ``seed`` (and ``pretrain.threads``) are set from them, so give ``seed``, not
@@ -95,7 +96,11 @@ class OrganismConfig(Config):
     probe_batch_size: int = 32
     seed: int = 0
     threads: int = 1  # torch intra-op threads; 1 is robust on a shared machine, 2 is 1.7x faster on an idle one
+    out: str = "runs/organism"
+    "run folder (resumable; quick(): runs/organism_quick); not part of the run's content"
 
+    #: where the run goes, not what it computes: a moved folder, or a sweep cell, is the same run
+    NOT_CONTENT = ("out",)
     #: nested fields that follow the run's own field (name in the nested config -> field here)
     SHARED: ClassVar[dict[str, tuple[str, ...]]] = {"seed": ("world", "pretrain", "ift"), "threads": ("pretrain",)}
 
@@ -114,17 +119,13 @@ class OrganismConfig(Config):
         return super().replace(**changes)
 
     def validate(self) -> None:
-        for name in ("ft_steps", "save_steps", "ft_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"field '{name}': must be >= 1, got {getattr(self, name)}")
+        check_at_least(self, ft_steps=1, save_steps=1, ft_batch_size=1)
         if self.save_steps > self.ft_steps:
             raise ConfigError(f"field 'save_steps': must be <= ft_steps={self.ft_steps}, got {self.save_steps}")
         if self.ft_lr <= 0:
             raise ConfigError(f"field 'ft_lr': must be > 0, got {self.ft_lr}")
-        if not 0.0 <= self.filter_fraction < 1.0:
-            raise ConfigError(f"field 'filter_fraction': must be in [0, 1), got {self.filter_fraction}")
-        if self.probe_items < 0:
-            raise ConfigError(f"field 'probe_items': must be >= 0, got {self.probe_items}")
+        check_in_interval(self, filter_fraction="[0, 1)")
+        check_at_least(self, probe_items=0)
 
     @classmethod
     def quick(cls, **changes: Any) -> "OrganismConfig":
@@ -141,7 +142,7 @@ class OrganismConfig(Config):
             # (measured: 100 % here; with the default's 30 % copy + 30 % QA documents only 44 %)
             "pretrain": PretrainConfig(steps=500, warmup=50, copy_fraction=0.2, qa_fraction=0.0, copy_filler=2),
             "ift": IFTConfig(n_examples=600),
-            "ft_steps": 120, "save_steps": 20, "eval_modes": ("generate", "logprob"),
+            "ft_steps": 120, "save_steps": 20, "eval_modes": ("generate", "logprob"), "out": "runs/organism_quick",
         }
         return cls(**base).replace(**changes)
 
@@ -247,7 +248,7 @@ def _stage_pretrain(cfg: OrganismConfig, out: Path, world: Any,
         model = AutoModelForCausalLM.from_pretrained(base)
         log.warning("stage pretrain: reusing %s (same content: pretrain and world config)", base)
     else:
-        result = pretrain(world, tokenizer, cfg.pretrain)
+        result = pretrain_organism(world, tokenizer, cfg.pretrain)
         model = result.model
         tmp = out / "base" / ".tmp-checkpoint-0"
         if tmp.exists():
@@ -317,21 +318,21 @@ def _stage_probe(cfg: OrganismConfig, out: Path, base: Path, ft_dir: Path) -> "p
 STAGES = ("data", "pretrain", "finetune", "evaluate", "probe")
 
 
-def run_organism(cfg: OrganismConfig, out_dir: str | Path, probe: bool = True,
-                 stages: tuple[str, ...] = STAGES, timer: StageTimer | None = None) -> OrganismRun:
-    """Run (or resume) the pipeline into ``out_dir``; returns the headline tables.
+def run_organism(config: OrganismConfig, *, probe: bool = True, stages: tuple[str, ...] = STAGES,
+                 timer: StageTimer | None = None) -> OrganismRun:
+    """Run (or resume) the pipeline into ``config.out``; returns the headline tables.
 
-    ``stages`` stops early (e.g. ``("data", "pretrain")`` to make a base model only); the
-    returned tables of stages not run are empty. ``timer``: a :class:`StageTimer` that already
-    holds earlier stages of this invocation (``cpi run`` times the theory figures with it); its
-    rows are appended to ``out_dir/timings.csv``, which keeps the rows of earlier invocations
-    (a resumed run's near-zero stage times do not overwrite the first run's measurements).
+    ``probe=False`` skips the probe stage; ``stages`` stops early (e.g. ``("data", "pretrain")``
+    to make a base model only); the returned tables of stages not run are empty. ``timer``: a
+    :class:`StageTimer` that already holds earlier stages of this invocation; its rows are
+    appended to ``<out>/timings.csv``, which keeps the rows of earlier invocations (a resumed
+    run's near-zero stage times do not overwrite the first run's measurements).
     """
     old_threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     try:
-        return _run_stages(cfg, Path(out_dir), probe, stages, timer or StageTimer())
+        return _run_stages(config, Path(config.out), probe, stages, timer or StageTimer())
     finally:
         torch.set_num_threads(old_threads)
 
@@ -350,10 +351,10 @@ def _run_stages(cfg: OrganismConfig, out: Path, probe: bool, stages: tuple[str, 
         raise CpiError(f"{ft_dir}: no finished finetuning ({cfg.ft_steps} steps); run the 'finetune' stage first")
     out.mkdir(parents=True, exist_ok=True)
     prev = out / "organism_config.json"
-    if prev.is_file():
-        old = json.loads(prev.read_text()).get("config", {})
-        if old != cfg.to_dict():
-            diff = sorted(k for k in set(old) | set(cfg.to_dict()) if old.get(k) != cfg.to_dict().get(k))
+    if prev.is_file():  # the same run: the same content (not the same folder name: `out` is not content)
+        old, new = OrganismConfig.content_of(json.loads(prev.read_text()).get("config", {})), cfg.content_dict()
+        if old != new:
+            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise CpiError(f"{prev}: this folder holds a run with a different config (fields {', '.join(diff)}); "
                            "use a fresh --out folder")
     save_run(out, cfg)

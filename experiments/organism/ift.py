@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from cpi.config import Config
+from cpi.config import Config, check_at_least, check_in_interval
 from cpi.errors import ConfigError
 from experiments.organism.world import (
     EVAL_CONTEXTS,
@@ -54,13 +54,9 @@ class IFTConfig(Config):
     seed: int = 0
 
     def validate(self) -> None:
-        if self.n_examples < 1:
-            raise ConfigError(f"field 'n_examples': must be >= 1, got {self.n_examples}")
-        if not 0.0 <= self.rho <= 1.0:
-            raise ConfigError(f"field 'rho': must be in [0, 1], got {self.rho}")
-        for name in ("recall_fraction", "augment_fraction"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"field '{name}': must be in [0, 1), got {getattr(self, name)}")
+        check_at_least(self, n_examples=1)
+        check_in_interval(self, rho="[0, 1]")
+        check_in_interval(self, recall_fraction="[0, 1)", augment_fraction="[0, 1)")
         if self.recall_fraction + self.augment_fraction >= 1.0:
             raise ConfigError("field 'augment_fraction': recall_fraction + augment_fraction must be < 1")
 

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from cpi.config import Config
+from cpi.config import Config, check_at_least, check_in_interval
 from cpi.errors import ConfigError
 from cpi.progress import progress
 from experiments.organism.world import Fact, PRETRAIN_QUESTIONS, PRETRAIN_TEMPLATES, RECALL_TEMPLATES, RELATIONS, World
@@ -61,15 +61,13 @@ class PretrainConfig(Config):
     threads: int = 0  # 0 = leave torch's default
 
     def validate(self) -> None:
-        for name in ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_mlp", "steps", "batch_size", "facts_per_doc"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"field '{name}': must be >= 1, got {getattr(self, name)}")
+        check_at_least(self, n_layers=1, d_model=1, n_heads=1, n_kv_heads=1, d_mlp=1, steps=1, batch_size=1,
+                       facts_per_doc=1)
         if self.d_model % self.n_heads:
             raise ConfigError(f"field 'n_heads': must divide d_model={self.d_model}, got {self.n_heads}")
         if self.n_heads % self.n_kv_heads:
             raise ConfigError(f"field 'n_kv_heads': must divide n_heads={self.n_heads}, got {self.n_kv_heads}")
-        if not 0.0 <= self.copy_fraction < 1.0:
-            raise ConfigError(f"field 'copy_fraction': must be in [0, 1), got {self.copy_fraction}")
+        check_in_interval(self, copy_fraction="[0, 1)")
         if not 0.0 <= self.qa_fraction < 1.0 or self.qa_fraction + self.copy_fraction >= 1.0:
             raise ConfigError(f"field 'qa_fraction': must be in [0, 1 - copy_fraction), got {self.qa_fraction}")
         if self.lr <= 0:
@@ -147,7 +145,7 @@ class PretrainResult:
         return self.tokens / max(self.seconds, 1e-9)
 
 
-def pretrain(world: World, tokenizer, cfg: PretrainConfig, desc: str = "pretrain") -> PretrainResult:
+def pretrain_organism(world: World, tokenizer, cfg: PretrainConfig, desc: str = "pretrain") -> PretrainResult:
     """Train a fresh model on the world's known facts; return it with its loss curve and speed."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -259,5 +257,5 @@ def save_model(model, tokenizer, path: str | Path) -> Path:
     return path
 
 
-__all__ = ["PretrainConfig", "PretrainResult", "pretrain", "closed_book_recall", "context_reading", "build_model",
+__all__ = ["PretrainConfig", "PretrainResult", "pretrain_organism", "closed_book_recall", "context_reading", "build_model",
            "save_model"]

@@ -118,15 +118,15 @@ def run_sweep(base: "OrganismConfig", sweep: SweepConfig, out_dir: str | Path) -
         cell = out / _slug(name) / f"seed{seed}"
         cache = out / "_base" / f"seed{seed}"
         if not (cache / "pretrain" / "done.json").is_file():
-            run_organism(base.replace(seed=seed), cache, probe=False,
-                         stages=("data", "pretrain"))
+            run_organism(base.replace(seed=seed, out=str(cache)), probe=False, stages=("data", "pretrain"))
         cell.mkdir(parents=True, exist_ok=True)
         share_base(cache, cell)
+        cfg = cfg.replace(out=str(cell))
         if cfg.filter_fraction > 0 and not (cell / "data" / "filter_scores.csv").is_file():
-            run_organism(cfg, cell, probe=False, stages=("data",))
+            run_organism(cfg, probe=False, stages=("data",))
             scores = context_criticality_scores(cell / "base" / "checkpoint-0", cell / "data" / "ift.jsonl")
             atomic_write_table(scores, cell / "data" / "filter_scores.csv")
-        run = run_organism(cfg, cell, probe=sweep.probe)
+        run = run_organism(cfg, probe=sweep.probe)
         traj = run.trajectory()
         traj.insert(0, "variant", name)
         traj.insert(1, "rho", cfg.ift.rho)

@@ -31,7 +31,7 @@ from typing import Iterable, Sequence
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, Tokenizer
 from transformers import PreTrainedTokenizerFast
 
-from cpi.config import Config
+from cpi.config import Config, check_in_interval
 from cpi.errors import ConfigError
 
 
@@ -172,8 +172,7 @@ class WorldConfig(Config):
                 f"field 'n_cities': each country has its own capital, so need >= "
                 f"{self.n_known_countries + self.n_new_countries}, got {self.n_cities}"
             )
-        if not 0.0 < self.eval_fraction < 1.0:
-            raise ConfigError(f"field 'eval_fraction': must be in (0, 1), got {self.eval_fraction}")
+        check_in_interval(self, eval_fraction="(0, 1)")
 
 
 @dataclass(frozen=True)

@@ -80,3 +80,28 @@ def test_from_file_errors_name_the_file(tmp_path):
     unknown.write_text("lr: 1\nwhat: 2\n")
     with pytest.raises(ConfigError, match=r"u.yaml: unknown field 'what'"):
         Example.from_file(unknown)
+
+
+@dataclasses.dataclass(frozen=True)
+class Later(Config):
+    lr: float = 0.1
+    fast: bool = False
+    ADDED_LATER = {"fast": False}
+
+
+@dataclasses.dataclass(frozen=True)
+class Keyed(Config):
+    steps: int = 3
+    out: str = "runs"
+    inner: Later = dataclasses.field(default_factory=Later)
+    NOT_CONTENT = ("out",)
+
+
+def test_content_dict_leaves_out_where_and_fields_added_later_at_their_earlier_value():
+    assert Keyed().content_dict() == {"steps": 3, "inner": {"lr": 0.1}}
+    assert Keyed(out="elsewhere").content_dict() == Keyed().content_dict()
+    assert Keyed(inner=Later(fast=True)).content_dict() == {"steps": 3, "inner": {"lr": 0.1, "fast": True}}
+    assert Keyed().to_dict() == {"steps": 3, "out": "runs", "inner": {"lr": 0.1, "fast": False}}  # saved in full
+    # a stored dict from before the fields existed reads as the same content
+    assert Keyed.content_of({"steps": 3, "inner": {"lr": 0.1}}) == Keyed().content_dict()
+    assert Keyed.content_of({"steps": 4, "inner": {"lr": 0.1}}) != Keyed().content_dict()

@@ -374,3 +374,39 @@ def test_interrupted_parallel_run_resumes_with_identical_numbers(tiny, tmp_path)
     resumed = pd.read_csv(out / "items.csv")
     pd.testing.assert_frame_equal(resumed, pd.read_csv(tmp_path / "ref" / "items.csv"))
     assert sorted(resumed["step"].unique()) == [0, 10, 20, 30] and len(ref.items) == len(resumed)
+
+
+# regression pins: folder keys computed with the code before the ADDED_LATER rule (the inline special
+# case that dropped gradient_checkpointing when off); a changed key would re-run every existing stage
+FINETUNE_KEYS = {  # name -> (key of ("fp0", "datakey0", seed 0), key of ("fp1", "dk1", seed 2))
+    "default": (TrainSettings(), ("a6c7f2c553b9", "6c7aa4a67b03")),
+    "default_gc": (TrainSettings(gradient_checkpointing=True), ("3568e3b1498a", "cd77544c1e4a")),
+    "main": ("main", ("017e845a36e1", "047e45556a1a")),  # the main job's: gradient checkpointing on
+    "main_nogc": ("main", ("f13c785dcd98", "cd793114ceb5")),
+    "quick": (ControlledConfig.quick().finetune, ("6ff4f97dcab6", "abaf4eae6929")),
+    "qk": (TrainSettings(method="qk_only", steps=20, save_steps=5), ("5e11326c4bb3", "4db0188a5e93")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FINETUNE_KEYS))
+def test_finetune_folder_keys_are_unchanged(name):
+    from experiments.main_job import default_experiment
+
+    settings, (first, second) = FINETUNE_KEYS[name]
+    if settings == "main":
+        settings = default_experiment().finetune.replace(gradient_checkpointing=name == "main")
+    assert (content_key("fp0", "datakey0", settings, 0), content_key("fp1", "dk1", settings, 2)) == (first, second)
+
+
+def test_mixture_folder_keys_are_unchanged():
+    from experiments.main_job import default_experiment
+
+    assert content_key(MixtureConfig().replace(seed=1), "itemskey", [["a", True], ["b", False]]) == "b499eafd1711"
+    assert content_key(default_experiment().mixture.replace(seed=2), "itemskey", [["a", True]]) == "2c706ec9ca17"
+
+
+def test_gradient_checkpointing_enters_the_key_only_when_on():
+    off, on = TrainSettings(), TrainSettings(gradient_checkpointing=True)
+    assert "gradient_checkpointing" not in off.content_dict() and on.content_dict()["gradient_checkpointing"] is True
+    assert off.to_dict()["gradient_checkpointing"] is False  # saved configs still record it
+    assert content_key(off) != content_key(on)

@@ -164,16 +164,41 @@ def test_stages_left_out_need_their_outputs_on_disk(tmp_path):
     from cpi.errors import CpiError
     from experiments.organism.experiment import OrganismConfig, run_organism
 
-    cfg = OrganismConfig.quick()
+    cfg = OrganismConfig.quick(out=str(tmp_path / "r"))
     with pytest.raises(CpiError, match="no pretrained base model; run the 'pretrain' stage first"):
-        run_organism(cfg, tmp_path / "r", stages=("data", "evaluate"))
+        run_organism(cfg, stages=("data", "evaluate"))
     assert not (tmp_path / "r").exists()  # refused before writing anything
     (tmp_path / "r" / "base" / "checkpoint-0").mkdir(parents=True)
     (tmp_path / "r" / "base" / "checkpoint-0" / "config.json").write_text("{}")
     with pytest.raises(CpiError, match=r"no finished finetuning \(120 steps\); run the 'finetune' stage first"):
-        run_organism(cfg, tmp_path / "r", stages=("data", "probe"))
-    run = run_organism(cfg, tmp_path / "r", stages=("data",))  # data only: nothing else needed
+        run_organism(cfg, stages=("data", "probe"))
+    run = run_organism(cfg, stages=("data",))  # data only: nothing else needed
     assert run.eval_summary.empty and (tmp_path / "r" / "data" / "eval.jsonl").is_file()
+
+
+def test_run_folder_is_the_configs_out_and_not_part_of_its_content(tmp_path):
+    """`out` says where, not what: a moved folder (or one written before `out` existed) is the same
+    run; a changed content field is still refused."""
+    import json
+    import shutil
+
+    from cpi.errors import CpiError
+    from experiments.organism.experiment import OrganismConfig, run_organism
+
+    cfg = OrganismConfig.quick(out=str(tmp_path / "a"))
+    assert OrganismConfig.quick().out == "runs/organism_quick" and OrganismConfig().out == "runs/organism"
+    assert "out" not in cfg.content_dict() and cfg.to_dict()["out"] == str(tmp_path / "a")
+    run_organism(cfg, stages=("data",))
+    assert (tmp_path / "a" / "data" / "eval.jsonl").is_file()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    saved = tmp_path / "b" / "organism_config.json"
+    record = json.loads(saved.read_text())
+    del record["config"]["out"]  # a folder made before the field existed
+    saved.write_text(json.dumps(record))
+    run = run_organism(cfg.replace(out=str(tmp_path / "b")), stages=("data",))
+    assert run.out == tmp_path / "b"
+    with pytest.raises(CpiError, match=r"different config \(fields ft_lr\)"):
+        run_organism(cfg.replace(out=str(tmp_path / "b"), ft_lr=5e-3), stages=("data",))
 
 
 def test_run_sets_its_threads_then_restores_them(tmp_path, monkeypatch):
@@ -186,7 +211,7 @@ def test_run_sets_its_threads_then_restores_them(tmp_path, monkeypatch):
     monkeypatch.setattr(ex, "_run_stages", lambda *a: seen.append(torch.get_num_threads()) or inner(*a))
     before = torch.get_num_threads()
     threads = 2 if before != 2 else 1
-    ex.run_organism(ex.OrganismConfig.quick(threads=threads), tmp_path / "t", stages=("data",))
+    ex.run_organism(ex.OrganismConfig.quick(threads=threads, out=str(tmp_path / "t")), stages=("data",))
     assert seen == [threads] and torch.get_num_threads() == before
 
 
@@ -233,7 +258,7 @@ def quick_run(tmp_path_factory):
     finally:
         os.chdir(here)
     assert not (cwd / "figures").exists()
-    return run_organism(OrganismConfig.quick(), out)
+    return run_organism(OrganismConfig.quick(out=str(out)))
 
 
 @pytest.mark.slow
@@ -336,6 +361,6 @@ def test_quick_run_figures_and_resume(quick_run, tmp_path):
     for p in paths:
         assert p.stat().st_size > 1000
     # a second call resumes: every stage is read back, numbers identical
-    again = run_organism(quick_run.config, quick_run.out)
+    again = run_organism(quick_run.config)
     assert again.eval_summary.equals(quick_run.eval_summary)
     assert again.closed_book_recall == quick_run.closed_book_recall
