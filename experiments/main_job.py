@@ -116,8 +116,12 @@ class MainResult:
     sweep: "SweepResult"
     figures: list[Path]
     timings: Any
-    comparison: Any
     wall_s: float
+
+    @property
+    def comparison(self) -> Any:
+        """The sweep's comparison table (``sweep.comparison``)."""
+        return self.sweep.comparison
 
 
 def run_main(config: MainConfig) -> MainResult:
@@ -142,7 +146,7 @@ def run_main(config: MainConfig) -> MainResult:
     written += save_figure(plot_sweep_panels(sweep.table), figures, "controlled_sweep")
     stage_rows = [run.timings.assign(condition=name) for name, run in sweep.runs.items()]
     timings = pd.concat([timer.table().assign(condition="")] + stage_rows, ignore_index=True)
-    return MainResult(config=config, sweep=sweep, figures=written, timings=timings, comparison=sweep.comparison,
+    return MainResult(config=config, sweep=sweep, figures=written, timings=timings,
                       wall_s=time.perf_counter() - t0)
 
 

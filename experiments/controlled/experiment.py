@@ -638,7 +638,7 @@ def run_seed(job: SeedJob) -> SeedResult:
     seed_dir = job.out / f"seed-{seed}"
     data = timer.run(f"mixture[{seed}]", stage_mixture, cfg, seed, job.items, job.known, seed_dir)
     ft_dir = timer.run(f"finetune[{seed}]", stage_finetune, cfg, seed, job.model_dir, job.model_fp, data, seed_dir)
-    it, summ = timer.run(f"evaluate[{seed}]", stage_evaluate, cfg, seed, job.base_link, ft_dir, data, seed_dir)
+    it, _ = timer.run(f"evaluate[{seed}]", stage_evaluate, cfg, seed, job.base_link, ft_dir, data, seed_dir)
     # the seed's trajectory pooled over its held-out conflicts (the evaluation's summary has one row per
     # dataset x category; an unweighted mean of those rows would not be the seed's accuracy)
     summ = summarize_items(it, by=("step",), n_boot=cfg.evaluate.n_boot, add_all_category=False)
