@@ -57,7 +57,13 @@ class MixtureConfig(Config):
     """Composition of the mixture. ``n_examples`` records in all; ``rho`` of the main (non-augmented)
     records are context-critical (``rho = 1`` is the control with no non-context-critical data);
     ``heldout_fraction`` of the known facts are kept for the conflict evaluation, at least
-    ``min_heldout`` of them."""
+    ``min_heldout`` of them.
+
+    ``min_known_margin`` (nats) asks for *strong* knowledge: a known fact serves (as a
+    non-context-critical record, an augmentation or a held-out conflict) only when the base's
+    closed-book log-prob of the true answer beats the best other candidate's by at least this much;
+    known facts below it are used nowhere, and context-critical records still come from the unknown
+    facts. ``0`` (the default) keeps every fact the base ranks first (their margin is > 0 already)."""
 
     n_examples: int = 400
     rho: float = 0.5
@@ -65,12 +71,15 @@ class MixtureConfig(Config):
     heldout_fraction: float = 0.5
     min_heldout: int = 20
     seed: int = 0
+    min_known_margin: float = 0.0
+
+    ADDED_LATER = {"min_known_margin": 0.0}
 
     def validate(self) -> None:
         check_in_interval(self, rho="(0, 1]")
         check_at_least(self, n_examples=1)
         check_in_interval(self, augment_fraction="[0, 1)", heldout_fraction="(0, 1)")
-        check_at_least(self, min_heldout=1)
+        check_at_least(self, min_heldout=1, min_known_margin=0.0)
 
 
 @dataclass(frozen=True)
@@ -115,7 +124,8 @@ def build_mixture(items: Sequence[ConflictItem], known: "pd.DataFrame", cfg: Mix
     """The mixture of ``cfg`` from ``items`` and the base's ``known`` table (columns ``item_id``, ``known``).
 
     Only question-answer items are used (quotes have no fact to know). Deterministic in ``cfg.seed``.
-    Raises :class:`CpiError` naming the field when the base knows too few facts for the held-out set,
+    With ``cfg.min_known_margin > 0`` the table also needs ``logp_true`` and ``logp_best_other``, and
+    ``counts`` gains ``weak``: the known facts left out for a smaller margin. Raises :class:`CpiError` naming the field when the base knows too few facts for the held-out set,
     or when the records of a kind cannot be drawn (no unknown facts for ``rho > 0``, no known facts
     left for ``rho < 1`` or augmentation).
     """
@@ -126,14 +136,20 @@ def build_mixture(items: Sequence[ConflictItem], known: "pd.DataFrame", cfg: Mix
     if missing:
         raise CpiError(f"known-facts table: no row for item {missing[0]!r} ({len(missing)} items missing)")
     rng = random.Random(cfg.seed * 1_000_003 + 17)
-    known_items = [it for it in qa if status[it.id]]
     unknown_items = [it for it in qa if not status[it.id]]
+    known_items = [it for it in qa if status[it.id]]
+    weak: list[ConflictItem] = []
+    if cfg.min_known_margin > 0:
+        strong = _strongly_known(known, cfg.min_known_margin)
+        weak = [it for it in known_items if it.id not in strong]
+        known_items = [it for it in known_items if it.id in strong]
     rng.shuffle(known_items)
     n_heldout = max(cfg.min_heldout, round(cfg.heldout_fraction * len(known_items)))
     if len(known_items) < n_heldout + (1 if cfg.rho < 1 or cfg.augment_fraction > 0 else 0):
-        raise CpiError(f"field 'min_heldout': the base knows {len(known_items)} of {len(qa)} facts, too few for "
-                       f"{n_heldout} held-out conflicts plus finetuning records (lower min_heldout or "
-                       f"heldout_fraction, or use a base that knows more)")
+        strength = f" by a margin >= {cfg.min_known_margin:g} nats" if cfg.min_known_margin > 0 else ""
+        raise CpiError(f"field 'min_heldout': the base knows {len(known_items)} of {len(qa)} facts{strength}, too "
+                       f"few for {n_heldout} held-out conflicts plus finetuning records (lower min_heldout or "
+                       f"heldout_fraction{', or min_known_margin' if strength else ''}, or use a base that knows more)")
     heldout, train_known = known_items[:n_heldout], known_items[n_heldout:]
     n_aug = round(cfg.augment_fraction * cfg.n_examples)
     n_main = cfg.n_examples - n_aug
@@ -152,7 +168,19 @@ def build_mixture(items: Sequence[ConflictItem], known: "pd.DataFrame", cfg: Mix
         r["id"] = f"ift-{i:05d}"
     counts = {"C": n_c, "CS": n_cs, "CF": n_aug, "known": len(known_items), "unknown": len(unknown_items),
               "heldout": len(heldout), "train_known": len(train_known)}
+    if cfg.min_known_margin > 0:
+        counts["weak"] = len(weak)
     return Mixture(records=records, heldout=sorted(heldout, key=lambda it: it.id), counts=counts)
+
+
+def _strongly_known(known: "pd.DataFrame", min_margin: float) -> set[str]:
+    """Item ids the base knows with ``logp_true - logp_best_other >= min_margin`` (nats)."""
+    lacking = [c for c in ("logp_true", "logp_best_other") if c not in known.columns]
+    if lacking:
+        raise CpiError(f"known-facts table: column {lacking[0]!r} is needed for min_known_margin > 0")
+    margin = known["logp_true"].astype(float) - known["logp_best_other"].astype(float)
+    keep = known["known"].astype(bool) & (margin >= min_margin)
+    return set(known.loc[keep, "item_id"].astype(str))
 
 
 def write_records(records: Sequence[dict[str, Any]], path: str | Path) -> Path:

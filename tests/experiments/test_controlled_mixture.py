@@ -81,6 +81,7 @@ def test_write_records_is_alpaca_jsonl(items, tmp_path):
     ({"n_examples": 0}, "field 'n_examples'"),
     ({"heldout_fraction": 1.0}, "field 'heldout_fraction'"),
     ({"augment_fraction": -0.1}, "field 'augment_fraction'"),
+    ({"min_known_margin": -1.0}, "field 'min_known_margin'"),
 ])
 def test_bad_config(changes, match):
     with pytest.raises(ConfigError, match=match):
@@ -96,3 +97,39 @@ def test_a_base_that_knows_too_little_or_everything(items):
         build_mixture(items, everything, MixtureConfig())
     with pytest.raises(CpiError, match="no row for item"):
         build_mixture(items, everything.iloc[:3], MixtureConfig())
+
+
+def _with_margins(items, every=3):
+    """:func:`_known` plus closed-book log-probs: item i's margin is ``i % 7`` nats."""
+    known = _known(items, every)
+    margin = [float(i % 7) for i in range(len(items))]
+    return known.assign(logp_true=[-1.0] * len(items), logp_best_other=[-1.0 - m for m in margin])
+
+
+def test_min_known_margin_keeps_strong_facts_only(items):
+    known = _with_margins(items)
+    margin = dict(zip(known["item_id"], known["logp_true"] - known["logp_best_other"]))
+    status = dict(zip(known["item_id"], known["known"]))
+    cfg = MixtureConfig(n_examples=120, rho=0.5, augment_fraction=0.1, min_heldout=5, seed=3)
+    plain, strong = build_mixture(items, known, cfg), build_mixture(items, known, cfg.replace(min_known_margin=4.0))
+    assert "weak" not in plain.counts
+    qa_known = [it.id for it in items if it.task == "qa" and status[it.id]]
+    assert strong.counts["known"] == sum(margin[i] >= 4.0 for i in qa_known) < plain.counts["known"]
+    assert strong.counts["weak"] == plain.counts["known"] - strong.counts["known"] > 0
+    assert strong.counts["unknown"] == plain.counts["unknown"]
+    for it in strong.heldout:                                                # held-out: strong facts only
+        assert margin[it.id] >= 4.0
+    for r in strong.records:                                                 # CS and CF: strong; C: unknown
+        assert (margin[r["item_id"]] >= 4.0 and status[r["item_id"]]) if r["kind"] != "C" else not status[r["item_id"]]
+    with pytest.raises(CpiError, match="margin >= 6 nats, too few.*min_known_margin"):
+        build_mixture(items, known, cfg.replace(min_known_margin=6.0, min_heldout=200))
+    with pytest.raises(CpiError, match="column 'logp_true' is needed for min_known_margin"):
+        build_mixture(items, _known(items), cfg.replace(min_known_margin=1.0))
+
+
+def test_min_known_margin_zero_keeps_old_content_keys():
+    from experiments.controlled.experiment import content_key
+
+    assert content_key(MixtureConfig()) == content_key(MixtureConfig(min_known_margin=0.0))
+    assert content_key(MixtureConfig()) != content_key(MixtureConfig(min_known_margin=2.0))
+    assert "min_known_margin" not in MixtureConfig().content_dict()
