@@ -34,6 +34,8 @@ def accepts_logits_to_keep(model: Any) -> bool:
     """Whether ``model`` (or the model inside a PEFT wrapper) takes ``logits_to_keep`` in ``forward`` and
     passes further keyword arguments (``shift_labels``) on to its loss."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not callable(getattr(inner, "forward", None)):
+        return False
     params = inspect.signature(inner.forward).parameters
     return "logits_to_keep" in params and any(p.kind is p.VAR_KEYWORD for p in params.values())
 

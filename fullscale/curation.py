@@ -70,16 +70,20 @@ def response_losses(model: Any, tokenizer: Any, features: Sequence[dict[str, lis
     """Mean next-token NLL over each feature's labelled (response) tokens, and their count.
 
     ``features``: dicts with ``input_ids`` and ``labels`` (``-100`` = not scored), as made by
-    :func:`fullscale.ift_data.format_example`. Logits ``(batch, pos, d_vocab)`` are computed one
-    batch at a time; the loss at position ``pos`` predicts token ``pos + 1``.
+    :func:`fullscale.ift_data.format_example`. The loss at position ``pos`` predicts token ``pos + 1``.
+    A model that takes ``logits_to_keep`` (:func:`fullscale.collate.accepts_logits_to_keep`) projects
+    only the scored positions onto the vocabulary, as finetuning does: on Gemma-3's 262k-token
+    output layer the full ``(batch, pos, d_vocab)`` logits would be most of the time and memory.
     """
     import torch
 
     from cpi.progress import progress
     from fullscale.batching import pad_batch, pad_token_id
+    from fullscale.collate import accepts_logits_to_keep
 
     device = next(model.parameters()).device
     pad = pad_token_id(tokenizer)
+    only_scored = accepts_logits_to_keep(model)
     order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
     out: list[tuple[float, int]] = [(math.nan, 0)] * len(features)
     batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
@@ -89,16 +93,19 @@ def response_losses(model: Any, tokenizer: Any, features: Sequence[dict[str, lis
         for batch in progress(batches, desc=desc, total=len(batches)):
             ids, mask = pad_batch([features[i]["input_ids"] for i in batch], pad, side="right")
             labels, _ = pad_batch([features[i]["labels"] for i in batch], -100, side="right")
+            targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=-100).to(device)  # batch pos
+            keep = targets != -100  # batch pos: positions whose next token is scored
+            inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
             with torch.no_grad():
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            shift_logits = logits[:, :-1, :]  # (batch, pos-1, d_vocab)
-            shift_labels = labels[:, 1:].to(device)  # (batch, pos-1)
-            nll = torch.nn.functional.cross_entropy(
-                shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
-                ignore_index=-100, reduction="none").view(shift_labels.shape)
-            valid = shift_labels != -100
-            counts = valid.sum(dim=1)
-            sums = (nll * valid).sum(dim=1)
+                if only_scored:
+                    logits = model(**inputs, logits_to_keep=keep).logits.float()  # (n_kept, d_vocab), maybe batched
+                else:
+                    logits = model(**inputs).logits.float()[keep]  # (n_kept, d_vocab)
+            logits = logits.reshape(-1, logits.shape[-1])  # n_kept d_vocab, in row-major (batch, pos) order
+            nll = torch.nn.functional.cross_entropy(logits, targets[keep], reduction="none")  # n_kept
+            rows = keep.nonzero()[:, 0]  # n_kept: the batch row of each scored position
+            sums = torch.zeros(len(batch), dtype=nll.dtype, device=nll.device).index_add_(0, rows, nll)  # batch
+            counts = keep.sum(dim=1)  # batch
             for r, i in enumerate(batch):
                 c = int(counts[r])
                 out[i] = (float(sums[r]) / c if c else math.nan, c)

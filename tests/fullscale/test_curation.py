@@ -159,3 +159,34 @@ def test_real_tiny_model_and_cli(data, tmp_path, capsys):
     assert main(["data", "score-context", "--data", str(bad), "--out", str(tmp_path / "x"), "--method",
                  "lexical"]) == 2
     assert "bad.jsonl:1: missing 'instruction'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch", ["llama", "neox"])
+def test_response_losses_project_only_scored_positions(arch):
+    """A transformers model gets ``logits_to_keep`` (only the scored positions reach the output layer);
+    the losses equal each example's mean NLL over its labels computed alone from the full logits."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from fullscale.collate import accepts_logits_to_keep
+    from fullscale.curation import response_losses
+    from tests.tiny_models import tiny_config
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, 96))
+    assert accepts_logits_to_keep(model) and not accepts_logits_to_keep(CopyLM(96))
+    g = torch.Generator().manual_seed(1)
+    feats = []
+    for n, k in [(9, 2), (15, 4), (6, 1), (12, 0)]:  # (length, answer tokens); the last has nothing scored
+        ids = torch.randint(3, 90, (n,), generator=g).tolist()
+        feats.append({"input_ids": ids, "labels": [-100] * (n - k) + (ids[n - k:] if k else [])})
+    tok = SimpleNamespace(pad_token_id=0, eos_token_id=1, unk_token_id=2)
+    got = response_losses(model, tok, feats, batch_size=3, desc="test")
+    for f, (loss, count) in zip(feats[:3], got[:3]):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([f["input_ids"]])).logits[0]  # pos d_vocab
+        labels = torch.tensor(f["labels"][1:])  # pos-1
+        want = torch.nn.functional.cross_entropy(logits[:-1], labels, ignore_index=-100)
+        assert count == int((labels != -100).sum()) and loss == pytest.approx(float(want), rel=1e-5)
+    assert got[3][1] == 0 and math.isnan(got[3][0])
+    assert response_losses(CopyLM(96), tok, feats[:3], batch_size=2, desc="test")[0][1] == 2  # the plain path
