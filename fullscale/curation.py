@@ -66,7 +66,7 @@ _STOPWORDS = frozenset(
 
 
 def response_losses(model: Any, tokenizer: Any, features: Sequence[dict[str, list[int]]], batch_size: int,
-                    desc: str) -> list[tuple[float, int]]:
+                    desc: str, response_logits_only: bool = True) -> list[tuple[float, int]]:
     """Mean next-token NLL over each feature's labelled (response) tokens, and their count.
 
     ``features``: dicts with ``input_ids`` and ``labels`` (``-100`` = not scored), as made by
@@ -74,6 +74,7 @@ def response_losses(model: Any, tokenizer: Any, features: Sequence[dict[str, lis
     A model that takes ``logits_to_keep`` (:func:`fullscale.collate.accepts_logits_to_keep`) projects
     only the scored positions onto the vocabulary, as finetuning does: on Gemma-3's 262k-token
     output layer the full ``(batch, pos, d_vocab)`` logits would be most of the time and memory.
+    ``response_logits_only=False`` computes them all (the baseline of ``benchmarks/score_context.py``).
     """
     import torch
 
@@ -83,7 +84,7 @@ def response_losses(model: Any, tokenizer: Any, features: Sequence[dict[str, lis
 
     device = next(model.parameters()).device
     pad = pad_token_id(tokenizer)
-    only_scored = accepts_logits_to_keep(model)
+    only_scored = response_logits_only and accepts_logits_to_keep(model)
     order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
     out: list[tuple[float, int]] = [(math.nan, 0)] * len(features)
     batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
@@ -115,7 +116,8 @@ def response_losses(model: Any, tokenizer: Any, features: Sequence[dict[str, lis
 
 
 def score_context_criticality(model: Any, tokenizer: Any, examples: Sequence["IFTExample"], template: str = "alpaca",
-                              batch_size: int = 8, max_length: int | None = 1024) -> "pd.DataFrame":
+                              batch_size: int = 8, max_length: int | None = 1024,
+                              response_logits_only: bool = True) -> "pd.DataFrame":
     """Per-example response loss with and without the input context (the base model's).
 
     One row per example: ``example_id``, ``has_context``, ``n_response_tokens``
@@ -123,7 +125,8 @@ def score_context_criticality(model: Any, tokenizer: Any, examples: Sequence["IF
     ``loss_without_context`` (mean NLL per response token, nats), ``gap`` =
     without − with (NaN without a context), ``method`` = ``"loss"``. Only the
     *final* response is scored (for multi-turn chats the earlier turns are the
-    context). Examples whose response does not fit ``max_length`` get NaN.
+    context). Examples whose response does not fit ``max_length`` get NaN. The base computes the
+    logits of the response positions only (``response_logits_only``, :func:`response_losses`).
     """
     import pandas as pd
 
@@ -137,9 +140,10 @@ def score_context_criticality(model: Any, tokenizer: Any, examples: Sequence["IF
         feats_without.append(_last_response_only(g))
     idx_with = [i for i, f in enumerate(feats_with) if f is not None]
     idx_without = [i for i, f in enumerate(feats_without) if f is not None]
-    with_l = response_losses(model, tokenizer, [feats_with[i] for i in idx_with], batch_size, "loss with context")
+    with_l = response_losses(model, tokenizer, [feats_with[i] for i in idx_with], batch_size, "loss with context",
+                             response_logits_only)
     without_l = response_losses(model, tokenizer, [feats_without[i] for i in idx_without], batch_size,
-                                 "loss without context")
+                                "loss without context", response_logits_only)
     lw = {i: v for i, v in zip(idx_with, with_l)}
     lwo = {i: v for i, v in zip(idx_without, without_l)}
     rows = []

@@ -189,4 +189,6 @@ def test_response_losses_project_only_scored_positions(arch):
         want = torch.nn.functional.cross_entropy(logits[:-1], labels, ignore_index=-100)
         assert count == int((labels != -100).sum()) and loss == pytest.approx(float(want), rel=1e-5)
     assert got[3][1] == 0 and math.isnan(got[3][0])
+    full = response_losses(model, tok, feats, batch_size=3, desc="test", response_logits_only=False)
+    assert [c for _, c in full] == [c for _, c in got] and full[0][0] == pytest.approx(got[0][0], rel=1e-5)
     assert response_losses(CopyLM(96), tok, feats[:3], batch_size=2, desc="test")[0][1] == 2  # the plain path
