@@ -125,7 +125,9 @@ def build_mixture(items: Sequence[ConflictItem], known: "pd.DataFrame", cfg: Mix
 
     Only question-answer items are used (quotes have no fact to know). Deterministic in ``cfg.seed``.
     With ``cfg.min_known_margin > 0`` the table also needs ``logp_true`` and ``logp_best_other``, and
-    ``counts`` gains ``weak``: the known facts left out for a smaller margin. Raises :class:`CpiError` naming the field when the base knows too few facts for the held-out set,
+    ``counts`` gains ``weak``: the known facts left out for a smaller margin.
+
+    Raises :class:`CpiError` naming the field when the base knows too few facts for the held-out set,
     or when the records of a kind cannot be drawn (no unknown facts for ``rho > 0``, no known facts
     left for ``rho < 1`` or augmentation).
     """
@@ -136,8 +138,8 @@ def build_mixture(items: Sequence[ConflictItem], known: "pd.DataFrame", cfg: Mix
     if missing:
         raise CpiError(f"known-facts table: no row for item {missing[0]!r} ({len(missing)} items missing)")
     rng = random.Random(cfg.seed * 1_000_003 + 17)
-    unknown_items = [it for it in qa if not status[it.id]]
     known_items = [it for it in qa if status[it.id]]
+    unknown_items = [it for it in qa if not status[it.id]]
     weak: list[ConflictItem] = []
     if cfg.min_known_margin > 0:
         strong = _strongly_known(known, cfg.min_known_margin)
