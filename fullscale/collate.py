@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 IGNORE_INDEX = -100
 
-__all__ = ["ResponseLogitsCollator", "accepts_logits_to_keep"]
+__all__ = ["ResponseLogitsCollator", "accepts_logits_to_keep", "next_token_targets"]
 
 
 def accepts_logits_to_keep(model: Any) -> bool:
@@ -38,6 +38,14 @@ def accepts_logits_to_keep(model: Any) -> bool:
         return False
     params = inspect.signature(inner.forward).parameters
     return "logits_to_keep" in params and any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def next_token_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``labels`` (batch pos, ``-100`` = not scored) as what each position predicts: ``targets`` (batch
+    pos), the label of the next position (``-100`` at the last), and ``keep`` (batch pos), the positions
+    whose next token is scored: the only ones whose logits a response loss reads."""
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # batch pos
+    return targets, targets != IGNORE_INDEX
 
 
 class ResponseLogitsCollator:
@@ -69,8 +77,7 @@ class ResponseLogitsCollator:
             "labels": self._pad([f["labels"] for f in features], n, IGNORE_INDEX),  # batch pos
         }
         if self.response_logits_only:
-            targets = F.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)  # batch pos: the label each predicts
-            keep = targets != IGNORE_INDEX  # batch pos
+            targets, keep = next_token_targets(batch["labels"])  # batch pos, batch pos
             batch["logits_to_keep"] = keep
             batch["shift_labels"] = targets[keep]  # n_kept, in the order the model flattens the kept positions
         return batch

@@ -80,7 +80,7 @@ def response_losses(model: Any, tokenizer: Any, features: Sequence[dict[str, lis
 
     from cpi.progress import progress
     from fullscale.batching import pad_batch, pad_token_id
-    from fullscale.collate import accepts_logits_to_keep
+    from fullscale.collate import accepts_logits_to_keep, next_token_targets
 
     device = next(model.parameters()).device
     pad = pad_token_id(tokenizer)
@@ -94,8 +94,7 @@ def response_losses(model: Any, tokenizer: Any, features: Sequence[dict[str, lis
         for batch in progress(batches, desc=desc, total=len(batches)):
             ids, mask = pad_batch([features[i]["input_ids"] for i in batch], pad, side="right")
             labels, _ = pad_batch([features[i]["labels"] for i in batch], -100, side="right")
-            targets = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=-100).to(device)  # batch pos
-            keep = targets != -100  # batch pos: positions whose next token is scored
+            targets, keep = (t.to(device) for t in next_token_targets(labels))  # batch pos, batch pos
             inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
             with torch.no_grad():
                 if only_scored:
