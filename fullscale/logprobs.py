@@ -102,8 +102,11 @@ def answer_sequence(tokenizer: Any, fp: FormattedPrompt, answer: str, add_specia
 
 
 def sequence_logprobs(model: Any, seqs: Sequence[AnswerSequence], pad_id: int, batch_size: int = 16,
-                      desc: str = "log-prob") -> list[tuple[float, int]]:
+                      desc: str = "log-prob", per_token: bool = False) -> list[tuple]:
     """``(sum log p(answer tokens | preceding tokens), n_answer_tokens)`` for each sequence.
+
+    With ``per_token`` each entry gets a third element: the answer tokens' own log-probs (a tuple;
+    the sum is still computed as without it, so totals are the same bits).
 
     Batches are RIGHT-padded (input_ids [batch pos], attention mask 1 on real
     tokens): with causal attention and positions counted from 0 the real
@@ -114,7 +117,7 @@ def sequence_logprobs(model: Any, seqs: Sequence[AnswerSequence], pad_id: int, b
 
     dev = _device_of(model)
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i].ids))
-    res: list[tuple[float, int]] = [(float("nan"), 0)] * len(seqs)
+    res: list[tuple] = [(float("nan"), 0)] * len(seqs)
     for batch in progress(_batches(order, batch_size), desc=desc):
         ids, mask = pad_batch([seqs[i].ids for i in batch], pad_id, side="right")
         with torch.no_grad():
@@ -123,14 +126,15 @@ def sequence_logprobs(model: Any, seqs: Sequence[AnswerSequence], pad_id: int, b
             s = seqs[i]
             pos = torch.arange(s.start - 1, len(s.ids) - 1, device=logits.device)  # positions predicting the answer
             targets = torch.tensor(s.ids[s.start:], device=logits.device)
-            lp = torch.log_softmax(logits[r, pos].float(), dim=-1).gather(-1, targets[:, None]).sum()
-            res[i] = (float(lp), len(targets))
+            tok = torch.log_softmax(logits[r, pos].float(), dim=-1).gather(-1, targets[:, None])  # [answer_pos 1]
+            lp = tok.sum()
+            res[i] = (float(lp), len(targets), tuple(tok[:, 0].tolist())) if per_token else (float(lp), len(targets))
     return res
 
 
 def shared_prefix_logprobs(model: Any, seqs: Sequence[AnswerSequence], pad_id: int, batch_size: int = 16,
-                           desc: str = "log-prob") -> list[tuple[float, int]]:
-    """Same result as :func:`sequence_logprobs`, computing each distinct prompt only once.
+                           desc: str = "log-prob", per_token: bool = False) -> list[tuple]:
+    """Same result as :func:`sequence_logprobs` (``per_token`` too), computing each distinct prompt only once.
 
     The four scored sequences of an item (two answers × two surface forms)
     share their prompt. Prompts are grouped (``batch_size`` distinct prompts
@@ -154,7 +158,7 @@ def shared_prefix_logprobs(model: Any, seqs: Sequence[AnswerSequence], pad_id: i
     for i, s in enumerate(seqs):
         groups.setdefault(s.ids[: s.start], []).append(i)
     prefixes = sorted(groups, key=len)
-    res: list[tuple[float, int]] = [(float("nan"), 0)] * len(seqs)
+    res: list[tuple] = [(float("nan"), 0)] * len(seqs)
     for batch in progress(_batches(prefixes, batch_size), desc=desc):
         ids, mask = pad_batch(batch, pad_id, side="left")
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -166,11 +170,13 @@ def shared_prefix_logprobs(model: Any, seqs: Sequence[AnswerSequence], pad_id: i
         rows: list[tuple[int, int]] = [(r, i) for r, p in enumerate(batch) for i in groups[p]]
         conts = [seqs[i].ids[seqs[i].start:] for _, i in rows]
         totals = [float(first[r, c[0]]) for (r, _), c in zip(rows, conts)]
+        tokens = [[t] for t in totals]
         longest = max(len(c) for c in conts)
         if longest > 1:
             cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
             if cache is None or not hasattr(cache, "batch_select_indices"):  # no usable KV cache: full sequences
-                full = sequence_logprobs(model, [seqs[i] for _, i in rows], pad_id, batch_size, desc=desc)
+                full = sequence_logprobs(model, [seqs[i] for _, i in rows], pad_id, batch_size, desc=desc,
+                                         per_token=per_token)
                 for (_, i), r in zip(rows, full):
                     res[i] = r
                 continue
@@ -187,10 +193,11 @@ def shared_prefix_logprobs(model: Any, seqs: Sequence[AnswerSequence], pad_id: i
             for k, c in enumerate(conts):
                 if len(c) > 1:
                     tgt = torch.tensor(c[1:], device=logits.device)
-                    lp = torch.log_softmax(logits[k, : len(c) - 1].float(), dim=-1).gather(-1, tgt[:, None]).sum()
-                    totals[k] += float(lp)
-        for (_, i), c, t in zip(rows, conts, totals):
-            res[i] = (t, len(c))
+                    tok = torch.log_softmax(logits[k, : len(c) - 1].float(), dim=-1).gather(-1, tgt[:, None])
+                    totals[k] += float(tok.sum())
+                    tokens[k].extend(tok[:, 0].tolist())
+        for (_, i), c, t, tl in zip(rows, conts, totals, tokens):
+            res[i] = (t, len(c), tuple(tl)) if per_token else (t, len(c))
     return res
 
 

@@ -5,6 +5,10 @@ accents dropped, lower case, punctuation -> space, whitespace collapsed) and an 
 as a run of *whole words*: ``"Rome"`` is not found in ``"Romeo"``. When a match of one side lies
 inside a longer match of the other side (context ``"York"``, parametric ``"New York"``, output
 ``"New York"``) only the longer one counts (:func:`classify_output`).
+
+Quote items (the Memo Trap task) are scored by how the continuation *ends the quote*
+(:func:`classify_ending`: its first words after a short preamble or an echoed quote prefix), not by
+whether the forced word occurs anywhere in a rambling continuation.
 """
 
 from __future__ import annotations
@@ -92,3 +96,64 @@ def cut_at_stops(text: str, stops: Sequence[str] = DEFAULT_STOPS) -> str:
             cut = min(cut, i)
     return text[: offset + cut].strip()
 
+
+
+# ---------------------------------------------------------------------------
+# how a continuation ends a quote
+
+#: A chat preamble before the quote itself ("Sure! Here is the quote:") is at most this many words.
+PREAMBLE_WORDS = 12
+
+
+def _starts_with(words: Sequence[str], answers: Iterable[str]) -> list[str]:
+    out = []
+    for ans in answers:
+        aw = normalize_text(ans).split()
+        if aw and list(words[: len(aw)]) == aw:
+            out.append(ans)
+    return out
+
+
+def _ending_candidates(output: str, prefix: str) -> list[list[str]]:
+    """Word lists the ending may start: the output itself, after a preamble, after an echoed quote prefix."""
+    words = normalize_text(output).split()
+    out = [words]
+    head, colon, rest = output.partition(":")
+    if colon and "\n" not in head.strip() and len(normalize_text(head).split()) <= PREAMBLE_WORDS:
+        out.append(normalize_text(rest).split())
+    pw = normalize_text(prefix).split()
+    if pw:
+        for cand in list(out):
+            for i in range(min(len(cand) - len(pw), PREAMBLE_WORDS) + 1):
+                if cand[i:i + len(pw)] == pw:
+                    out.append(cand[i + len(pw):])
+                    break
+    return out
+
+
+def classify_ending(output: str, prefix: str, context_answers: Sequence[str],
+                    parametric_answers: Sequence[str]) -> dict[str, Any]:
+    """Score a quote continuation by how it *ends the quote*: its first word(s), not containment.
+
+    The continuation is normalised (:func:`normalize_text`: punctuation and quote marks gone) and
+    its first words are compared with every accepted form of the forced (context) and the memorised
+    (parametric) ending. If neither starts it, two readings are tried in turn: after a short
+    preamble ending in a colon (at most :data:`PREAMBLE_WORDS` words, "Sure! Here it is:") and after
+    the quote prefix echoed within the first words ("Absence makes the heart grow fonder" for the
+    prefix "Absence makes the heart grow"). Returns ``cf_correct``, ``param_correct``, ``outcome``,
+    ``matched_context``, ``matched_parametric`` (as :func:`classify_output`) and ``ending`` (the
+    words taken as the ending: the matched answer's words, else the first word read).
+    """
+    candidates = _ending_candidates(output, prefix)
+    for words in candidates:
+        ctx, par = _starts_with(words, context_answers), _starts_with(words, parametric_answers)
+        if ctx or par:
+            n = max(len(normalize_text(a).split()) for a in (*ctx, *par))
+            cf, pa = bool(ctx), bool(par)
+            return {"cf_correct": cf, "param_correct": pa,
+                    "outcome": "both" if cf and pa else "context" if cf else "parametric",
+                    "matched_context": "|".join(sorted(ctx)), "matched_parametric": "|".join(sorted(par)),
+                    "ending": " ".join(words[:n])}
+    last = candidates[-1]
+    return {"cf_correct": False, "param_correct": False, "outcome": "neither", "matched_context": "",
+            "matched_parametric": "", "ending": last[0] if last else ""}

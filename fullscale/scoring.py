@@ -64,6 +64,7 @@ from fullscale.logprobs import (  # noqa: F401  (re-exported: the scorer's publi
 from fullscale.matching import (  # noqa: F401
     DEFAULT_STOPS,
     OUTCOMES,
+    classify_ending,
     classify_output,
     cut_at_stops,
     find_answer,
@@ -79,14 +80,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from fullscale.conflicts import ConflictItem
 
 log = logging.getLogger(__name__)
-
-
-def _accepted(item: Any, side: str) -> tuple[str, ...]:
-    prop = getattr(item, f"accepted_{side}", None)
-    if prop is not None:
-        return tuple(a for a in prop if a)
-    main = getattr(item, f"{side}_answer")
-    return tuple(a for a in (main, *getattr(item, f"{side}_aliases", ())) if a)
 
 
 def _prompts_for(items: Sequence[Any], tokenizer: Any, template: str, with_context: bool,
@@ -150,7 +143,12 @@ def score_generation(model: Any, tokenizer: Any, items: Sequence["ConflictItem"]
     Columns: ``item_id, dataset, category, prompt, truncated, answer_cut, output`` (raw
     decoded continuation), ``answer_text`` (output cut at the first stop
     string; this is what is matched), ``cf_correct, param_correct, outcome,
-    matched_context, matched_parametric``. ``max_length`` (default: the
+    matched_context, matched_parametric``, ``scored_by`` (``containment`` for QA
+    items, ``ending`` for quote items: how the text ends the quote, see
+    :func:`score_output`), ``ending`` (quote items: the words read as the ending),
+    ``matched_alias`` (each matched form that is not the main answer, as
+    ``side:form (item|table)``), and the containment outcome for every item in
+    ``cf_contains, param_contains, outcome_contains``. ``max_length`` (default: the
     model's context length) bounds prompt + new tokens; longer prompts have
     their context truncated from the left (``truncated``; ``answer_cut`` when
     that removed the context answer, see :class:`FormattedPrompt`).
@@ -167,10 +165,32 @@ def score_generation(model: Any, tokenizer: Any, items: Sequence["ConflictItem"]
         rows.append({
             "item_id": it.id, "dataset": it.dataset, "category": it.category,
             "prompt": fp.text, "truncated": fp.truncated, "answer_cut": fp.answer_cut, "output": out,
-            "answer_text": answer_text,
-            **classify_output(answer_text, _accepted(it, "context"), _accepted(it, "parametric")),
+            "answer_text": answer_text, **score_output(it, answer_text),
         })
     return pd.DataFrame(rows)
+
+
+def score_output(item: Any, answer_text: str) -> dict[str, Any]:
+    """The outcome columns of one generated answer (see :func:`score_generation`).
+
+    Accepted forms are the item's answers and aliases plus the alias tables' forms
+    (:func:`fullscale.aliases.accepted_forms`). QA items are scored by containment; quote items
+    by how the text ends the quote (:func:`fullscale.matching.classify_ending`), with containment
+    kept in ``cf_contains``, ``param_contains``, ``outcome_contains`` for every item.
+    """
+    from fullscale.aliases import accepted_forms
+
+    forms = accepted_forms(item)
+    ctx, par = tuple(forms["context"]), tuple(forms["parametric"])
+    contained = classify_output(answer_text, ctx, par)
+    if getattr(item, "task", "qa") == "quote":
+        res, scored_by = classify_ending(answer_text, item.question, ctx, par), "ending"
+    else:
+        res, scored_by = {**contained, "ending": ""}, "containment"
+    aliases = [f"{side}:{f} ({forms[side][f]})" for side in ("context", "parametric")
+               for f in res[f"matched_{side}"].split("|") if f and forms[side].get(f) != "answer"]
+    return {**res, "scored_by": scored_by, "matched_alias": "|".join(aliases), "cf_contains": contained["cf_correct"],
+            "param_contains": contained["param_correct"], "outcome_contains": contained["outcome"]}
 
 
 
@@ -196,7 +216,9 @@ def score_logprob(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], t
     ``prefers_context`` (margin > 0); ``merge_{context,parametric}_{nospace,space}`` (that form merged
     across the prompt boundary when tokenized with the prompt, so its tokens are the answer tokenized as a
     fresh continuation of the prompt's own tokens, see :func:`answer_sequence`) and ``boundary_merge``
-    (any form did). Every form is conditioned on the prompt's own tokens.
+    (any form did). Every form is conditioned on the prompt's own tokens. Length-robust columns beside
+    the summed ``margin`` (:func:`length_robust_margins`): ``margin_first_token``, ``margin_per_token``,
+    ``ntok_diff``, ``answer_is_prefix``, ``decided_by_length``.
 
     ``share_prefix`` (default) runs each prompt once and its four answer
     continuations on its KV cache (:func:`shared_prefix_logprobs`); ``False``
@@ -224,10 +246,13 @@ def score_logprob(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], t
                 keys.append((k, side, form))
     scorer = shared_prefix_logprobs if share_prefix else sequence_logprobs
     scores = scorer(model, seqs, pad_token_id(tokenizer), batch_size,
-                    desc="log-prob" if with_context else "log-prob (closed book)")
+                    desc="log-prob" if with_context else "log-prob (closed book)", per_token=True)
     per: dict[int, dict[str, Any]] = {}
     seen: dict[tuple[int, str], set] = {}
-    for (k, side, form), seq, (lp, n) in zip(keys, seqs, scores):
+    best: dict[tuple[int, str], tuple[float, tuple[int, ...], tuple[float, ...]]] = {}
+    for (k, side, form), seq, (lp, n, toks) in zip(keys, seqs, scores):
+        if (k, side) not in best or lp > best[(k, side)][0]:  # the side's dominant surface form
+            best[(k, side)] = (lp, seq.ids[seq.start:], toks)
         row = per.setdefault(k, {"_forms": {"context": [], "parametric": []}, "boundary_merge": False})
         row[f"logp_{side}_{form}"] = lp
         row[f"ntok_{side}_{form}"] = n
@@ -249,8 +274,30 @@ def score_logprob(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], t
             "prompt": fp.text, "truncated": fp.truncated, "answer_cut": fp.answer_cut, **r,
             "logp_context": lc, "logp_parametric": lp_, "margin": margin, "reliance": reliance,
             "mem_ratio_lp": 1.0 - reliance, "prefers_context": bool(margin > 0),
+            **length_robust_margins(best[(k, "context")], best[(k, "parametric")], margin),
         })
     return pd.DataFrame(rows)
+
+
+def length_robust_margins(ctx: tuple[float, Sequence[int], Sequence[float]],
+                          par: tuple[float, Sequence[int], Sequence[float]], margin: float) -> dict[str, Any]:
+    """Margins that do not grow with the answers' token counts, from each side's dominant surface form.
+
+    ``ctx`` / ``par``: ``(summed log-prob, token ids, per-token log-probs)`` of the form (no space /
+    space) with the larger log-prob. Returns ``margin_first_token``: the log-prob difference at the
+    first token where the two answers' tokens differ (the tokens before it are shared, so their
+    log-probs are equal and cancel; if one answer's tokens are a prefix of the other's, the summed
+    ``margin`` is used and ``answer_is_prefix`` is set); ``margin_per_token``: the difference of
+    the two mean per-token log-probs; ``ntok_diff``: context minus parametric token count;
+    ``decided_by_length``: the summed margin and the first-token margin disagree in sign.
+    """
+    (_, ids_c, lp_c), (_, ids_p, lp_p) = ctx, par
+    j = next((i for i, (a, b) in enumerate(zip(ids_c, ids_p)) if a != b), None)
+    prefix = j is None
+    first = margin if prefix else float(lp_c[j] - lp_p[j])
+    per_token = float(sum(lp_c) / len(lp_c) - sum(lp_p) / len(lp_p))
+    return {"margin_first_token": first, "margin_per_token": per_token, "ntok_diff": len(ids_c) - len(ids_p),
+            "answer_is_prefix": prefix, "decided_by_length": bool((margin > 0) != (first > 0))}
 
 
 def score_items(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], template: str = "alpaca",

@@ -59,7 +59,10 @@ def summarize_items(items: "pd.DataFrame", by: Sequence[str] = ("checkpoint", "s
     (items whose context was truncated, and those whose context answer it removed), ``cf_acc``, ``param_acc``,
     ``both_rate``, ``neither_rate``, ``memorization_ratio``, with bootstrap
     ``*_lo``/``*_hi`` for ``cf_acc`` and ``param_acc``; ``mean_margin``,
-    ``mean_reliance``, ``context_pref_rate``; closed-book ``cb_param_acc``,
+    ``mean_reliance``, ``context_pref_rate`` (all from the summed log-probs); the length-robust
+    ``mean_margin_first_token`` (with ``_lo``/``_hi``), ``mean_margin_per_token``,
+    ``first_token_pref_rate`` and ``length_decided_rate`` (share of items whose summed and
+    first-token margins disagree in sign); closed-book ``cb_param_acc``,
     ``known_rate``, and ``cf_acc_known``/``param_acc_known`` (only items the
     model knows closed-book). With ``add_all_category`` each
     checkpoint × dataset also gets a ``category == "ALL"`` row.
@@ -92,6 +95,13 @@ def summarize_items(items: "pd.DataFrame", by: Sequence[str] = ("checkpoint", "s
             row["mean_margin_lo"], row["mean_margin_hi"] = bootstrap_ci(g["margin"], n_boot=n_boot, seed=seed)
             row["mean_reliance"] = float(g["reliance"].mean())
             row["context_pref_rate"] = float(g["prefers_context"].astype(float).mean())
+        if "margin_first_token" in g:
+            row["mean_margin_first_token"] = float(g["margin_first_token"].mean())
+            row["mean_margin_first_token_lo"], row["mean_margin_first_token_hi"] = bootstrap_ci(
+                g["margin_first_token"], n_boot=n_boot, seed=seed)
+            row["mean_margin_per_token"] = float(g["margin_per_token"].mean())
+            row["first_token_pref_rate"] = float((g["margin_first_token"] > 0).astype(float).mean())
+            row["length_decided_rate"] = float(g["decided_by_length"].astype(float).mean())
         if "knows_parametric" in g:
             known = g["knows_parametric"].astype(bool)
             row["known_rate"] = float(known.mean())
