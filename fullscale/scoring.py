@@ -91,6 +91,25 @@ def _prompts_for(items: Sequence[Any], tokenizer: Any, template: str, with_conte
 # generation
 
 
+class _NanGuard:
+    """A logits processor that only records whether any next-token score was NaN (greedy picks are unchanged)."""
+
+    def __init__(self) -> None:
+        self.nan = False
+
+    def __call__(self, input_ids: "torch.Tensor", scores: "torch.Tensor") -> "torch.Tensor":
+        import torch
+
+        if not self.nan and bool(torch.isnan(scores).any()):
+            self.nan = True
+        return scores
+
+    def as_list(self):
+        from transformers import LogitsProcessorList
+
+        return LogitsProcessorList([self])
+
+
 def generate_outputs(model: Any, tokenizer: Any, prompts: Sequence[FormattedPrompt], batch_size: int = 16,
                      max_new_tokens: int = 24, desc: str = "generate") -> list[str]:
     """Greedy continuations of ``prompts`` (decoded, special tokens dropped), batched with LEFT padding.
@@ -112,11 +131,16 @@ def generate_outputs(model: Any, tokenizer: Any, prompts: Sequence[FormattedProm
     for batch in progress(_batches(order, batch_size), desc=desc):
         ids, mask = pad_batch([prompts[i].input_ids for i in batch], pad, side="left")
         width = ids.shape[1]
+        guard = _NanGuard()
         with torch.no_grad():
             out = model.generate(
                 input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
                 do_sample=False, num_beams=1, pad_token_id=pad, eos_token_id=eos,
+                logits_processor=guard.as_list(),
             )
+        if guard.nan:
+            raise CpiError(f"item {prompts[batch[0]].item_id}: the model's next-token scores are NaN (non-finite "
+                           "weights?); refusing to score its text")
         new = out[:, width:].tolist()
         for r, i in enumerate(batch):
             toks = new[r]
@@ -251,6 +275,9 @@ def score_logprob(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], t
     seen: dict[tuple[int, str], set] = {}
     best: dict[tuple[int, str], tuple[float, tuple[int, ...], tuple[float, ...]]] = {}
     for (k, side, form), seq, (lp, n, toks) in zip(keys, seqs, scores):
+        if math.isnan(lp):
+            raise CpiError(f"item {items[k].id}: the log-probability of the {side} answer is NaN (non-finite model "
+                           "weights?); refusing to average it")
         if (k, side) not in best or lp > best[(k, side)][0]:  # the side's dominant surface form
             best[(k, side)] = (lp, seq.ids[seq.start:], toks)
         row = per.setdefault(k, {"_forms": {"context": [], "parametric": []}, "boundary_merge": False})

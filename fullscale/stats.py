@@ -5,10 +5,20 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from cpi.config import check_fits_memory
+from cpi.errors import CpiError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+
+log = logging.getLogger(__name__)
+
+#: The most bootstrap resamples :func:`bootstrap_ci` draws (``n_boot`` beyond it is refused, not allocated).
+MAX_N_BOOT = 1_000_000
 
 
 def summarize_reliance(df: "pd.DataFrame") -> dict[str, float]:
@@ -40,10 +50,13 @@ def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, level: float = 0.9
 
     x = np.asarray(list(values), dtype=float)
     x = x[~np.isnan(x)]
+    if n_boot > MAX_N_BOOT:
+        raise CpiError(f"n_boot: must be <= {MAX_N_BOOT}, got {n_boot}")
     if len(x) == 0:
         return float("nan"), float("nan")
     if n_boot <= 0 or len(x) == 1:
         return float(x.mean()), float(x.mean())
+    check_fits_memory(n_boot * len(x) * 16.0, f"n_boot {n_boot} resamples of {len(x)} items")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(x), size=(n_boot, len(x)))
     means = x[idx].mean(axis=1)
@@ -91,17 +104,24 @@ def summarize_items(items: "pd.DataFrame", by: Sequence[str] = ("checkpoint", "s
             row["neither_rate"] = float((g["outcome"] == "neither").mean())
             row["memorization_ratio"] = memorization_ratio(g["outcome"])
         if "margin" in g:
-            row["mean_margin"] = float(g["margin"].mean())
-            row["mean_margin_lo"], row["mean_margin_hi"] = bootstrap_ci(g["margin"], n_boot=n_boot, seed=seed)
-            row["mean_reliance"] = float(g["reliance"].mean())
-            row["context_pref_rate"] = float(g["prefers_context"].astype(float).mean())
+            gm = g
+            bad = ~g["margin"].map(lambda v: math.isfinite(float(v)))
+            if bad.any():  # a broken model (NaN weights) or an impossible answer: flagged, never averaged
+                row["n_nonfinite_margin"] = int(bad.sum())
+                log.warning("%s: %d of %d items have a non-finite margin; they are left out of the margin means",
+                            dict(zip(by, key)), int(bad.sum()), len(g))
+                gm = g[~bad]
+            row["mean_margin"] = float(gm["margin"].mean())
+            row["mean_margin_lo"], row["mean_margin_hi"] = bootstrap_ci(gm["margin"], n_boot=n_boot, seed=seed)
+            row["mean_reliance"] = float(gm["reliance"].mean())
+            row["context_pref_rate"] = float(gm["prefers_context"].astype(float).mean())
         if "margin_first_token" in g:
-            row["mean_margin_first_token"] = float(g["margin_first_token"].mean())
+            row["mean_margin_first_token"] = float(gm["margin_first_token"].mean())
             row["mean_margin_first_token_lo"], row["mean_margin_first_token_hi"] = bootstrap_ci(
-                g["margin_first_token"], n_boot=n_boot, seed=seed)
-            row["mean_margin_per_token"] = float(g["margin_per_token"].mean())
-            row["first_token_pref_rate"] = float((g["margin_first_token"] > 0).astype(float).mean())
-            row["length_decided_rate"] = float(g["decided_by_length"].astype(float).mean())
+                gm["margin_first_token"], n_boot=n_boot, seed=seed)
+            row["mean_margin_per_token"] = float(gm["margin_per_token"].mean())
+            row["first_token_pref_rate"] = float((gm["margin_first_token"] > 0).astype(float).mean())
+            row["length_decided_rate"] = float(gm["decided_by_length"].astype(float).mean())
         if "knows_parametric" in g:
             known = g["knows_parametric"].astype(bool)
             row["known_rate"] = float(known.mean())
