@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -65,7 +66,16 @@ def read_authors_file(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     text = read_text_once(path, "input")
     stripped = text.lstrip()
-    if stripped.startswith("[") or (stripped.startswith("{") and "\n{" not in stripped.strip()):
+    whole = stripped.startswith("[")
+    if stripped.startswith("{"):  # one JSON object ({"data": [...]}) or JSONL: the parser says which
+        try:
+            json.loads(text)
+            whole = True
+        except json.JSONDecodeError as exc:
+            whole = exc.msg != "Extra data"
+        except RecursionError:
+            whole = True
+    if whole:
         obj = parse_json(text, str(path))
         if isinstance(obj, dict):
             for key in ("data", "examples", "items"):

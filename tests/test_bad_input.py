@@ -13,6 +13,7 @@ from typing import Callable
 
 import pytest
 
+from tests import hostile_files
 from tests.fullscale.ft_helpers import alpaca_records, corpus, write_jsonl
 
 NOT_WRITABLE = "/proc/cpi-battery-out"  # /proc refuses new files, even for root
@@ -68,6 +69,7 @@ def env(tmp_path_factory):
     e["ft_yaml_badfield"] = root / "badfield.yaml"
     e["ft_yaml_badfield"].write_text(yaml.safe_dump({**cfg, "learning_rate": "fast"}))
     # a finished evaluation run: failed commands into it must leave it byte-identical
+    e["hostile"] = hostile_files.write_all(root)
     e["finished"] = root / "finished_eval"
     assert main(["evaluate", "--checkpoints", str(e["ckpt"]), "--datasets", str(e["good"]), "--out",
                  str(e["finished"]), "--modes", "logprob", "--n-boot", "10", "--no-plot", "--batch-size", "4"]) == 0
@@ -295,6 +297,87 @@ CASES: list[Case] = [
     ("run/unknown-field", lambda e: _run(e, extra=["--set", "rhoo=1"]), lambda e: e["root"] / "run_new",
      "unknown field 'rhoo'"),
 ]
+
+
+# ---- generated: every hostile file kind (tests/hostile_files.py) into every command that reads that kind
+
+
+def _h(table: str, kind: str) -> Callable[[dict], Path]:
+    return lambda e: e["hostile"][table][kind]
+
+
+#: commands reading a conflict set: name -> argv builder given the set's path
+_CONFLICT_READERS: dict[str, Callable[[dict, Path], list[str]]] = {
+    "evaluate": lambda e, f: _ev(e, datasets=f),
+    "probe": lambda e, f: _pr(e, dataset=f),
+    "probe-intervene": lambda e, f: _iv(e)[:4] + [str(f)] + _iv(e)[5:],
+    "augment": lambda e, f: _au(e, conflicts=f),
+}
+_NEW_OUT = {"evaluate": "ev_new", "probe": "pr_new", "probe-intervene": "iv_new", "augment": "au_new.jsonl"}
+for _cmd, _argv in _CONFLICT_READERS.items():
+    for _kind, (_name, _, _needle) in hostile_files.CONFLICT_SETS.items():
+        CASES.append((f"{_cmd}/conflicts-{_kind}", (lambda a, k: lambda e: a(e, _h("conflicts", k)(e)))(_argv, _kind),
+                      (lambda o: lambda e: e["root"] / o)(_NEW_OUT[_cmd]), _needle))
+    CASES.append((f"{_cmd}/conflicts-folder", (lambda a: lambda e: a(e, e["adir"]))(_argv),
+                  (lambda o: lambda e: e["root"] / o)(_NEW_OUT[_cmd]), "adir"))
+
+for _kind, (_name, _, _needle) in hostile_files.AUTHORS.items():
+    CASES.append((f"convert/authors-{_kind}", (lambda k: lambda e: _cv(e, inp=_h("authors", k)(e)))(_kind),
+                  lambda e: e["root"] / "cv_new.jsonl", _needle))
+
+_IFT_READERS: dict[str, tuple[Callable[[dict, Path], list[str]], str]] = {
+    "finetune": (lambda e, f: _ft(e, f"data={f}"), "ft_new"),
+    "score-context": (lambda e, f: _sc(e, data=f), "sc_new"),
+    "augment": (lambda e, f: _au(e, data=f), "au_new.jsonl"),
+}
+for _cmd, (_argv, _out) in _IFT_READERS.items():
+    for _kind, (_name, _, _needle) in hostile_files.IFT.items():
+        CASES.append((f"{_cmd}/data-{_kind}", (lambda a, k: lambda e: a(e, _h("ift", k)(e)))(_argv, _kind),
+                      (lambda o: lambda e: e["root"] / o)(_out), _needle))
+
+#: every command with --config / --set: name -> argv without them (the guarded path is the --out given)
+_CONFIGURED: dict[str, Callable[[dict], list[str]]] = {
+    "evaluate": lambda e: ["evaluate", "--checkpoints", str(e["ckpt"]), "--datasets", str(e["good"])],
+    "probe": lambda e: ["probe", "--checkpoints", str(e["ckpt"]), "--dataset", str(e["good"]), "--no-figures"],
+    "probe-intervene": lambda e: ["probe-intervene", "--checkpoint", str(e["ckpt"]), "--dataset", str(e["good"]),
+                                  "--heads", "0.0"],
+    "probe-link": lambda e: ["probe-link", "--probe", str(e["root"] / "nope")],
+    "score-context": lambda e: ["data", "score-context", "--model", str(e["ckpt"]), "--data", str(e["ift"])],
+    "augment": lambda e: ["data", "augment", "--conflicts", str(e["good"]), "--data", str(e["ift"]), "--fraction", "0.2"],
+    "finetune": lambda e: ["finetune"],
+    "run": lambda e: ["run", "--quick", "--no-theory"],
+    "organism-run": lambda e: ["organism", "run", "--quick"],
+    "organism-sweep": lambda e: ["organism", "sweep", "--quick"],
+    "controlled-run": lambda e: ["controlled", "run", "--quick"],
+    "controlled-sweep": lambda e: ["controlled", "sweep", "--quick"],
+    "theory-simulate": lambda e: ["theory", "simulate", "--no-figures"],
+    "theory-sweep": lambda e: ["theory", "sweep", "--no-trajectory"],
+}
+_OUT_FLAG = {"finetune": "--output-dir"}
+
+
+def _configured(cmd: str, extra: Callable[[dict], list[str]], out: str) -> Callable[[dict], list[str]]:
+    flag = _OUT_FLAG.get(cmd, "--out")
+    return lambda e: [*_CONFIGURED[cmd](e), *extra(e), *([flag, str(e["root"] / out)] if flag != "--output-dir"
+                                                        else ["--set", f"output_dir={e['root'] / out}"])]
+
+
+for _cmd in _CONFIGURED:
+    _out = f"cfg_{_cmd}_new"
+    for _kind, (_name, _, _needle) in hostile_files.CONFIGS.items():
+        CASES.append((f"{_cmd}/config-{_kind}",
+                      _configured(_cmd, (lambda k: lambda e: ["--config", str(_h("configs", k)(e))])(_kind), _out),
+                      (lambda o: lambda e: e["root"] / o)(_out), _needle))
+    CASES.append((f"{_cmd}/config-folder", _configured(_cmd, lambda e: ["--config", str(e["adir"])], _out),
+                  (lambda o: lambda e: e["root"] / o)(_out), "is a folder"))
+    CASES.append((f"{_cmd}/config-missing", _configured(_cmd, lambda e: ["--config", str(e["root"] / "no.yaml")], _out),
+                  (lambda o: lambda e: e["root"] / o)(_out), "config file not found"))
+    CASES.append((f"{_cmd}/set-deep-value", _configured(_cmd, lambda e: ["--set", "seed=" + "[" * hostile_files.DEEP_YAML], _out),
+                  (lambda o: lambda e: e["root"] / o)(_out), "nested too deeply"))
+    CASES.append((f"{_cmd}/set-no-equals", _configured(_cmd, lambda e: ["--set", "seed"], _out),
+                  (lambda o: lambda e: e["root"] / o)(_out), "expected key=value"))
+    CASES.append((f"{_cmd}/set-unknown-field", _configured(_cmd, lambda e: ["--set", "zzz_unknown=1"], _out),
+                  (lambda o: lambda e: e["root"] / o)(_out), "zzz_unknown"))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
