@@ -70,6 +70,14 @@ def env(tmp_path_factory):
     e["ft_yaml_badfield"].write_text(yaml.safe_dump({**cfg, "learning_rate": "fast"}))
     # a finished evaluation run: failed commands into it must leave it byte-identical
     e["hostile"] = hostile_files.write_all(root)
+    nan = make_tiny_checkpoint(root / "nan_weights", "llama", tokenizer=tok)  # every weight of one tensor NaN
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(nan / "model.safetensors")
+    first = sorted(tensors)[0]
+    tensors[first] = tensors[first].fill_(float("nan"))
+    save_file(tensors, nan / "model.safetensors", metadata={"format": "pt"})
+    e["nan_ckpt"] = nan
     e["finished"] = root / "finished_eval"
     assert main(["evaluate", "--checkpoints", str(e["ckpt"]), "--datasets", str(e["good"]), "--out",
                  str(e["finished"]), "--modes", "logprob", "--n-boot", "10", "--no-plot", "--batch-size", "4"]) == 0
@@ -380,7 +388,71 @@ for _cmd in _CONFIGURED:
                   (lambda o: lambda e: e["root"] / o)(_out), "zzz_unknown"))
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+_ORG = ["organism", "run", "--quick", "--out"]
+CASES += [
+    # non-finite weights: refused, never scored as numbers (fullscale.scoring)
+    ("evaluate/nan-weights-logprob", lambda e: _ev(e, ckpt=e["nan_ckpt"]), lambda e: e["root"] / "ev_new",
+     "log-probability of the context answer is NaN"),
+    ("evaluate/nan-weights-generate", lambda e: _ev(e, ckpt=e["nan_ckpt"], extra=["--modes", "generate"]),
+     lambda e: e["root"] / "ev_new", "next-token scores are NaN"),
+    ("evaluate/nan-weights-finished-run", lambda e: _ev(e, out=e["finished"], ckpt=e["nan_ckpt"]),
+     lambda e: e["finished"], "NaN"),
+    # sizes and values refused before any work
+    # (a case that fails by writing gets an --out of its own, so that it cannot change other cases' folders)
+    ("evaluate/n-boot-1e12", lambda e: _ev(e, out=e["root"] / "ev_nboot", extra=["--n-boot", "1000000000000"]),
+     lambda e: e["root"] / "ev_nboot",
+     "n_boot"),
+    ("organism/seeds-not-integers", lambda e: ["organism", "sweep", "--quick", "--seeds", "abc", "--out",
+                                               str(e["root"] / "osw_new")], lambda e: e["root"] / "osw_new",
+     "--seeds: 'abc' is not an integer"),
+    ("organism/seeds-empty", lambda e: ["organism", "sweep", "--quick", "--seeds", ",", "--out",
+                                        str(e["root"] / "osw_new")], lambda e: e["root"] / "osw_new", "--seeds"),
+    ("organism/rhos-nan", lambda e: ["organism", "sweep", "--quick", "--rhos", "nan", "--out",
+                                     str(e["root"] / "osw_new")], lambda e: e["root"] / "osw_new", "--rhos"),
+    ("organism/sweep-figures-is-file", lambda e: ["organism", "sweep", "--quick", "--out", str(e["root"] / "osw_new"),
+                                                  "--figures", str(e["afile"])], lambda e: e["afile"], "--figures"),
+    ("organism/unknown-scheduler", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set", "ft_scheduler=cosinus"],
+     lambda e: e["root"] / "org_new", "unknown schedule 'cosinus'"),
+    ("organism/unknown-eval-mode", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set", "eval_modes=[guess]"],
+     lambda e: e["root"] / "org_new", "eval_modes"),
+    ("organism/eval-batch-size-0", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set", "eval_batch_size=0"],
+     lambda e: e["root"] / "org_new", "eval_batch_size"),
+    ("organism/model-too-big", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set", "pretrain.d_model=65536",
+                                          "--set", "pretrain.d_mlp=262144"], lambda e: e["root"] / "org_new", "GiB"),
+    ("organism/n-examples-1e11", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set",
+                                            "ift.n_examples=100000000000"], lambda e: e["root"] / "org_new",
+     "n_examples"),
+    ("organism/world-too-big", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set",
+                                          "world.n_cities=10000000000"], lambda e: e["root"] / "org_new", "n_cities"),
+    ("organism/save-steps-over-steps", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set", "save_steps=100000"],
+     lambda e: e["root"] / "org_new", "save_steps"),
+    # owned elsewhere: failing now, to be wired by the owner (see XFAIL)
+    ("probe-intervene/scale-inf", lambda e: _iv(e, out=e["root"] / "iv_inf", extra=["--scale", "inf"]),
+     lambda e: e["root"] / "iv_inf", "scale"),
+    ("probe-link/binary-probe-table", lambda e: ["probe-link", "--probe", str(e["binary"]), "--out",
+                                                 str(e["root"] / "ln_new")], lambda e: e["root"] / "ln_new",
+     "binary.jsonl"),
+    ("controlled/conditions-comma", lambda e: ["controlled", "sweep", "--quick", "--conditions", ",", "--out",
+                                               str(e["root"] / "cs_new")], lambda e: e["root"] / "cs_new",
+     "conditions"),
+]
+
+#: cases whose fix lives in a file another helper owns: case -> reason naming the owner and the wiring
+XFAIL: dict[str, str] = {
+    "evaluate/n-boot-1e12": "fullscale/evaluate.py (helper B): EvalConfig.validate must call "
+                            "check_at_most(self, n_boot=fullscale.stats.MAX_N_BOOT) so it is refused before scoring "
+                            "(now: refused by bootstrap_ci after the items table is written)",
+    "probe-intervene/scale-inf": "mechinterp (probe-intervene's config): check_finite(self, '', 'scale') in its "
+                                 "validate (now: exit 0 with a NaN logit difference)",
+    "probe-link/binary-probe-table": "mechinterp/link.py: check_input_file on --probe tables (now: a pandas "
+                                     "ParserError traceback)",
+    "controlled/conditions-comma": "experiments/controlled (helper D): parse --conditions with at least one "
+                                   "condition (now: 'No objects to concatenate' traceback)",
+}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=XFAIL[c[0]]))
+                                  if c[0] in XFAIL else c for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input(case: Case, env, capsys):
     from cpi.cli import main
 
@@ -399,8 +471,10 @@ def test_bad_input(case: Case, env, capsys):
 
 
 def test_battery_size():
-    """The issue asks for at least 60 cases across every command."""
+    """Several hundred cases across every subcommand that reads input (issue 23 asked for several times 96)."""
     commands = {c[0].split("/")[0] for c in CASES}
-    assert len(CASES) >= 60
+    assert len(CASES) >= 500
     assert commands >= {"convert", "evaluate", "probe", "probe-intervene", "probe-link", "finetune", "score-context",
-                        "augment", "run"}
+                        "augment", "run", "organism", "organism-run", "organism-sweep", "controlled-run",
+                        "controlled-sweep", "theory-simulate", "theory-sweep"}
+    assert set(XFAIL) <= {c[0] for c in CASES}
