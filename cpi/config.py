@@ -177,7 +177,7 @@ def read_config_file(path: str | Path) -> Any:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a leading byte-order mark is not data
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a text config file (byte {exc.start}: {exc.reason})") from None
     if "\x00" in text:

@@ -370,6 +370,6 @@ def read_text_once(path: str | Path, what: str) -> str:
     if b"\x00" in data:
         raise CpiError(f"{what} {path}: binary data, not a text file (NUL byte at {data.index(0)})")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a leading byte-order mark (Windows editors) is not data
     except UnicodeDecodeError as exc:
         raise CpiError(f"{what} {path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None

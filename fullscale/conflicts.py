@@ -211,7 +211,7 @@ def parse_item(record: Any) -> ConflictItem:
 
 def _read_lines(path: Path) -> list[str]:
     try:
-        return jsonl_lines(path.read_text(encoding="utf-8"))
+        return jsonl_lines(path.read_text(encoding="utf-8-sig"))  # a leading BOM (Windows editors) is not data
     except FileNotFoundError:
         raise CpiError(f"{path}: no such conflict-set file (shipped sets: {', '.join(SHIPPED_DATASETS)})") from None
     except UnicodeDecodeError as e:

@@ -13,7 +13,8 @@ DEEP = 100_000  # far past the JSON parser's recursion limit (the C parser is fa
 DEEP_YAML = 700  # past the YAML parser's recursion limit (~550 levels; pure Python: slow when deeper)
 
 
-def _rec(**changes) -> dict:
+def record(**changes) -> dict:
+    """A valid conflict-set record (one capital item) with ``changes`` applied."""
     rec = {"id": "b1", "dataset": "CF_Battery", "category": "capital",
            "context": "In this story the capital of France is Lyon.", "question": "What is the capital of France?",
            "context_answer": "Lyon", "parametric_answer": "Paris"}
@@ -26,19 +27,19 @@ def _line(rec) -> bytes:
 
 
 def _deep_field(field: str) -> bytes:
-    head = json.dumps(_rec(**{field: 0}))
+    head = json.dumps(record(**{field: 0}))
     cut = head.index(f'"{field}": 0') + len(f'"{field}": ')
     return (head[:cut] + "[" * DEEP + "]" * DEEP + head[cut + 1:] + "\n").encode()
 
 
-_GOOD = _line(_rec())
+_GOOD = _line(record())
 
 #: files every JSON/JSONL reader must refuse with a one-line error: kind -> (name, bytes, needle)
 COMMON: dict[str, tuple[str, bytes, str]] = {
     "deep-list": ("deep_list.jsonl", b"[" * DEEP + b"]" * DEEP + b"\n", "nested too deeply"),
     "deep-object": ("deep_obj.jsonl", b'{"a": ' * DEEP + b"1" + b"}" * DEEP + b"\n", "nested too deeply"),
     "binary": ("binary.jsonl", bytes(range(256)) * 8, ""),
-    "latin1": ("latin1.jsonl", _line(_rec(context="Montréal")).replace("Montr\\u00e9al".encode(), b"Montr\xe9al"),
+    "latin1": ("latin1.jsonl", _line(record(context="Montréal")).replace("Montr\\u00e9al".encode(), b"Montr\xe9al"),
                ""),
     "truncated-utf8": ("trunc_utf8.jsonl", _GOOD.rstrip(b"\n") + b"\xe2\x82", ""),
     "malformed": ("malformed.jsonl", b'{"id": "b1",\n', ""),
@@ -56,34 +57,34 @@ CONFLICT_SETS: dict[str, tuple[str, bytes, str]] = {
     "array-line": ("array.jsonl", b"[1, 2]\n", "expected a JSON object, got list"),
     "null-line": ("null.jsonl", b"null\n", "expected a JSON object, got null"),
     "string-line": ("string.jsonl", b'"Lyon"\n', "expected a JSON object, got str"),
-    "json-array-of-records": ("records_array.jsonl", (json.dumps([_rec()]) + "\n").encode(),
+    "json-array-of-records": ("records_array.jsonl", (json.dumps([record()]) + "\n").encode(),
                               "expected a JSON object, got list"),
-    "missing-context-answer": ("missing.jsonl", _line({k: v for k, v in _rec().items() if k != "context_answer"}),
+    "missing-context-answer": ("missing.jsonl", _line({k: v for k, v in record().items() if k != "context_answer"}),
                                "missing field 'context_answer'"),
-    "context-int": ("ctx_int.jsonl", _line(_rec(context=5)), "field 'context': expected a string, got int"),
-    "question-list": ("q_list.jsonl", _line(_rec(question=["a"])), "field 'question': expected a string, got list"),
-    "answer-null": ("ans_null.jsonl", _line(_rec(context_answer=None)), "expected a string, got null"),
-    "answer-empty": ("ans_empty.jsonl", _line(_rec(context_answer="")), "field 'context_answer' is empty"),
-    "id-blank": ("id_blank.jsonl", _line(_rec(id="  ")), "field 'id' is empty"),
-    "dataset-bool": ("ds_bool.jsonl", _line(_rec(dataset=True)), "field 'dataset': expected a string, got bool"),
-    "aliases-string": ("al_str.jsonl", _line(_rec(context_aliases="Lyons")), "field 'context_aliases'"),
-    "aliases-int": ("al_int.jsonl", _line(_rec(parametric_aliases=[3])), "field 'parametric_aliases'[0]"),
-    "aliases-empty-string": ("al_empty.jsonl", _line(_rec(context_aliases=[" "])), "field 'context_aliases'[0] is empty"),
-    "spans-string": ("sp_str.jsonl", _line(_rec(context_answer_spans="0-4")), "field 'context_answer_spans'"),
-    "spans-short": ("sp_short.jsonl", _line(_rec(context_answer_spans=[[1]])), "expected [start, end] integers"),
-    "spans-bool": ("sp_bool.jsonl", _line(_rec(context_answer_spans=[[True, 3]])), "expected [start, end] integers"),
-    "spans-float": ("sp_float.jsonl", _line(_rec(context_answer_spans=[[40.0, 44.0]])), "expected [start, end] integers"),
-    "span-outside": ("sp_out.jsonl", _line(_rec(context_answer_spans=[[40, 400]])), "outside the context"),
-    "span-negative": ("sp_neg.jsonl", _line(_rec(context_answer_spans=[[-4, 2]])), "outside the context"),
-    "span-not-answer": ("sp_wrong.jsonl", _line(_rec(context_answer_spans=[[0, 2]])), "not an accepted context answer"),
-    "task-unknown": ("task.jsonl", _line(_rec(task="essay")), "field 'task': 'essay' is not one of"),
-    "pic-string": ("pic.jsonl", _line(_rec(parametric_in_context="yes")), "field 'parametric_in_context'"),
-    "version-int": ("version.jsonl", _line(_rec(version=3)), "field 'version': expected a string, got int"),
-    "unknown-field": ("unknown.jsonl", _line(_rec(answer="Lyon")), "unknown field(s) 'answer'"),
+    "context-int": ("ctx_int.jsonl", _line(record(context=5)), "field 'context': expected a string, got int"),
+    "question-list": ("q_list.jsonl", _line(record(question=["a"])), "field 'question': expected a string, got list"),
+    "answer-null": ("ans_null.jsonl", _line(record(context_answer=None)), "expected a string, got null"),
+    "answer-empty": ("ans_empty.jsonl", _line(record(context_answer="")), "field 'context_answer' is empty"),
+    "id-blank": ("id_blank.jsonl", _line(record(id="  ")), "field 'id' is empty"),
+    "dataset-bool": ("ds_bool.jsonl", _line(record(dataset=True)), "field 'dataset': expected a string, got bool"),
+    "aliases-string": ("al_str.jsonl", _line(record(context_aliases="Lyons")), "field 'context_aliases'"),
+    "aliases-int": ("al_int.jsonl", _line(record(parametric_aliases=[3])), "field 'parametric_aliases'[0]"),
+    "aliases-empty-string": ("al_empty.jsonl", _line(record(context_aliases=[" "])), "field 'context_aliases'[0] is empty"),
+    "spans-string": ("sp_str.jsonl", _line(record(context_answer_spans="0-4")), "field 'context_answer_spans'"),
+    "spans-short": ("sp_short.jsonl", _line(record(context_answer_spans=[[1]])), "expected [start, end] integers"),
+    "spans-bool": ("sp_bool.jsonl", _line(record(context_answer_spans=[[True, 3]])), "expected [start, end] integers"),
+    "spans-float": ("sp_float.jsonl", _line(record(context_answer_spans=[[40.0, 44.0]])), "expected [start, end] integers"),
+    "span-outside": ("sp_out.jsonl", _line(record(context_answer_spans=[[40, 400]])), "outside the context"),
+    "span-negative": ("sp_neg.jsonl", _line(record(context_answer_spans=[[-4, 2]])), "outside the context"),
+    "span-not-answer": ("sp_wrong.jsonl", _line(record(context_answer_spans=[[0, 2]])), "not an accepted context answer"),
+    "task-unknown": ("task.jsonl", _line(record(task="essay")), "field 'task': 'essay' is not one of"),
+    "pic-string": ("pic.jsonl", _line(record(parametric_in_context="yes")), "field 'parametric_in_context'"),
+    "version-int": ("version.jsonl", _line(record(version=3)), "field 'version': expected a string, got int"),
+    "unknown-field": ("unknown.jsonl", _line(record(answer="Lyon")), "unknown field(s) 'answer'"),
     "duplicate-ids": ("dup.jsonl", _GOOD + _GOOD, "duplicate id 'b1'"),
-    "answer-not-in-context": ("no_answer.jsonl", _line(_rec(context="In this story nothing is said.")),
+    "answer-not-in-context": ("no_answer.jsonl", _line(record(context="In this story nothing is said.")),
                               "does not contain the context answer"),
-    "answer-inside-word": ("inside.jsonl", _line(_rec(context="In this story the capital is Lyonnais.")),
+    "answer-inside-word": ("inside.jsonl", _line(record(context="In this story the capital is Lyonnais.")),
                            "does not contain the context answer"),
     "good-then-bad": ("good_bad.jsonl", _GOOD + b"{oops\n", ":2: malformed JSON"),
 }

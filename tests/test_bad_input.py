@@ -19,12 +19,7 @@ from tests.fullscale.ft_helpers import alpaca_records, corpus, write_jsonl
 NOT_WRITABLE = "/proc/cpi-battery-out"  # /proc refuses new files, even for root
 
 
-def _conflict(**changes) -> dict:
-    rec = {"id": "b1", "dataset": "CF_Battery", "category": "capital",
-           "context": "In this story the capital of France is Lyon.", "question": "What is the capital of France?",
-           "context_answer": "Lyon", "parametric_answer": "Paris"}
-    rec.update(changes)
-    return rec
+_conflict = hostile_files.record
 
 
 @pytest.fixture(scope="module")

@@ -519,3 +519,12 @@ def test_cli_subprocess_error_exit_code(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "cpi: error:" in r.stderr and "missing.json" in r.stderr
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_byte_order_mark_and_crlf_are_not_data(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(_good()) + "\r\n").encode() + (json.dumps(_good(id="x-2")) + "\r\n").encode())
+    assert validate_file(path) == [] and [it.id for it in load_conflicts(path)] == ["x-1", "x-2"]
+    authors = tmp_path / "a.json"
+    authors.write_bytes(b"\xef\xbb\xbf" + json.dumps(AUTHORS[:1]).encode())
+    assert len(read_authors_file(authors)) == 1

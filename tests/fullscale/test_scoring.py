@@ -405,3 +405,25 @@ def test_first_token_margin_matches_the_models_first_tokens(models):
     summary = summarize_items(table.assign(checkpoint="c"), n_boot=50)
     assert {"mean_margin_first_token", "mean_margin_per_token", "length_decided_rate"} <= set(summary.columns)
     assert summary["length_decided_rate"].between(0, 1).all()
+
+
+def test_bootstrap_refuses_sizes_it_cannot_hold():
+    from fullscale.stats import MAX_N_BOOT
+
+    assert bootstrap_ci([1.0, 2.0, 3.0], n_boot=MAX_N_BOOT // 1000)[0] >= 1.0
+    with pytest.raises(CpiError, match=r"n_boot: must be <= 1000000, got 1000000000000"):
+        bootstrap_ci([1.0, 2.0], n_boot=10**12)
+
+
+def test_non_finite_margins_are_flagged_not_averaged(caplog):
+    import pandas as pd
+
+    table = pd.DataFrame({"checkpoint": "c", "dataset": "d", "category": "x", "margin": [1.0, 3.0, -math.inf],
+                          "reliance": [0.7, 0.9, 0.0], "prefers_context": [True, True, False]})
+    with caplog.at_level("WARNING"):
+        row = summarize_items(table, n_boot=20, add_all_category=False).iloc[0]
+    assert row["n"] == 3 and row["n_nonfinite_margin"] == 1
+    assert row["mean_margin"] == 2.0 and row["context_pref_rate"] == 1.0
+    assert "1 of 3 items have a non-finite margin" in caplog.text
+    clean = summarize_items(table.iloc[:2], n_boot=20, add_all_category=False)
+    assert "n_nonfinite_margin" not in clean.columns
