@@ -81,6 +81,25 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
+#: Bumped whenever the scorer gives other rows for the same model and items (2: quote items scored by
+#: their ending, alias tables, length-robust margin columns). Part of :func:`scorer_fingerprint`.
+SCORER_VERSION = "2"
+
+
+def scorer_fingerprint() -> str:
+    """``SCORER_VERSION`` plus a hash of the alias tables: what a resume key needs besides the items.
+
+    Results scored by another scorer version, or with other alias tables, are other results.
+    """
+    import hashlib
+
+    from fullscale.aliases import DATA
+
+    h = hashlib.sha256()
+    for name in ("aliases.csv", "titles.csv"):
+        h.update((DATA / name).read_bytes())
+    return f"{SCORER_VERSION}-{h.hexdigest()[:12]}"
+
 
 def _prompts_for(items: Sequence[Any], tokenizer: Any, template: str, with_context: bool,
                  max_length: int | None) -> list[FormattedPrompt]:

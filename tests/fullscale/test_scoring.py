@@ -427,3 +427,18 @@ def test_non_finite_margins_are_flagged_not_averaged(caplog):
     assert "1 of 3 items have a non-finite margin" in caplog.text
     clean = summarize_items(table.iloc[:2], n_boot=20, add_all_category=False)
     assert "n_nonfinite_margin" not in clean.columns
+
+
+def test_scorer_fingerprint_names_version_and_alias_tables(monkeypatch, tmp_path):
+    import shutil
+
+    from fullscale import aliases, scoring
+
+    fp = scoring.scorer_fingerprint()
+    assert fp.startswith(scoring.SCORER_VERSION + "-") and fp == scoring.scorer_fingerprint()
+    copy = tmp_path / "data"
+    shutil.copytree(aliases.DATA, copy)
+    with open(copy / "aliases.csv", "a", encoding="utf-8") as fh:
+        fh.write("exonym,Xville,Yville\n")
+    monkeypatch.setattr(aliases, "DATA", copy)
+    assert scoring.scorer_fingerprint() != fp
