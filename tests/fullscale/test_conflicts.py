@@ -528,3 +528,39 @@ def test_byte_order_mark_and_crlf_are_not_data(tmp_path):
     authors = tmp_path / "a.json"
     authors.write_bytes(b"\xef\xbb\xbf" + json.dumps(AUTHORS[:1]).encode())
     assert len(read_authors_file(authors)) == 1
+
+
+def test_authors_style_file_converts_and_evaluates_end_to_end(tmp_path, capsys):
+    """The faults of the published files (qualifiers, number formats, "City, Country", exonyms, an unusable record)
+    convert without hand edits, and `cpi evaluate` runs on the result with per-category summaries."""
+    import pandas as pd
+
+    from tests.fullscale.ft_helpers import corpus
+    from tests.tiny_models import make_tiny_checkpoint, make_tokenizer
+
+    recs = [
+        _rec("In 2029 Bolivia moved its capital to Cochabamba.", "Cochabamba", "La Paz (administrative); Sucre (judicial)"),
+        _rec("The summit moved to Athens this year.", "Athens, Greece", "Paris, France", question="Where is the summit held?"),
+        _rec("The wall is now 2,000 kilometers long.", "2,000 km", "21,196 km", question="How long is the wall?"),
+        _rec("Ukraine moved its capital to Kiev in 2029.", "Kyiv", "Lviv", question="What is the capital of Ukraine?"),
+        _rec("Marie Curie was born in Vienna in 1867.", "Vienna", "Warsaw", question="Where was Marie Curie born?"),
+        _rec("This passage names no answer.", "Oruro", "Sucre"),
+    ]
+    src = tmp_path / "world_facts.json"
+    src.write_text(json.dumps(recs))
+    out = tmp_path / "wf.jsonl"
+    assert _main("data", "convert", "--from", "authors", str(src), "--dataset", "CF_World_Facts", "--out", str(out)) == 0
+    assert "wrote 5 items" in capsys.readouterr().out
+    assert _main("data", "check", str(out)) == 0
+    side = pd.read_csv(tmp_path / "wf.conversion.csv")
+    assert sorted(side.loc[side.action == "repaired", "rule"]) == ["alias", "number", "place", "place", "qualifier"]
+    assert list(side.loc[side.action == "dropped", "record"]) == [5]
+    tok = make_tokenizer("bpe", corpus=corpus() + [r["context"] for r in recs])
+    ckpt = make_tiny_checkpoint(tmp_path / "run" / "checkpoint-1", "llama", tokenizer=tok)
+    ev = tmp_path / "ev"
+    assert _main("evaluate", "--checkpoints", str(ckpt), "--datasets", str(out), "--out", str(ev), "--modes",
+                 "generate,logprob", "--n-boot", "10", "--no-plot", "--max-new-tokens", "4") == 0
+    summary = pd.read_csv(ev / "summary.csv")
+    assert set(summary["category"]) == {"capital", "general", "birthplace", "ALL"}
+    items = pd.read_csv(ev / "items.csv")
+    assert {"matched_alias", "margin_first_token", "decided_by_length", "outcome_contains"} <= set(items.columns)
