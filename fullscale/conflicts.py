@@ -32,7 +32,7 @@ import logging
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 from cpi.errors import CpiError
 from cpi.io import jsonl_lines
