@@ -564,3 +564,33 @@ def test_authors_style_file_converts_and_evaluates_end_to_end(tmp_path, capsys):
     assert set(summary["category"]) == {"capital", "general", "birthplace", "ALL"}
     items = pd.read_csv(ev / "items.csv")
     assert {"matched_alias", "margin_first_token", "decided_by_length", "outcome_contains"} <= set(items.columns)
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    from tests import hostile_files
+
+    return hostile_files.write_all(tmp_path_factory.mktemp("hostile"))["conflicts"]
+
+
+def _check_kinds():
+    from tests import hostile_files
+
+    return sorted(hostile_files.CONFLICT_SETS)
+
+
+@pytest.mark.parametrize("kind", _check_kinds())
+def test_data_check_lists_each_hostile_file_kind(kind, hostile, capsys):
+    """`cpi data check` on every hostile conflict-set kind: exit 2, each problem one `FILE...: reason` line."""
+    from tests import hostile_files
+
+    path = hostile[kind]
+    before = path.read_bytes()
+    assert _main("data", "check", str(path)) == 2
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert lines and all(line.startswith(str(path)) for line in lines), captured.out
+    assert "Traceback" not in captured.out + captured.err
+    needle = hostile_files.CONFLICT_SETS[kind][2]
+    assert any(needle in line for line in lines), (needle, lines)
+    assert path.read_bytes() == before
