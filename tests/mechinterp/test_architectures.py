@@ -50,15 +50,16 @@ def test_gpt2_conv1d_read_as_linear_would_not_reconcile(monkeypatch):
 
     path = make_tiny_extra(Path(tempfile.mkdtemp()) / "m", "gpt2", seed=4)
     bridge, tok = load_tiny(path)
-    real = P._out_proj_weight
+    metrics = importlib.import_module("mechinterp.metrics")  # the heads unit reads the output projection
+    real = metrics.out_proj_weight
 
     def as_linear(o, d_model, n_heads, d_head, layer):
         return o.weight.detach().float()  # [in, out] used as [out, in]: the bug
 
-    monkeypatch.setattr(P, "_out_proj_weight", as_linear)
+    monkeypatch.setattr(metrics, "out_proj_weight", as_linear)
     with pytest.raises(CpiError, match="reconciliation.*GPT2LMHeadModel"):
         P.probe(bridge, tok, conflict_items(4))
-    monkeypatch.setattr(P, "_out_proj_weight", real)
+    monkeypatch.setattr(metrics, "out_proj_weight", real)
     assert len(P.probe(bridge, tok, conflict_items(4))) > 0
 
 
@@ -67,14 +68,15 @@ def test_gemma3_without_post_norms_would_not_reconcile(tiny, monkeypatch):
     arch, _, bridge, tok = tiny
     if arch != "gemma3":
         pytest.skip("Gemma-3 only")
-    real = P.readout
+    run = importlib.import_module("mechinterp.run")
+    real = run.readout
 
     def no_post(b):
         ro = real(b)
         ro.post_attn = [None] * len(ro.post_attn)
         return ro
 
-    monkeypatch.setattr(P, "readout", no_post)
+    monkeypatch.setattr(run, "readout", no_post)
     _, arr = P.probe_arrays(bridge, tok, conflict_items(4))
     assert P.recon_rel_err(arr).max() > 1e-2
 
