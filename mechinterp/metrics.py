@@ -7,18 +7,19 @@ A :class:`Metric` is one unit of the probe (:func:`mechinterp.run.run_probe_batc
   :func:`mechinterp.hooks.hook_name`; ``fn(tensor, hook)`` writes what it needs into ``ctx.raw``;
 * ``finish(ctx)`` -> ``{array name: tensor [batch ...]}``: its arrays after the forward pass (the
   frozen norm scales ``ctx.inv`` / ``ctx.layer_inv`` and the arrays of earlier units are known then);
-* ``columns``: its rows of the tidy table (:class:`Column`: component, metric, level, source array),
-  and how :func:`mechinterp.link.steps_table` summarises each per checkpoint step;
+* ``columns``: its rows of the tidy table (:class:`Column`: component, metric, level, source array);
+* ``steps``: how :func:`mechinterp.link.steps_table` summarises its rows per checkpoint (:class:`Step`);
 * ``parts`` / ``stage``: arrays that are terms of the residual-stream decomposition, added into
   ``recon`` in the order of ``stage`` (0 embedding, 1 attention, 2 MLP, 3 read-out; stable within a
   stage), which also fixes the float32 summation order.
 
-The table's rows come in :data:`METRICS` order, each unit's columns in its own order.
+The table's rows come by level (head × span, per layer, per item), within a level in :data:`METRICS`
+order, each unit's columns in its own order.
 
 **Adding a metric** is one new unit plus its test: write ``hooks``/``finish``/``columns`` (see
 :data:`HEADS` for a per-layer hook reading the pattern), then pass ``metrics=METRICS + (mine,)`` to
 :func:`mechinterp.probe.probe_items` (or append it to :data:`METRICS` to make it a default; its rows
-then appear in ``probe.csv`` and, with a ``step`` summary, in ``steps_table``). docs/mechinterp.md
+then appear in ``probe.csv`` and, with ``steps``, in ``steps_table``). docs/mechinterp.md
 shows a worked example, which tests/mechinterp/test_probe.py runs.
 """
 
@@ -41,6 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Hook = tuple[str, Callable[..., Any]]
 Level = Literal["head_span", "layer", "item"]
+#: The row levels of the tidy table, in table order.
+LEVELS: tuple[str, ...] = ("head_span", "layer", "item")
 
 
 @dataclasses.dataclass
@@ -94,30 +97,36 @@ class Column:
     ``level``: ``head_span`` (a row per item × layer × head × span, from an array [item layer head
     span]), ``layer`` (per item × layer, head −1, span ``"all"``, from [item layer]) or ``item`` (per
     item, layer −1, head −1, span ``"all"``). ``source``: the array's name, or a function
-    ``(arrays, probe items) -> array [item]`` for derived item-level values. ``step``: how
-    :func:`mechinterp.link.steps_table` summarises it per checkpoint (``"mean"`` / ``"sum"`` over
-    layers × heads of the per-item means; ``None``: not summarised) under the name ``step_name``
-    (``{span}`` filled in at ``head_span`` level).
+    ``(arrays, probe items) -> array [item]`` for derived item-level values.
     """
 
     component: str
     metric: str
     level: Level
     source: Union[str, Callable[[Mapping[str, Any], Sequence["ProbeItem"]], Any]]
-    step: Optional[Literal["mean", "sum"]] = None
-    step_name: str = ""
 
     def values(self, arrays: Mapping[str, Any], pitems: Sequence["ProbeItem"]) -> Any:
         """The column's values as a numpy array ([item ...] as the level says)."""
         return arrays[self.source] if isinstance(self.source, str) else self.source(arrays, pitems)
 
-    def step_names(self) -> list[str]:
-        """The ``steps_table`` column(s) this column becomes (one per span at ``head_span`` level)."""
-        if self.step is None:
-            return []
-        if self.level == "head_span":
-            return [self.step_name.format(span=s) for s in SPANS]
-        return [self.step_name or self.metric]
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """A per-checkpoint summary of a probe table's rows (a column of :func:`mechinterp.link.steps_table`).
+
+    Rows ``component`` × ``metric`` (of an aggregated table: one mean over items per row) are combined
+    per step with ``how`` (``"mean"`` or ``"sum"`` over layers × heads); with ``per_span`` there is one
+    summary per span, named ``name.format(span=...)``, else one over every row, named ``name``.
+    """
+
+    name: str
+    component: str
+    metric: str
+    how: Literal["mean", "sum"]
+    per_span: bool = False
+
+    def names(self) -> list[str]:
+        return [self.name.format(span=s) for s in SPANS] if self.per_span else [self.name]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +137,7 @@ class Metric:
     columns: tuple[Column, ...]
     finish: Callable[[BatchContext], dict]
     hooks: Callable[[BatchContext], list] = lambda ctx: []
+    steps: tuple[Step, ...] = ()
     parts: tuple[str, ...] = ()
     stage: int = 0
     doc: str = ""
@@ -186,8 +196,9 @@ def _head_finish(ctx: BatchContext) -> dict:
 #: bias| projected, a per-layer diagnostic of the head decomposition (arrays only, no rows).
 HEADS = Metric(
     name="heads", hooks=_head_hooks, finish=_head_finish, parts=("head_contrib",), stage=1,
-    columns=(Column("head", "attn", "head_span", "attn", step="mean", step_name="attn_{span}"),
-             Column("head", "logit_diff", "head_span", "head_contrib", step="sum", step_name="value_{span}")),
+    columns=(Column("head", "attn", "head_span", "attn"), Column("head", "logit_diff", "head_span", "head_contrib")),
+    steps=(Step("attn_{span}", "head", "attn", "mean", per_span=True),
+           Step("value_{span}", "head", "logit_diff", "sum", per_span=True)),
     doc="attention mass per span and span-resolved value contribution, per layer x head")
 
 
@@ -210,7 +221,8 @@ def _mlp_hooks(ctx: BatchContext) -> list[Hook]:
 
 MLP = Metric(
     name="mlp", hooks=_mlp_hooks, finish=lambda ctx: {"mlp": ctx.raw["mlp"] * ctx.inv.view(ctx.batch, 1)},
-    parts=("mlp",), stage=2, columns=(Column("mlp", "logit_diff", "layer", "mlp", step="sum", step_name="mlp"),),
+    parts=("mlp",), stage=2, columns=(Column("mlp", "logit_diff", "layer", "mlp"),),
+    steps=(Step("mlp", "mlp", "logit_diff", "sum"),),
     doc="each MLP's direct contribution to the logit difference")
 
 #: The attention output-projection biases (and post-attention norm biases), per layer: no hooks.
@@ -218,7 +230,8 @@ ATTN_BIAS = Metric(
     name="attn_bias",
     finish=lambda ctx: {"attn_bias": ctx.attn_bias * ctx.layer_inv + ctx.post_bias * ctx.inv.view(ctx.batch, 1)},
     parts=("attn_bias",), stage=1,
-    columns=(Column("attn_bias", "logit_diff", "layer", "attn_bias", step="sum", step_name="attn_bias"),),
+    columns=(Column("attn_bias", "logit_diff", "layer", "attn_bias"),),
+    steps=(Step("attn_bias", "attn_bias", "logit_diff", "sum"),),
     doc="attention output-projection (and post-attention norm) biases, per layer")
 
 
@@ -240,12 +253,14 @@ def _embed_hooks(ctx: BatchContext) -> list[Hook]:
 
 EMBED = Metric(
     name="embed", hooks=_embed_hooks, finish=lambda ctx: {"embed": (ctx.raw["embed"] + ctx.raw.get("pos", 0.0)) * ctx.inv},
-    parts=("embed",), stage=0, columns=(Column("embed", "logit_diff", "item", "embed", step="sum", step_name="embed"),),
+    parts=("embed",), stage=0, columns=(Column("embed", "logit_diff", "item", "embed"),),
+    steps=(Step("embed", "embed", "logit_diff", "sum"),),
     doc="the embedding's (and learned positions') direct contribution")
 
 FINAL_BIAS = Metric(
     name="final_bias", finish=lambda ctx: {"const": ctx.const}, parts=("const",), stage=3,
-    columns=(Column("final_bias", "logit_diff", "item", "const", step="sum", step_name="final_bias"),),
+    columns=(Column("final_bias", "logit_diff", "item", "const"),),
+    steps=(Step("final_bias", "final_bias", "logit_diff", "sum"),),
     doc="final-norm and unembedding biases (a constant per item)")
 
 
@@ -291,18 +306,21 @@ def _shared_prefix_len(arrays: Mapping[str, Any], pitems: Sequence["ProbeItem"])
 #: context / parametric token. It must come after every unit with ``parts``.
 MODEL = Metric(
     name="model", finish=_model_finish, stage=3,
-    columns=(Column("model", "logit_diff", "item", "logit_diff", step="mean"),
+    columns=(Column("model", "logit_diff", "item", "logit_diff"),
              Column("model", "recon", "item", "recon"),
-             Column("model", "recon_rel_err", "item", lambda a, items: recon_rel_err(a), step="mean"),
+             Column("model", "recon_rel_err", "item", lambda a, items: recon_rel_err(a)),
              Column("model", "final_norm_scale", "item", "scale"),
-             Column("model", "cf_top1", "item", "cf_top1", step="mean"),
-             Column("model", "param_top1", "item", "param_top1", step="mean"),
+             Column("model", "cf_top1", "item", "cf_top1"),
+             Column("model", "param_top1", "item", "param_top1"),
              Column("model", "prefers_context", "item", _prefers_context),
              Column("model", "shared_prefix_len", "item", _shared_prefix_len)),
+    steps=(Step("logit_diff", "model", "logit_diff", "mean"), Step("cf_top1", "model", "cf_top1", "mean"),
+           Step("param_top1", "model", "param_top1", "mean"), Step("recon_rel_err", "model", "recon_rel_err", "mean")),
     doc="real and reconstructed logit difference, final-norm scale, top-1 of the two tokens")
 
-#: The default units, in table order.
-METRICS: tuple[Metric, ...] = (HEADS, MLP, ATTN_BIAS, EMBED, FINAL_BIAS, MODEL)
+#: The default units. The table lists rows by level (head × span, then per layer, then per item) and
+#: within a level in this order; ``steps_table`` lists per-span summaries first, then the others, in this order.
+METRICS: tuple[Metric, ...] = (HEADS, MLP, EMBED, ATTN_BIAS, FINAL_BIAS, MODEL)
 
 
 def check_metrics(metrics: Sequence[Metric]) -> None:
@@ -327,13 +345,12 @@ def recon_terms(metrics: Sequence[Metric]) -> list[str]:
     return [p for m in sorted(metrics, key=lambda m: m.stage) for p in m.parts]
 
 
-def step_columns(metrics: Sequence[Metric] = METRICS) -> list[Column]:
-    """The columns that :func:`mechinterp.link.steps_table` summarises, in its column order
-    (``head_span`` ones first)."""
-    cols = [c for m in metrics for c in m.columns if c.step is not None]
-    return [c for c in cols if c.level == "head_span"] + [c for c in cols if c.level != "head_span"]
+def step_summaries(metrics: Sequence[Metric] = METRICS) -> list[Step]:
+    """The summaries :func:`mechinterp.link.steps_table` computes, in its column order (per-span ones first)."""
+    steps = [st for m in metrics for st in m.steps]
+    return [st for st in steps if st.per_span] + [st for st in steps if not st.per_span]
 
 
 #: The headline per-step probe metrics (``steps_table`` columns: attention mass and value contribution of
 #: the context and the question span, mean / sum over layers x heads) that experiment summaries report.
-PROBE_METRICS: tuple[str, ...] = tuple(c.step_name.format(span=s) for c in HEADS.columns for s in ("context", "question"))
+PROBE_METRICS: tuple[str, ...] = tuple(st.name.format(span=s) for st in HEADS.steps for s in ("context", "question"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from mechinterp.metrics import METRICS, Metric
+from mechinterp.metrics import LEVELS, METRICS, Metric
 from mechinterp.targets import SPANS, ProbeItem
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -18,7 +18,8 @@ PROBE_COLUMNS: tuple[str, ...] = (
 
 def arrays_to_table(pitems: Sequence[ProbeItem], arrays: Mapping[str, Any], weights: str = "raw_hf",
                     metrics: Sequence[Metric] = METRICS) -> "pd.DataFrame":
-    """The tidy per-item table (columns :data:`PROBE_COLUMNS`): every unit's rows, in ``metrics`` order.
+    """The tidy per-item table (columns :data:`PROBE_COLUMNS`): every unit's rows, by level (head × span,
+    per layer, per item) and within a level in ``metrics`` order.
 
     With the default units: ``component="head"`` × layer × head × span with metrics ``attn`` (mass)
     and ``logit_diff`` (value contribution); ``mlp``/``attn_bias`` per layer and ``embed``,
@@ -35,7 +36,8 @@ def arrays_to_table(pitems: Sequence[ProbeItem], arrays: Mapping[str, Any], weig
     ds = np.array([it.dataset for it in pitems], dtype=object)
     cat = np.array([it.category for it in pitems], dtype=object)
     frames = []
-    for col in (c for m in metrics for c in m.columns):
+    columns = [c for m in metrics for c in m.columns]
+    for col in sorted(columns, key=lambda c: LEVELS.index(c.level)):  # stable: by level, then in unit order
         vals = col.values(arrays, pitems)
         if col.level == "head_span":  # item x layer x head x span
             _, L, H, N = vals.shape
