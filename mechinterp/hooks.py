@@ -22,9 +22,9 @@ HOOK_POINTS: dict[str, str] = {
     "pattern": "blocks.{layer}.attn.hook_pattern",      # attention pattern: batch head_index q_pos k_pos
     "attn_out": "blocks.{layer}.attn.hook_out",         # attention output (before any post-norm): batch pos d_model
     "mlp_out": "blocks.{layer}.mlp.hook_out",           # MLP output: batch pos d_model
-    "post_mlp_out": "blocks.{layer}.ln2_post.hook_out",  # MLP output after its post-norm (Gemma-2/3): batch pos d_model
-    "embed": "embed.hook_out",                          # token embedding (scaled where the model scales it): batch pos d_model
-    "pos_embed": "pos_embed.hook_out",                  # learned positions (GPT-2): batch pos d_model (or 1 pos d_model)
+    "post_mlp_out": "blocks.{layer}.ln2_post.hook_out",  # MLP output after its post-norm (Gemma-2/3)
+    "embed": "embed.hook_out",                          # token embedding (scaled where the model scales it)
+    "pos_embed": "pos_embed.hook_out",                  # learned positions (GPT-2): batch (or 1) pos d_model
     "final_in": "ln_final.hook_in",                     # residual stream entering the final norm: batch pos d_model
 }
 

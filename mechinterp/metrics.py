@@ -251,8 +251,12 @@ def _embed_hooks(ctx: BatchContext) -> list[Hook]:
     return hooks
 
 
+def _embed_finish(ctx: BatchContext) -> dict:
+    return {"embed": (ctx.raw["embed"] + ctx.raw.get("pos", 0.0)) * ctx.inv}
+
+
 EMBED = Metric(
-    name="embed", hooks=_embed_hooks, finish=lambda ctx: {"embed": (ctx.raw["embed"] + ctx.raw.get("pos", 0.0)) * ctx.inv},
+    name="embed", hooks=_embed_hooks, finish=_embed_finish,
     parts=("embed",), stage=0, columns=(Column("embed", "logit_diff", "item", "embed"),),
     steps=(Step("embed", "embed", "logit_diff", "sum"),),
     doc="the embedding's (and learned positions') direct contribution")

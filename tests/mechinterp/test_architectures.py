@@ -193,7 +193,8 @@ def test_the_probe_reads_the_table_and_refuses_a_row_its_modules_contradict(tiny
                                                                                  rmsnorm_offset=False))
     with pytest.raises(CpiError, match=f"final norm .* is a {row.norm} norm but the architecture table says {other}"):
         P.probe(bridge, tok, conflict_items(2))
-    monkeypatch.setattr(R, "bridge_architecture", lambda b: dataclasses.replace(real(b), sandwich_norms=not row.sandwich_norms))
+    monkeypatch.setattr(R, "bridge_architecture",
+                        lambda b: dataclasses.replace(real(b), sandwich_norms=not row.sandwich_norms))
     with pytest.raises(CpiError, match="sandwich_norms"):
         P.probe(bridge, tok, conflict_items(2))
     if row.rmsnorm_offset:
