@@ -34,7 +34,6 @@ from mechinterp.readout import out_proj_weight
 from mechinterp.targets import SPANS
 
 if TYPE_CHECKING:  # pragma: no cover
-    import numpy as np
     import torch
 
     from mechinterp.readout import Readout
@@ -58,6 +57,7 @@ class BatchContext:
     inverse), ``post_scale`` / ``layer_inv`` [batch layer] (post-attention norm scales, ``inv /
     post_scale``), ``post_bias`` [batch layer], ``attn_out`` [batch layer] (each attention output
     projected on ``g_attn``), ``attn_bias`` [batch layer] (output-projection bias projected),
+    ``recon_terms`` (the arrays ``recon`` adds, in order: :func:`recon_terms`),
     ``arrays``: the arrays of the units finished so far.
     """
 
@@ -83,6 +83,7 @@ class BatchContext:
     post_bias: Any = None
     attn_out: Any = None
     attn_bias: Any = None
+    recon_terms: list = dataclasses.field(default_factory=list)
     arrays: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -286,7 +287,7 @@ def _model_finish(ctx: BatchContext) -> dict:
     real = last[ar, ctx.c_tok] - last[ar, ctx.p_tok]
     top = last.argmax(-1)
     recon = None
-    for part in ctx.raw["recon_terms"]:
+    for part in ctx.recon_terms:
         x = ctx.arrays[part]
         x = x if x.dim() == 1 else x.sum(tuple(range(1, x.dim())))
         recon = x if recon is None else recon + x

@@ -125,7 +125,7 @@ def run_probe_batch(bridge: Any, batch: Sequence[ProbeItem], pad_id: int,
     ctx.inv = 1.0 / ctx.scale
     ctx.layer_inv = ctx.inv.view(ctx.batch, 1) / ctx.post_scale  # [batch layer]: final and post-attention scales
     ctx.post_bias = torch.stack([g.new_zeros(ctx.batch) if pa is None else pa.const(g) for pa in ro.post_attn], 1)
-    ctx.raw["recon_terms"] = recon_terms(metrics)
+    ctx.recon_terms = recon_terms(metrics)
     for m in metrics:
         ctx.arrays.update(m.finish(ctx))
     return {k: v.detach().cpu().numpy() for k, v in ctx.arrays.items()}
