@@ -46,7 +46,8 @@ METRICS: dict[str, str] = {"m_c": "M_C = p_ctx / (p_ctx + p_mem)", "margin": "lo
 SHARE_METRICS = ("m_c", "cf_correct", "param_correct", "neither")
 
 VERDICTS = ("rise then fall", "still rising at the last checkpoint (no interior peak)", "rise, no significant fall",
-            "fall (no significant rise)", "no significant change", "not testable (fewer than 3 checkpoints)")
+            "fall (no significant rise)", "no significant change", "not testable (fewer than 3 checkpoints)",
+            "not testable (no other items to choose the peak on)")
 
 
 def add_metrics(items: "pd.DataFrame") -> "pd.DataFrame":
@@ -156,10 +157,11 @@ def interval(values: np.ndarray, seed_index: np.ndarray, n_boot: int, rng: Any, 
 # the verdict
 
 
-def cross_fit_peaks(u: Units) -> np.ndarray:
+def cross_fit_peaks(u: Units) -> Optional[np.ndarray]:
     """[unit] index of the peak checkpoint used for each unit: the interior checkpoint with the highest
-    mean over the units of the *other* seeds in the *other* item half (one seed: the other half; an
-    empty set falls back to every other unit). Never the unit's own data."""
+    mean over the units of the *other* seeds in the *other* item half; when there are none, the other
+    seeds' units, then the same seed's other half. Never the unit's own seed x half. None when some
+    unit has no such data (one seed whose items all fall in one half)."""
     peaks = np.empty(len(u.x), dtype=int)
     interior = u.x[:, 1:-1]
     for s in range(u.n_seeds):
@@ -167,11 +169,11 @@ def cross_fit_peaks(u: Units) -> np.ndarray:
             mine = (u.seed == s) & (u.half == h)
             if not mine.any():
                 continue
-            other = (u.seed != s) & (u.half != h) if u.n_seeds > 1 else (u.half != h)
-            if not other.any():
-                other = ~mine
-            if not other.any():
-                raise CpiError("items table: the fall test needs at least two items")
+            for other in ((u.seed != s) & (u.half != h), u.seed != s, (u.seed == s) & (u.half != h)):
+                if other.any():
+                    break
+            else:
+                return None
             peaks[mine] = 1 + int(np.argmax(interior[other].mean(axis=0)))
     return peaks
 
@@ -191,7 +193,7 @@ def inversion_statistic(items: "pd.DataFrame", n_boot: int = 2000, seed: int = 0
                            "steps": list(u.steps), "level": level, "n_boot": n_boot,
                            "trajectory": [float(v) for v in u.x.mean(axis=0)]}
     if len(u.steps) < 3:
-        out.update(verdict=VERDICTS[-1])
+        out.update(verdict=VERDICTS[-2])
         return out
     out.update(_verdict(u, n_boot, np.random.default_rng(seed), level))
     return out
@@ -200,6 +202,8 @@ def inversion_statistic(items: "pd.DataFrame", n_boot: int = 2000, seed: int = 0
 def _verdict(u: Units, n_boot: int, rng: np.random.Generator, level: float) -> dict[str, Any]:
     rows = np.arange(len(u.x))
     peaks = cross_fit_peaks(u)
+    if peaks is None:
+        return {"verdict": VERDICTS[-1]}
     at_peak = u.x[rows, peaks]
     diffs = {"rise": at_peak - u.x[:, 0], "fall": at_peak - u.x[:, -1], "net": u.x[:, -1] - u.x[:, 0]}
     res: dict[str, Any] = {}
@@ -429,7 +433,7 @@ def error_rates(n_seeds: int, n_items: int, n_steps: int, n_sim: int = 200, seed
 
 def error_rate_line(rates: dict[str, dict]) -> str:
     """One printed line for :func:`error_rates`."""
-    if not rates:
+    if "fpr" not in rates:
         return "verdict error rates: not testable (fewer than 3 checkpoints)"
     r = rates["fpr"]
     f = lambda key: f"{rates[key]['rate']:.0%} [{rates[key]['lo']:.0%}, {rates[key]['hi']:.0%}]"  # noqa: E731

@@ -127,7 +127,10 @@ def test_statistic_verdicts_for_other_shapes():
     falling = inversion_statistic(items_from({0: [0.8, 0.5, 0.1], 1: [0.8, 0.4, 0.2]}), **kw)
     assert falling["verdict"] == "fall (no significant rise)" and falling["net_hi"] < 0
     two = inversion_statistic(items_from({0: [0.1, 0.5]}), **kw)
-    assert two["verdict"] == VERDICTS[-1] and "not testable" in verdict_line(two)
+    assert two["verdict"] == VERDICTS[-2] and "not testable" in verdict_line(two)
+    lonely = items_from({0: [0.1, 0.5, 0.2]}, n_items=60)
+    lonely = lonely[lonely["item_id"].map(item_half) == 0]  # one seed, one half: no other items
+    assert inversion_statistic(lonely, **kw)["verdict"] == VERDICTS[-1]
     one_seed = inversion_statistic(items_from({0: [0.1, 0.9, 0.2]}), **kw)
     assert one_seed["verdict"] == "rise then fall" and one_seed["fall_p"] is None
 
