@@ -76,9 +76,11 @@ class MainConfig(Config):
     "simulated runs behind the printed false-positive rate and power of the verdict at the run's design (0: none)"
 
     def validate(self) -> None:
-        from experiments.controlled.conditions import load_conditions, parse_names
+        from experiments.controlled.conditions import compose, load_conditions, parse_names
 
-        parse_names(self.conditions, load_conditions(self.conditions_file))
+        table = load_conditions(self.conditions_file)
+        names = parse_names(self.conditions, table)
+        compose(self.experiment, names, table, reference_experiment(self), field_prefix="experiment.")
         if self.error_rate_sims < 0:
             raise ConfigError(f"field 'error_rate_sims': must be >= 0, got {self.error_rate_sims}")
         from theory.figures import FIGURES
@@ -175,7 +177,7 @@ def permuted_rates(sweep: "SweepResult", n_perm: int) -> dict[str, dict]:
 def reference_experiment(config: MainConfig) -> ControlledConfig:
     """The main job's default experiment that ``config.experiment`` is compared with to tell the user's
     settings (the quick one when ``config`` looks like the quick form)."""
-    quick = MainConfig.quick().experiment
+    quick = ControlledConfig.quick(workers=2)
     return quick if config.experiment.finetune == quick.finetune else default_experiment()
 
 

@@ -10,7 +10,6 @@ condition run would replace is a :class:`~cpi.errors.ConfigError` naming the fie
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -18,8 +17,6 @@ from typing import Any, Mapping, Optional, Sequence
 from cpi.config import Config
 from cpi.errors import ConfigError
 from experiments.controlled.config import ControlledConfig
-
-log = logging.getLogger(__name__)
 
 #: the shipped conditions
 CONDITIONS_FILE = Path(__file__).with_name("conditions.yaml")
@@ -154,10 +151,6 @@ def compose(base: ControlledConfig, names: Sequence[str], conditions: Mapping[st
             raise ConfigError(f"field '{field_prefix}{key}': set to {value!r}, but every condition run "
                               f"({', '.join(out)}) sets its own value, so the setting would be ignored; add a "
                               f"condition that keeps it (e.g. rho_mid) or drop the setting")
-    for c in out.values():
-        for key, (user, theirs) in c.replaced.items():
-            log.warning("condition %s sets %s%s = %r (what makes it); your %r applies to the other conditions",
-                        c.name, field_prefix, key, theirs, user)
     return out
 
 

@@ -235,9 +235,10 @@ class ControlledSweepConfig(Config):
     "folder for the figures (default <out>/figures)"
 
     def validate(self) -> None:
-        from experiments.controlled.conditions import load_conditions, parse_names
+        from experiments.controlled.conditions import compose, load_conditions, parse_names
 
-        parse_names(self.conditions, load_conditions(self.conditions_file))
+        table = load_conditions(self.conditions_file)
+        compose(self.experiment, parse_names(self.conditions, table), table)  # a setting no condition keeps
 
 
 __all__ = ["DEFAULT_CONDITIONS", "METHODS", "ControlledConfig", "ControlledRunConfig", "ControlledSweepConfig",
