@@ -158,6 +158,13 @@ def test_false_positive_rate_on_flat_plateaus_is_at_most_5_percent(n_steps, seed
     assert r["rate"] <= 0.05 and r["n_sim"] == 150
 
 
+def test_false_positive_rate_on_flat_gaussian_plateaus():
+    # a continuous metric (a margin in units of its item-level sd) with seed x checkpoint shifts
+    r = verdict_rate(3, 12, 4, seed_sd=0.3, binary=False, n_sim=150, n_boot=300, seed=3)
+    assert r["rate"] <= 0.05
+    assert verdict_rate(6, 40, 4, fall=0.3, binary=False, n_sim=60, n_boot=300, seed=3)["rate"] > 0.8
+
+
 def test_power_grows_with_the_fall_and_the_design():
     small = verdict_rate(3, 12, 4, fall=0.1, n_sim=100, n_boot=300, seed=4)
     big = verdict_rate(6, 40, 4, fall=0.2, n_sim=100, n_boot=300, seed=4)
