@@ -89,14 +89,14 @@ def comparison_lines(comparison) -> list[str]:
         return lines
     for (comp, metric), g in comparison.groupby(["comparison", "metric"], sort=False):
         last = g[g["last"]].iloc[0]
-        scale, unit = (100.0, "%") if metric in SHARE_METRICS else (1.0, "")
+        scale, unit = (100.0, " pts") if metric in SHARE_METRICS else (1.0, "")
         pair = (f"paired on {int(last.n_pairs)} seed x item units" if last.paired
                 else f"UNPAIRED, {last.n_a} vs {last.n_b} units")
         p = "" if last.p_greater is None or last.p_greater != last.p_greater else f", seed-level p(> 0) = {last.p_greater:.2f}"
-        others = [f"step {int(r.step)}: {scale * r['diff']:+.2f}{unit} [{scale * r.lo:+.2f}, {scale * r.hi:+.2f}]"
+        others = [f"step {int(r.step)}: {scale * r['diff']:+.2f}{unit} [{scale * r.lo:+.2f}{unit}, {scale * r.hi:+.2f}{unit}]"
                   for _, r in g[~g["last"]].iterrows() if r.lo > 0 or r.hi < 0]
         lines.append(f"{comp}, {METRICS.get(metric, metric)}, step {int(last.step)}: {scale * last['diff']:+.2f}{unit} "
-                     f"[{scale * last.lo:+.2f}, {scale * last.hi:+.2f}] (95% hierarchical bootstrap, {pair}{p}; "
+                     f"[{scale * last.lo:+.2f}{unit}, {scale * last.hi:+.2f}{unit}] (95% hierarchical bootstrap, {pair}{p}; "
                      f"the paper predicts > 0)" + (f"; earlier, interval off 0 at {'; '.join(others)}" if others else ""))
     return lines
 
