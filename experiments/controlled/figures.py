@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cpi.io import atomic_save_figure
+from mechinterp.metrics import PROBE_METRICS  # probe columns (mechinterp.steps_table) summarised over seeds
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -22,8 +23,6 @@ log = logging.getLogger(__name__)
 #: per-item columns of the evaluation -> metric names of :func:`condition_table`
 ITEM_METRICS = {"m_c": "mean_m_c", "cf_correct": "cf_acc", "param_correct": "param_acc", "neither": "neither_rate",
                 "margin": "mean_margin"}
-#: probe columns (``mechinterp.steps_table``) summarised over seeds
-PROBE_METRICS = ("attn_context", "attn_question", "value_context", "value_question")
 
 
 def condition_table(items: "pd.DataFrame", probe_steps: "pd.DataFrame | None" = None, n_boot: int = 1000,
