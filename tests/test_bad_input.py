@@ -421,7 +421,7 @@ CASES += [
                                           "world.n_cities=10000000000"], lambda e: e["root"] / "org_new", "n_cities"),
     ("organism/save-steps-over-steps", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set", "save_steps=100000"],
      lambda e: e["root"] / "org_new", "save_steps"),
-    # owned elsewhere: failing now, to be wired by the owner (see XFAIL)
+    # fixed in files owned elsewhere (XFAIL lists those still failing, with the wiring they need)
     ("probe-intervene/scale-inf", lambda e: _iv(e, out=e["root"] / "iv_inf", extra=["--scale", "inf"]),
      lambda e: e["root"] / "iv_inf", "scale"),
     ("probe-link/binary-probe-table", lambda e: ["probe-link", "--probe", str(e["binary"]), "--out",
@@ -441,8 +441,6 @@ XFAIL: dict[str, str] = {
                                  "validate (now: exit 0 with a NaN logit difference)",
     "probe-link/binary-probe-table": "mechinterp/link.py: check_input_file on --probe tables (now: a pandas "
                                      "ParserError traceback)",
-    "controlled/conditions-comma": "experiments/controlled (helper D): parse --conditions with at least one "
-                                   "condition (now: 'No objects to concatenate' traceback)",
 }
 
 
