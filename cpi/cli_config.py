@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import functools
 import inspect
 import json
 import re
@@ -76,14 +77,16 @@ def field_docs(cls: type) -> dict[str, str]:
     docs: dict[str, str] = {}
     for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
         docs.update(_docstring_docs(klass))
-        docs.update(_attribute_docs(klass))
+        docs.update(_attribute_docs(klass))  # cached; update() copies
     for f in dataclasses.fields(cls):
         if "help" in f.metadata:
             docs[f.name] = str(f.metadata["help"])
     return docs
 
 
+@functools.lru_cache(maxsize=None)
 def _attribute_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of ``cls`` (parsed once per class: reading the source is the slow part)."""
     try:
         source = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):
@@ -309,21 +312,10 @@ def _convert_item(text: str, tp: Any, path: tuple[str, ...]) -> Any:
 
 
 def _read_mapping(cls: type, path: Path) -> dict[str, Any]:
-    """The mapping in a config file, with the one-line errors of :meth:`Config.from_file`."""
-    import json
+    """The mapping in a config file, read once, with the one-line errors of :func:`cpi.config.read_config_file`."""
+    from cpi.config import read_config_file
 
-    import yaml
-
-    if not Path(path).is_file():
-        cls.from_file(path)  # raises the usual "not found" / "is a folder" error
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-        data = json.loads(text) if Path(path).suffix == ".json" else yaml.safe_load(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError):
-        cls.from_file(path)  # the same file, read by the one place that words these errors
-        raise
-    if data is None:
-        return {}
+    data = read_config_file(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of fields, got {type(data).__name__}")
     return data

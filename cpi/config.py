@@ -148,23 +148,8 @@ class Config:
 
     @classmethod
     def from_file(cls: type[C], path: str | Path) -> C:
-        """Read a ``.json``, ``.yaml`` or ``.yml`` file."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found" if not path.exists() else f"{path}: is a folder, "
-                              "expected a config file")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{path}: not a text config file (byte {exc.start}: {exc.reason})") from exc
-        if "\x00" in text:
-            raise ConfigError(f"{path}: binary data, not a YAML/JSON config file")
-        try:
-            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            first = str(exc).splitlines()[0]
-            raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {first}") from exc
-        return cls.from_dict(data or {}, source=str(path))
+        """Read a ``.json``, ``.yaml`` or ``.yml`` file (read once: a pipe or ``<(...)`` works)."""
+        return cls.from_dict(read_config_file(path), source=str(path))
 
     def save(self, path: str | Path) -> None:
         """Write the config as JSON (or YAML by suffix), atomically."""
@@ -175,16 +160,52 @@ class Config:
         atomic_write_text(path, text)
 
 
+def read_config_file(path: str | Path) -> Any:
+    """The data in a YAML/JSON config file (``{}`` for an empty one), read once.
+
+    One-line :class:`ConfigError` s name the file: missing, a folder, not UTF-8, binary, not valid
+    JSON/YAML (the parser's first line), nested too deeply to read. A pipe or ``<(process
+    substitution)`` is read like a file (YAML unless the name ends in ``.json``).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, expected a config file")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8-sig")  # a leading byte-order mark is not data
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text config file (byte {exc.start}: {exc.reason})") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: binary data, not a YAML/JSON config file")
+    kind = "JSON" if path.suffix == ".json" else "YAML"
+    try:
+        data = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid {kind}: {first}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: {kind} nested too deeply to read") from None
+    return {} if data is None else data
+
+
 def parse_assignment(item: str) -> tuple[str, Any]:
     """``"key=value"`` -> ``(key, value)``, the value read as a YAML scalar or list (``--set``)."""
     if "=" not in item:
         raise ConfigError(f"--set '{item}': expected key=value")
     key, raw = item.split("=", 1)
     key = key.strip()
+    shown = raw if len(raw) <= 60 else raw[:57] + "..."
     try:
         return key, (yaml.safe_load(raw) if raw.strip() else raw)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from exc
+        raise ConfigError(f"--set {key}: cannot parse value {shown!r}: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise ConfigError(f"--set {key}: value {shown!r} is nested too deeply to read") from None
 
 
 def check_at_least(config: Any, prefix: str = "", /, **minimums: float) -> None:
@@ -206,6 +227,69 @@ def check_at_least(config: Any, prefix: str = "", /, **minimums: float) -> None:
         value = getattr(config, name)
         if value is not None and not value >= minimum:
             raise ConfigError(f"field '{prefix}{name}': must be >= {minimum}, got {value}")
+
+
+def check_at_most(config: Any, prefix: str = "", /, **maximums: float) -> None:
+    """Raise :class:`ConfigError` ``field 'NAME': must be <= MAX, got VALUE`` for the first field of
+    ``config`` above its maximum (``None`` skipped). For sizes that would allocate or run without
+    bound (``n_boot``, ``n_examples``, model widths): refused before any work starts.
+
+    >>> import dataclasses
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Boot(Config):
+    ...     n_boot: int = 1000
+    ...     def validate(self):
+    ...         check_at_most(self, n_boot=1_000_000)
+    >>> Boot(n_boot=10**12)
+    Traceback (most recent call last):
+    cpi.errors.ConfigError: field 'n_boot': must be <= 1000000, got 1000000000000
+    """
+    for name, maximum in maximums.items():
+        value = getattr(config, name)
+        if value is not None and not value <= maximum:
+            shown = f"{maximum:g}" if isinstance(maximum, float) else maximum
+            raise ConfigError(f"field '{prefix}{name}': must be <= {shown}, got {value}")
+
+
+def check_finite(config: Any, prefix: str = "", /, *names: str) -> None:
+    """Raise :class:`ConfigError` ``field 'NAME': must be a finite number, got VALUE`` for the first
+    named field that is NaN or infinite (``None`` skipped).
+
+    >>> import dataclasses
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Scale(Config):
+    ...     scale: float = 1.0
+    ...     def validate(self):
+    ...         check_finite(self, "", "scale")
+    >>> Scale(scale=float("inf"))
+    Traceback (most recent call last):
+    cpi.errors.ConfigError: field 'scale': must be a finite number, got inf
+    """
+    import math
+
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"field '{prefix}{name}': must be a finite number, got {value}")
+
+
+def physical_memory_bytes() -> int | None:
+    """The machine's physical memory in bytes (``None`` where the OS does not say)."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits_memory(nbytes: float, what: str) -> None:
+    """Raise :class:`ConfigError` ``WHAT: needs about X GiB, more than this machine's Y GiB`` when an
+    estimated allocation exceeds physical memory (so it is refused before work, not killed during it)."""
+    total = physical_memory_bytes()
+    if total is not None and nbytes > total:
+        raise ConfigError(f"{what}: needs about {nbytes / 2**30:,.1f} GiB, more than this machine's "
+                          f"{total / 2**30:,.1f} GiB of memory")
 
 
 def check_in_interval(config: Any, prefix: str = "", /, **intervals: str) -> None:

@@ -284,7 +284,8 @@ def check_out_file(path: str | Path, what: str = "--out") -> Path:
 def check_input_file(path: str | Path, what: str) -> Path:
     """Raise :class:`CpiError` if ``path`` is missing, a folder, or not UTF-8 text (binary data).
 
-    Reads the whole file once (in blocks), so a bad byte anywhere is found before any work.
+    Reads the whole file once (in blocks), so a bad byte anywhere is found before any work. A pipe
+    or ``<(process substitution)`` is not read here (it can be read only once): its reader checks it.
     """
     import codecs
 
@@ -295,6 +296,8 @@ def check_input_file(path: str | Path, what: str) -> Path:
         raise CpiError(f"{what} {path}: file not found")
     if path.is_dir():
         raise CpiError(f"{what} {path}: is a folder, expected a file")
+    if not path.is_file():  # a pipe or <(process substitution): readable once, so the reader checks it
+        return path
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = 0
     try:
@@ -313,3 +316,60 @@ def check_input_file(path: str | Path, what: str) -> Path:
     except OSError as exc:
         raise CpiError(f"{what} {path}: cannot read ({exc.strerror})") from exc
     return path
+
+
+# ---------------------------------------------------------------------------
+# reading JSON and JSONL as users give it
+
+
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSONL text, split on ``\\n`` only (a trailing ``\\r`` dropped).
+
+    Not :meth:`str.splitlines`, which also splits on U+2028, U+2029, U+0085 and other
+    separators that are legal, unescaped, inside a JSON string (``json.dumps(ensure_ascii=False)``
+    writes U+2028 raw).
+    """
+    return [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+
+
+def parse_json(text: str, where: str, *, line_known: bool = False) -> Any:
+    """``json.loads(text)`` with every failure as a one-line :class:`~cpi.errors.CpiError` naming ``where``.
+
+    Malformed JSON reads ``"WHERE: malformed JSON (reason at line L column C)"`` (only ``column C``
+    when ``line_known``: ``where`` already names the line); JSON nested too deeply for the parser
+    (a ``RecursionError`` inside :func:`json.loads`) reads ``"WHERE: JSON nested too deeply"``.
+    """
+    from cpi.errors import CpiError
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        at = f"column {exc.colno}" if line_known else f"line {exc.lineno} column {exc.colno}"
+        raise CpiError(f"{where}: malformed JSON ({exc.msg} at {at})") from None
+    except RecursionError:
+        raise CpiError(f"{where}: JSON nested too deeply to read") from None
+
+
+def read_text_once(path: str | Path, what: str) -> str:
+    """The UTF-8 text of ``path``, read once (so a pipe or ``<(process substitution)`` works too).
+
+    Raises a one-line :class:`~cpi.errors.CpiError` naming ``what`` and the path for a missing file,
+    a folder, binary data (a NUL byte) or text that is not UTF-8.
+    """
+    from cpi.errors import CpiError
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CpiError(f"{what} {path}: file not found") from None
+    except IsADirectoryError:
+        raise CpiError(f"{what} {path}: is a folder, expected a file") from None
+    except OSError as exc:
+        raise CpiError(f"{what} {path}: cannot read ({exc.strerror})") from None
+    if b"\x00" in data:
+        raise CpiError(f"{what} {path}: binary data, not a text file (NUL byte at {data.index(0)})")
+    try:
+        return data.decode("utf-8-sig")  # a leading byte-order mark (Windows editors) is not data
+    except UnicodeDecodeError as exc:
+        raise CpiError(f"{what} {path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None

@@ -8,7 +8,9 @@
   converts the paper authors' published evaluation file (fields ``context``,
   ``question``, ``answer``, ``memory_answer``/``parametric_answer``; or the
   memo-trap ``prompt``/``classes``/``answer_index`` layout) to this package's
-  schema, then reports how many converted items the validator would reject.
+  schema (:mod:`fullscale.authors`): unambiguous faults are repaired, unusable
+  records dropped, and one row per repair and per drop is written to
+  ``OUT.conversion.csv`` beside the output. Every written item passes the validator.
 """
 
 from __future__ import annotations
@@ -45,18 +47,17 @@ def register(sub: "argparse._SubParsersAction", data_sub: "argparse._SubParsersA
 def _check(args: argparse.Namespace) -> int:
     from collections import Counter
 
-    from fullscale.conflicts import SHIPPED_DATASETS, load_conflicts, shipped_path, validate_file
+    from fullscale.conflicts import SHIPPED_DATASETS, check_file, shipped_path
 
     bad = False
     for f in args.files:
         path = shipped_path(f) if f in SHIPPED_DATASETS else f
-        problems = validate_file(path)
+        items, problems = check_file(path)  # read once: a pipe or <(...) works
         if problems:
             bad = True
             for p in problems:
                 print(p)
             continue
-        items = load_conflicts(path)
         datasets = ", ".join(sorted({it.dataset for it in items}))
         cats = Counter(it.category for it in items)
         cat_txt = ", ".join(f"{k} {v}" for k, v in sorted(cats.items()))
@@ -64,13 +65,22 @@ def _check(args: argparse.Namespace) -> int:
     return 2 if bad else 0
 
 
+def side_table_path(out: "str | Path") -> "Path":
+    """Where ``cpi data convert`` writes its repairs-and-drops table: ``OUT`` with ``.conversion.csv``."""
+    from pathlib import Path
+
+    out = Path(out)
+    return out.with_name(out.name.removesuffix(".jsonl") + ".conversion.csv")
+
+
 def _convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fullscale.conflicts import convert_authors_records, items_to_jsonl, read_authors_file, validate_file
+    from fullscale.authors import convert_authors, read_authors_file
+    from fullscale.conflicts import items_to_jsonl
 
     from cpi.errors import CpiError
-    from cpi.io import check_input_file, check_out_file
+    from cpi.io import atomic_write_table, check_input_file, check_out_file
 
     if not args.dataset.strip():
         raise CpiError("--dataset: empty name; give the dataset name written into every item (e.g. CF_World_Facts)")
@@ -79,17 +89,18 @@ def _convert(args: argparse.Namespace) -> int:
     if not args.version.strip():
         raise CpiError("--version: empty")
     check_out_file(args.out)
+    side = side_table_path(args.out)
+    check_out_file(side, what="--out (side table)")
     check_input_file(args.input, "input")
     records = read_authors_file(args.input)
     if not records:
         raise CpiError(f"{args.input}: no records to convert (empty file)")
-    items = convert_authors_records(
-        records, args.dataset, category=args.category, source=str(args.input), version=args.version
-    )
-    out = items_to_jsonl(items, Path(args.out))
-    problems = validate_file(out)
-    n_pic = sum(it.parametric_in_context for it in items)
-    print(f"wrote {len(items)} items to {out} ({n_pic} mention the parametric answer in the context)")
-    if problems:
-        print(f"warning: {len(problems)} problem(s) in the converted file; run `cpi data check {out}` to list them")
+    conv = convert_authors(records, args.dataset, category=args.category, source=str(args.input),
+                           version=args.version)
+    atomic_write_table(conv.table(), side)
+    out = items_to_jsonl(conv.items, Path(args.out))
+    n_pic = sum(it.parametric_in_context for it in conv.items)
+    n_rep = len({r["record"] for r in conv.repairs})
+    print(f"wrote {len(conv.items)} items to {out} ({n_pic} mention the parametric answer in the context); "
+          f"{n_rep} record(s) repaired, {len(conv.dropped)} dropped: reasons in {side}")
     return 0

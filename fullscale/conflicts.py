@@ -10,7 +10,7 @@ Three sets ship with the package (``fullscale/data/*.jsonl``, built by
 :mod:`fullscale.conflict_sources`): ``CF_World_Facts``, ``CF_Bio`` and
 ``CF_Quotes``. User files in the same schema load through the same path
 (:func:`load_conflicts`), and the paper authors' published files convert with
-:func:`convert_authors_records` / ``cpi data convert --from authors``.
+:func:`fullscale.authors.convert_authors` / ``cpi data convert --from authors``.
 
 One JSON object per line; fields (see :class:`ConflictItem`)::
 
@@ -32,9 +32,10 @@ import logging
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 from cpi.errors import CpiError
+from cpi.io import jsonl_lines
 
 __all__ = [
     "ConflictItem",
@@ -48,8 +49,8 @@ __all__ = [
     "items_to_jsonl",
     "contains_word",
     "find_word_spans",
-    "convert_authors_records",
-    "read_authors_file",
+    "check_file",
+    "ON_INVALID",
 ]
 
 logger = logging.getLogger(__name__)
@@ -210,7 +211,7 @@ def parse_item(record: Any) -> ConflictItem:
 
 def _read_lines(path: Path) -> list[str]:
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return jsonl_lines(path.read_text(encoding="utf-8-sig"))  # a leading BOM (Windows editors) is not data
     except FileNotFoundError:
         raise CpiError(f"{path}: no such conflict-set file (shipped sets: {', '.join(SHIPPED_DATASETS)})") from None
     except UnicodeDecodeError as e:
@@ -230,6 +231,9 @@ def _parse_lines(path: Path, lines: Sequence[str]) -> tuple[list[tuple[int, Conf
             rec = json.loads(line)
         except json.JSONDecodeError as e:
             problems.append(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})")
+            continue
+        except RecursionError:
+            problems.append(f"{path}:{lineno}: JSON nested too deeply to read")
             continue
         try:
             items.append((lineno, parse_item(rec)))
@@ -254,7 +258,10 @@ def _resolve(source: str | Path) -> Path:
     return Path(source)
 
 
-def load_conflicts(source: str | Path, *, strict: bool = False) -> list[ConflictItem]:
+ON_INVALID = ("raise", "skip")
+
+
+def load_conflicts(source: str | Path, *, strict: bool = False, on_invalid: str = "raise") -> list[ConflictItem]:
     """Load a conflict set: a shipped name or a JSONL path in the same schema.
 
     Raises :class:`~cpi.errors.CpiError` ``"FILE:LINE: reason"`` for the first
@@ -263,28 +270,69 @@ def load_conflicts(source: str | Path, *, strict: bool = False) -> list[Conflict
     word, or a ``context_answer_spans`` span outside the context or not on an
     accepted answer (and for an empty file). With ``strict=True`` every rule of
     :func:`validate_file` is enforced as well (answer containment, spans).
+
+    ``on_invalid="skip"`` drops each such record instead (a malformed or
+    schema-breaking line, a repeated id after its first, an unusable item; with
+    ``strict`` every problem) and logs one WARNING with the count and the first
+    reason; it never skips silently, and a file with no usable item is still an
+    error. The file is read once, so a pipe works.
     """
+    if on_invalid not in ON_INVALID:
+        raise CpiError(f"on_invalid: {on_invalid!r} is not one of {', '.join(ON_INVALID)}")
     path = _resolve(source)
-    lines = _read_lines(path)
-    parsed, problems = _parse_lines(path, lines)
-    if problems:
+    parsed, problems = _parse_lines(path, _read_lines(path))
+    skip = on_invalid == "skip"
+    if problems and not skip:
         raise CpiError(problems[0] + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""))
+    kept: list[tuple[int, ConflictItem]] = []
     seen: dict[str, int] = {}
     for lineno, item in parsed:
         if item.id in seen:
-            raise CpiError(f"{path}:{lineno}: duplicate id {item.id!r} (first on line {seen[item.id]})")
+            problems.append(f"{path}:{lineno}: duplicate id {item.id!r} (first on line {seen[item.id]})")
+            if not skip:
+                raise CpiError(problems[-1])
+            continue
         seen[item.id] = lineno
-    if not parsed:
-        raise CpiError(f"{path}: no items (empty conflict-set file)")
-    for lineno, item in parsed:  # every measurement needs the context answer in the context
-        bad = [p for p in _item_problems(item) if _UNUSABLE in p or " span [" in p]
+        # every measurement needs the context answer in the context
+        bad = [p for p in _item_problems(item) if strict or _UNUSABLE in p or " span [" in p]
         if bad:
-            raise CpiError(f"{path}:{lineno}: {bad[0]} (`cpi data check {path}` lists every problem)")
-    if strict:
-        problems = _semantic_problems(path, parsed)
-        if problems:
-            raise CpiError(problems[0] + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""))
-    return [item for _, item in parsed]
+            problems.append(f"{path}:{lineno}: {bad[0]}")
+            if not skip:
+                hint = "" if strict else f" (`cpi data check {path}` lists every problem)"
+                raise CpiError(problems[-1] + hint)
+            continue
+        kept.append((lineno, item))
+    if not kept:
+        raise CpiError(f"{path}: no items (empty conflict-set file)" if not problems
+                       else f"{path}: no usable items ({len(problems)} invalid; first: {problems[0]})")
+    if problems:
+        logger.warning("%s: skipped %d invalid record(s), kept %d (first: %s)", path, len(problems), len(kept),
+                       problems[0])
+    return [item for _, item in kept]
+
+
+def check_file(path: str | Path) -> tuple[list[ConflictItem], list[str]]:
+    """Read a conflict-set file once: ``(items, problems)`` where problems are :func:`validate_file`'s.
+
+    For ``cpi data check``: the file is read a single time, so a pipe or ``<(...)`` works.
+    """
+    path = Path(path)
+    try:
+        lines = _read_lines(path)
+    except CpiError as e:
+        return [], [str(e)]
+    parsed, problems = _parse_lines(path, lines)
+    problems.extend(_semantic_problems(path, parsed))
+    if not parsed and not problems:
+        problems.append(f"{path}:1: no items (empty conflict-set file)")
+
+    def _lineno(p: str) -> int:
+        try:
+            return int(p[len(str(path)) + 1 :].split(":", 1)[0])
+        except ValueError:
+            return 0
+
+    return [item for _, item in parsed], sorted(problems, key=_lineno)
 
 
 # ---------------------------------------------------------------- validation
@@ -353,23 +401,7 @@ def validate_file(path: str | Path) -> list[str]:
     accepted as both answers; every span lies inside the context and its text
     is an accepted context answer. A file with no items is a problem too.
     """
-    path = Path(path)
-    try:
-        lines = _read_lines(path)
-    except CpiError as e:
-        return [str(e)]
-    parsed, problems = _parse_lines(path, lines)
-    problems.extend(_semantic_problems(path, parsed))
-    if not parsed and not problems:
-        problems.append(f"{path}:1: no items (empty conflict-set file)")
-
-    def _lineno(p: str) -> int:
-        try:
-            return int(p[len(str(path)) + 1 :].split(":", 1)[0])
-        except ValueError:
-            return 0
-
-    return sorted(problems, key=_lineno)
+    return check_file(path)[1]
 
 
 # ---------------------------------------------------------------- writing
@@ -381,195 +413,3 @@ def items_to_jsonl(items: Iterable[ConflictItem], path: str | Path) -> Path:
 
     lines = [json.dumps(it.to_record(), ensure_ascii=False) for it in items]
     return atomic_write_text(path, "".join(line + "\n" for line in lines))
-
-
-# ---------------------------------------------------------------- converter
-
-
-def read_authors_file(path: str | Path) -> list[dict[str, Any]]:
-    """Read the paper authors' published evaluation file (JSON list, ``{"data": [...]}``, or JSONL)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CpiError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise CpiError(f"{path}: cannot read ({e})") from None
-    stripped = text.lstrip()
-    if stripped.startswith("[") or (stripped.startswith("{") and "\n{" not in stripped.strip()):
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise CpiError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
-        if isinstance(obj, dict):
-            for key in ("data", "examples", "items"):
-                if isinstance(obj.get(key), list):
-                    obj = obj[key]
-                    break
-            else:
-                obj = [obj]
-        if not isinstance(obj, list):
-            raise CpiError(f"{path}: expected a JSON list of records")
-        for i, rec in enumerate(obj):
-            if not isinstance(rec, dict):
-                raise CpiError(f"{path}: record {i}: expected a JSON object, got {_type_name(rec)}")
-        return obj
-    records = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CpiError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(rec, dict):
-            raise CpiError(f"{path}:{lineno}: expected a JSON object, got {_type_name(rec)}")
-        records.append(rec)
-    return records
-
-
-def _answers(v: Any, where: str) -> tuple[str, tuple[str, ...]]:
-    """Split an authors' answer field (string or list of strings) into (main, aliases)."""
-    if isinstance(v, str):
-        vals = [v]
-    elif isinstance(v, list) and v and all(isinstance(x, str) for x in v):
-        vals = list(v)
-    else:
-        raise ValueError(f"{where}: expected a string or a non-empty list of strings, got {_type_name(v)}")
-    vals = [x.strip() for x in vals if x.strip()]
-    if not vals:
-        raise ValueError(f"{where} is empty")
-    main, rest = vals[0], []
-    for x in vals[1:]:
-        if x.casefold() != main.casefold() and x not in rest:
-            rest.append(x)
-    return main, tuple(rest)
-
-
-_FORCE_RE = re.compile(r"\b(?:ends?|ending)\s+(?:in|with)\s+the\s+word\b", re.IGNORECASE)
-
-
-def _strip_punct(s: str) -> str:
-    return s.strip().strip(".,;:!?\"'").strip()
-
-
-_MEMO_RE = re.compile(r"^(?P<instr>.*?\bword\b[^:]*:)\s*(?P<prefix>.+)$", re.DOTALL)
-
-
-def convert_authors_records(
-    records: Sequence[Mapping[str, Any]],
-    dataset: str,
-    *,
-    category: str | None = None,
-    source: str = "<records>",
-    version: str = "authors-1",
-) -> list[ConflictItem]:
-    """Convert the paper authors' evaluation records to :class:`ConflictItem` s.
-
-    Field mapping (documented in ``docs/fullscale_datasets.md``):
-
-    - ``context`` -> ``context``; ``question`` -> ``question``;
-    - ``answer`` (string, or list: first = main form, rest = aliases) -> ``context_answer`` (+ ``context_aliases``);
-    - ``memory_answer`` or ``parametric_answer`` (same shapes) -> ``parametric_answer`` (+ ``parametric_aliases``);
-    - ``id`` if present (stringified), else ``"{dataset}-{index:05d}"``;
-    - ``category`` / ``type`` if present, else the ``category`` argument, else
-      ``"quote"`` for quote items and ``"general"`` otherwise.
-    - Memo-trap records in the inverse-scaling layout (``prompt``, ``classes``,
-      ``answer_index``) become task ``"quote"`` items: the prompt is split after
-      the instruction's colon ("Write a quote that ends in the word "heavy":")
-      into ``context`` (instruction) and ``question`` (quote prefix); the class
-      at ``answer_index`` is the context answer and the other class the
-      parametric answer (trailing punctuation stripped).
-    - Records whose ``dataset`` argument names a quote set (contains "quote",
-      "memo"), or whose context says "ends in the word", become task
-      ``"quote"`` too; if such a record has no ``question``, its ``context``
-      ("Write a quote that ends in the word "heavy": Absence makes the heart
-      grow", the authors' CF_Quotes layout) is split after the colon as above.
-      Quote answers lose trailing punctuation ("heavy." -> "heavy").
-
-    ``parametric_in_context`` is set per item to whether the context really
-    mentions the parametric answer (whole word), so the flag describes the
-    item truthfully; spans are the whole-word occurrences of the context answer.
-    Raises :class:`CpiError` ``"SOURCE: record N: reason"`` for a record that
-    lacks a needed field.
-    """
-    items: list[ConflictItem] = []
-    quote_set = any(k in dataset.casefold() for k in ("quote", "memo"))
-    for i, rec in enumerate(records):
-        where = f"{source}: record {i}"
-        if not isinstance(rec, Mapping):
-            raise CpiError(f"{where}: expected a JSON object, got {_type_name(rec)}")
-        try:
-            if "prompt" in rec and "classes" in rec and "answer_index" in rec:
-                task = "quote"
-                m = _MEMO_RE.match(str(rec["prompt"]).strip())
-                if not m:
-                    raise ValueError("memo-trap prompt has no 'word ...:' instruction to split on")
-                context, question = m.group("instr").strip(), m.group("prefix").strip()
-                classes = rec["classes"]
-                idx = rec["answer_index"]
-                if not (isinstance(classes, list) and len(classes) == 2 and isinstance(idx, int) and idx in (0, 1)):
-                    raise ValueError("memo-trap record needs two 'classes' and answer_index 0 or 1")
-                clean = [_strip_punct(str(c)) for c in classes]
-                ctx_main, ctx_alias = clean[idx], ()
-                par_main, par_alias = clean[1 - idx], ()
-            else:
-                for name in ("context", "answer"):
-                    if name not in rec:
-                        raise ValueError(f"missing field '{name}'")
-                pkey = "memory_answer" if "memory_answer" in rec else "parametric_answer"
-                if pkey not in rec:
-                    raise ValueError("missing field 'memory_answer' (or 'parametric_answer')")
-                for name in ("context", "question"):
-                    if name in rec and not isinstance(rec[name], str):
-                        raise ValueError(f"field '{name}': expected a string, got {_type_name(rec[name])}")
-                context, question = rec["context"].strip(), str(rec.get("question") or "").strip()
-                task = "quote" if quote_set or _FORCE_RE.search(context) else "qa"
-                if task == "quote" and not question:
-                    # authors' CF_Quotes layout: the whole prompt sits in `context`
-                    m = _MEMO_RE.match(context)
-                    if not m:
-                        raise ValueError("quote record has no question and its context has no 'word ...:' to split on")
-                    context, question = m.group("instr").strip(), m.group("prefix").strip()
-                elif "question" not in rec:
-                    raise ValueError("missing field 'question'")
-                ctx_main, ctx_alias = _answers(rec["answer"], "field 'answer'")
-                par_main, par_alias = _answers(rec[pkey], f"field '{pkey}'")
-                if task == "quote":  # "heavy." -> "heavy"
-                    ctx_main, par_main = _strip_punct(ctx_main), _strip_punct(par_main)
-                    ctx_alias = tuple(a for a in (_strip_punct(x) for x in ctx_alias) if a)
-                    par_alias = tuple(a for a in (_strip_punct(x) for x in par_alias) if a)
-            if not context or not question:
-                raise ValueError("empty context or question")
-            if not ctx_main or not par_main:
-                raise ValueError("empty answer")
-        except ValueError as e:
-            raise CpiError(f"{where}: {e}") from None
-        cat = rec.get("category", rec.get("type", category))
-        cat = str(cat) if cat else ("quote" if task == "quote" else "general")
-        item_id = str(rec["id"]) if rec.get("id") not in (None, "") else f"{dataset}-{i:05d}"
-        pic = any(contains_word(context, a) for a in (par_main, *par_alias))
-        spans: list[tuple[int, int]] = []
-        for a in (ctx_main, *ctx_alias):
-            spans.extend(find_word_spans(context, a))
-        items.append(
-            ConflictItem(
-                id=item_id,
-                dataset=dataset,
-                category=cat,
-                context=context,
-                question=question,
-                context_answer=ctx_main,
-                parametric_answer=par_main,
-                context_aliases=ctx_alias,
-                parametric_aliases=par_alias,
-                context_answer_spans=tuple(sorted(set(spans))),
-                task=task,
-                parametric_in_context=pic,
-                version=version,
-            )
-        )
-    n_pic = sum(it.parametric_in_context for it in items)
-    if n_pic:
-        logger.warning("%s: %d of %d converted items mention the parametric answer in the context", source, n_pic, len(items))
-    return items

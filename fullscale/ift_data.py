@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from cpi.errors import CpiError
+from cpi.io import jsonl_lines
 
 log = logging.getLogger(__name__)
 
@@ -188,17 +189,21 @@ def read_records(path: str | Path) -> list[tuple[str, Any]]:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise CpiError(f"{path}: not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise CpiError(f"{path}: JSON nested too deeply to read") from None
         return [(f"{path}:{i + 1}", rec) for i, rec in enumerate(data)]
     if suffix not in (".jsonl", ".json"):
         raise CpiError(f"{path}: unsupported data file type {path.suffix!r} (use .jsonl, .json or .parquet)")
     out = []
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(jsonl_lines(text), start=1):  # not splitlines(): U+2028 is legal inside a string
         if not line.strip():
             continue
         try:
             out.append((f"{path}:{n}", json.loads(line)))
         except json.JSONDecodeError as exc:
             raise CpiError(f"{path}:{n}: not valid JSON: {exc.msg}") from exc
+        except RecursionError:
+            raise CpiError(f"{path}:{n}: JSON nested too deeply to read") from None
     return out
 
 

@@ -37,134 +37,68 @@ Three modes, each giving one row per item (all kept in the results folder):
    (log-prob, when generation was not run) the parametric answer with no
    context, so that items the model never knew can be reported apart.
 
-Only pandas is imported at module level; torch is imported in the functions.
+The scorer is split along its concerns: answer matching in :mod:`fullscale.matching`, answer
+log-probabilities in :mod:`fullscale.logprobs`, bootstrap intervals and per-group summaries in
+:mod:`fullscale.stats`; their public names are re-exported here. Only pandas is imported at module
+level; torch is imported in the functions.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import unicodedata
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from cpi.errors import CpiError
 from cpi.progress import progress
 from fullscale.batching import pad_batch, pad_token_id
+from fullscale.logprobs import (  # noqa: F401  (re-exported: the scorer's public names stay importable from here)
+    AnswerSequence,
+    _batches,
+    _device_of,
+    answer_sequence,
+    logsumexp,
+    sequence_logprobs,
+    shared_prefix_logprobs,
+)
+from fullscale.matching import (  # noqa: F401
+    DEFAULT_STOPS,
+    OUTCOMES,
+    classify_ending,
+    classify_output,
+    cut_at_stops,
+    find_answer,
+    match_answer,
+    normalize_text,
+)
 from fullscale.prompts import MODES, FormattedPrompt, format_prompts, model_max_length
+from fullscale.stats import bootstrap_ci, memorization_ratio, summarize_items, summarize_reliance  # noqa: F401
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
-    import torch
 
     from fullscale.conflicts import ConflictItem
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("context", "parametric", "both", "neither")
-DEFAULT_STOPS = ("\n\n", "###", "\nQuestion:", "\nBackground:", "<|")
-
-# ---------------------------------------------------------------------------
-# 1. normalised, alias-aware, word-boundary containment
+#: Bumped whenever the scorer gives other rows for the same model and items (2: quote items scored by
+#: their ending, alias tables, length-robust margin columns). Part of :func:`scorer_fingerprint`.
+SCORER_VERSION = "2"
 
 
-def normalize_text(text: str) -> str:
-    """Lower-case, accent-free, punctuation-free text with single spaces between words.
+def scorer_fingerprint() -> str:
+    """``SCORER_VERSION`` plus a hash of the alias tables: what a resume key needs besides the items.
 
-    ``"  São-Paulo!"`` -> ``"sao paulo"``. Used on both the output and the
-    answers, so matching ignores case, accents and punctuation.
+    Results scored by another scorer version, or with other alias tables, are other results.
     """
-    text = unicodedata.normalize("NFKD", str(text))
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    text = text.lower()
-    text = "".join(ch if (ch.isalnum() or ch.isspace()) else " " for ch in text)
-    return " ".join(text.split())
+    import hashlib
 
+    from fullscale.aliases import DATA
 
-def _word_matches(words: Sequence[str], answer_words: Sequence[str]) -> list[tuple[int, int]]:
-    n = len(answer_words)
-    if n == 0:
-        return []
-    return [(i, i + n) for i in range(len(words) - n + 1) if list(words[i:i + n]) == list(answer_words)]
-
-
-def find_answer(output: str, answers: Iterable[str]) -> list[tuple[int, int, str]]:
-    """Every occurrence ``(start_word, end_word, answer)`` of any accepted answer as whole words of ``output``."""
-    words = normalize_text(output).split()
-    found = []
-    for ans in answers:
-        aw = normalize_text(ans).split()
-        found.extend((a, b, ans) for a, b in _word_matches(words, aw))
-    return found
-
-
-def match_answer(output: str, answers: Iterable[str] | str) -> bool:
-    """True if any accepted answer occurs in ``output`` as whole words (normalised)."""
-    if isinstance(answers, str):
-        answers = (answers,)
-    return bool(find_answer(output, answers))
-
-
-def _strictly_inside(m: tuple[int, int, str], others: Sequence[tuple[int, int, str]]) -> bool:
-    return any(o[0] <= m[0] and m[1] <= o[1] and (o[1] - o[0]) > (m[1] - m[0]) for o in others)
-
-
-def classify_output(output: str, context_answers: Sequence[str], parametric_answers: Sequence[str]) -> dict[str, Any]:
-    """Match both answer sets in ``output``; returns ``cf_correct``, ``param_correct``, ``outcome``, ``matched_*``.
-
-    A match of one side that lies strictly inside a longer match of the other
-    side is dropped (the output names the longer answer, not the shorter).
-    """
-    ctx = find_answer(output, context_answers)
-    par = find_answer(output, parametric_answers)
-    ctx_kept = [m for m in ctx if not _strictly_inside(m, par)]
-    par_kept = [m for m in par if not _strictly_inside(m, ctx)]
-    cf, pa = bool(ctx_kept), bool(par_kept)
-    outcome = "both" if cf and pa else "context" if cf else "parametric" if pa else "neither"
-    return {
-        "cf_correct": cf,
-        "param_correct": pa,
-        "outcome": outcome,
-        "matched_context": "|".join(sorted({m[2] for m in ctx_kept})),
-        "matched_parametric": "|".join(sorted({m[2] for m in par_kept})),
-    }
-
-
-def cut_at_stops(text: str, stops: Sequence[str] = DEFAULT_STOPS) -> str:
-    """``text`` up to the first stop string that is not at its very start (leading whitespace ignored)."""
-    stripped = text.lstrip()
-    offset = len(text) - len(stripped)
-    cut = len(stripped)
-    for s in stops:
-        i = stripped.find(s, 1)
-        if i != -1:
-            cut = min(cut, i)
-    return text[: offset + cut].strip()
-
-
-# ---------------------------------------------------------------------------
-# helpers
-
-
-def _accepted(item: Any, side: str) -> tuple[str, ...]:
-    prop = getattr(item, f"accepted_{side}", None)
-    if prop is not None:
-        return tuple(a for a in prop if a)
-    main = getattr(item, f"{side}_answer")
-    return tuple(a for a in (main, *getattr(item, f"{side}_aliases", ())) if a)
-
-
-def _device_of(model: Any):
-    import torch
-
-    try:
-        return next(model.parameters()).device
-    except StopIteration:  # pragma: no cover
-        return torch.device("cpu")
-
-
-def _batches(order: Sequence[int], size: int) -> list[list[int]]:
-    return [list(order[i:i + size]) for i in range(0, len(order), size)]
+    h = hashlib.sha256()
+    for name in ("aliases.csv", "titles.csv"):
+        h.update((DATA / name).read_bytes())
+    return f"{SCORER_VERSION}-{h.hexdigest()[:12]}"
 
 
 def _prompts_for(items: Sequence[Any], tokenizer: Any, template: str, with_context: bool,
@@ -174,6 +108,25 @@ def _prompts_for(items: Sequence[Any], tokenizer: Any, template: str, with_conte
 
 # ---------------------------------------------------------------------------
 # generation
+
+
+class _NanGuard:
+    """A logits processor that only records whether any next-token score was NaN (greedy picks are unchanged)."""
+
+    def __init__(self) -> None:
+        self.nan = False
+
+    def __call__(self, input_ids: "torch.Tensor", scores: "torch.Tensor") -> "torch.Tensor":
+        import torch
+
+        if not self.nan and bool(torch.isnan(scores).any()):
+            self.nan = True
+        return scores
+
+    def as_list(self):
+        from transformers import LogitsProcessorList
+
+        return LogitsProcessorList([self])
 
 
 def generate_outputs(model: Any, tokenizer: Any, prompts: Sequence[FormattedPrompt], batch_size: int = 16,
@@ -197,11 +150,16 @@ def generate_outputs(model: Any, tokenizer: Any, prompts: Sequence[FormattedProm
     for batch in progress(_batches(order, batch_size), desc=desc):
         ids, mask = pad_batch([prompts[i].input_ids for i in batch], pad, side="left")
         width = ids.shape[1]
+        guard = _NanGuard()
         with torch.no_grad():
             out = model.generate(
                 input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
                 do_sample=False, num_beams=1, pad_token_id=pad, eos_token_id=eos,
+                logits_processor=guard.as_list(),
             )
+        if guard.nan:
+            raise CpiError(f"item {prompts[batch[0]].item_id}: the model's next-token scores are NaN (non-finite "
+                           "weights?); refusing to score its text")
         new = out[:, width:].tolist()
         for r, i in enumerate(batch):
             toks = new[r]
@@ -228,7 +186,12 @@ def score_generation(model: Any, tokenizer: Any, items: Sequence["ConflictItem"]
     Columns: ``item_id, dataset, category, prompt, truncated, answer_cut, output`` (raw
     decoded continuation), ``answer_text`` (output cut at the first stop
     string; this is what is matched), ``cf_correct, param_correct, outcome,
-    matched_context, matched_parametric``. ``max_length`` (default: the
+    matched_context, matched_parametric``, ``scored_by`` (``containment`` for QA
+    items, ``ending`` for quote items: how the text ends the quote, see
+    :func:`score_output`), ``ending`` (quote items: the words read as the ending),
+    ``matched_alias`` (each matched form that is not the main answer, as
+    ``side:form (item|table)``), and the containment outcome for every item in
+    ``cf_contains, param_contains, outcome_contains``. ``max_length`` (default: the
     model's context length) bounds prompt + new tokens; longer prompts have
     their context truncated from the left (``truncated``; ``answer_cut`` when
     that removed the context answer, see :class:`FormattedPrompt`).
@@ -245,180 +208,33 @@ def score_generation(model: Any, tokenizer: Any, items: Sequence["ConflictItem"]
         rows.append({
             "item_id": it.id, "dataset": it.dataset, "category": it.category,
             "prompt": fp.text, "truncated": fp.truncated, "answer_cut": fp.answer_cut, "output": out,
-            "answer_text": answer_text,
-            **classify_output(answer_text, _accepted(it, "context"), _accepted(it, "parametric")),
+            "answer_text": answer_text, **score_output(it, answer_text),
         })
     return pd.DataFrame(rows)
 
 
-# ---------------------------------------------------------------------------
-# log-probabilities of answers
+def score_output(item: Any, answer_text: str) -> dict[str, Any]:
+    """The outcome columns of one generated answer (see :func:`score_generation`).
 
-
-@dataclass(frozen=True)
-class AnswerSequence:
-    """One (prompt, answer surface form) sequence to score: ``ids[start:]`` are the answer's tokens.
-
-    ``ids[:start]`` are always the prompt's own tokens. ``boundary_merge``: tokenizing prompt and
-    answer together changes the prompt's tokens, so the answer's tokens were taken from the answer
-    tokenized as a fresh continuation instead (see :func:`answer_sequence`).
+    Accepted forms are the item's answers and aliases plus the alias tables' forms
+    (:func:`fullscale.aliases.accepted_forms`). QA items are scored by containment; quote items
+    by how the text ends the quote (:func:`fullscale.matching.classify_ending`), with containment
+    kept in ``cf_contains``, ``param_contains``, ``outcome_contains`` for every item.
     """
+    from fullscale.aliases import accepted_forms
 
-    ids: tuple[int, ...]
-    start: int
-    boundary_merge: bool
+    forms = accepted_forms(item)
+    ctx, par = tuple(forms["context"]), tuple(forms["parametric"])
+    contained = classify_output(answer_text, ctx, par)
+    if getattr(item, "task", "qa") == "quote":
+        res, scored_by = classify_ending(answer_text, item.question, ctx, par), "ending"
+    else:
+        res, scored_by = {**contained, "ending": ""}, "containment"
+    aliases = [f"{side}:{f} ({forms[side][f]})" for side in ("context", "parametric")
+               for f in res[f"matched_{side}"].split("|") if f and forms[side].get(f) != "answer"]
+    return {**res, "scored_by": scored_by, "matched_alias": "|".join(aliases), "cf_contains": contained["cf_correct"],
+            "param_contains": contained["param_correct"], "outcome_contains": contained["outcome"]}
 
-
-#: Texts put before an answer to tokenize it as the start of a new token (the first whose tokens end
-#: exactly where the answer begins is used).
-_ANCHORS = ("\n", "\n\n", ".", "a")
-
-
-def _continuation_ids(tokenizer: Any, answer: str) -> list[int] | None:
-    """The answer's tokens when it starts right after a token boundary (no dummy prefix, no merge).
-
-    Tokenizes ``anchor + answer`` and keeps the tokens past the anchor, for the first anchor whose
-    tokens end exactly at the answer's first character; ``None`` if no anchor separates cleanly.
-    """
-    for anchor in _ANCHORS:
-        enc = tokenizer(anchor + answer, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offs = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
-        cut = len(anchor)
-        if any(a < cut < b for a, b in offs):
-            continue
-        rest = [i for i, (a, b) in zip(ids, offs) if a >= cut and b > a]
-        if rest and tokenizer.decode(rest) == answer:
-            return rest
-    return None
-
-
-def answer_sequence(tokenizer: Any, fp: FormattedPrompt, answer: str, add_special: bool) -> AnswerSequence:
-    """The prompt's own tokens followed by the tokens of ``answer`` as its continuation.
-
-    ``prompt + answer`` is tokenized together, so the answer's tokens are those the tokenizer gives it
-    after this prompt (a sentencepiece ``"▁Paris"``, a byte-level ``"ĠParis"``), never the answer
-    tokenized alone (which would add a dummy-prefix ``"▁"`` or a BOS). When the joint tokenization
-    does not begin with the prompt's own tokens (the answer merged across the boundary: ``"than"`` +
-    ``"thunder"`` -> ``"▁th" "anth" "under"``), the answer is tokenized as a fresh continuation
-    (:func:`_continuation_ids`) and appended to the prompt's tokens, so the log-prob is still
-    conditioned on the prompt itself (``boundary_merge`` marks it).
-    """
-    prompt_ids = list(fp.input_ids)
-    n = len(prompt_ids)
-    if n == 0:
-        raise CpiError(f"item {fp.item_id}: nothing to condition the answer on (empty prompt)")
-    enc = tokenizer(fp.text + answer, add_special_tokens=add_special, return_offsets_mapping=True)
-    ids, offs = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
-    # drop trailing special tokens (e.g. an EOS added by a post-processor): they are not the answer
-    while len(ids) > n and offs[-1][1] <= offs[-1][0]:
-        ids.pop()
-        offs.pop()
-    if len(ids) > n and ids[:n] == prompt_ids:
-        return AnswerSequence(ids=tuple(int(i) for i in ids), start=n, boundary_merge=False)
-    cont = _continuation_ids(tokenizer, answer)
-    if not cont:
-        raise CpiError(f"item {fp.item_id}: answer {answer!r} cannot be tokenized as a continuation of the prompt")
-    return AnswerSequence(ids=tuple(int(i) for i in prompt_ids + cont), start=n, boundary_merge=True)
-
-
-def sequence_logprobs(model: Any, seqs: Sequence[AnswerSequence], pad_id: int, batch_size: int = 16,
-                      desc: str = "log-prob") -> list[tuple[float, int]]:
-    """``(sum log p(answer tokens | preceding tokens), n_answer_tokens)`` for each sequence.
-
-    Batches are RIGHT-padded (input_ids [batch pos], attention mask 1 on real
-    tokens): with causal attention and positions counted from 0 the real
-    tokens see exactly what they see unbatched, so scores do not depend on the
-    batch. Log-softmax is taken in float32 on the answer positions only.
-    """
-    import torch
-
-    dev = _device_of(model)
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i].ids))
-    res: list[tuple[float, int]] = [(float("nan"), 0)] * len(seqs)
-    for batch in progress(_batches(order, batch_size), desc=desc):
-        ids, mask = pad_batch([seqs[i].ids for i in batch], pad_id, side="right")
-        with torch.no_grad():
-            logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits  # [batch pos d_vocab]
-        for r, i in enumerate(batch):
-            s = seqs[i]
-            pos = torch.arange(s.start - 1, len(s.ids) - 1, device=logits.device)  # positions predicting the answer
-            targets = torch.tensor(s.ids[s.start:], device=logits.device)
-            lp = torch.log_softmax(logits[r, pos].float(), dim=-1).gather(-1, targets[:, None]).sum()
-            res[i] = (float(lp), len(targets))
-    return res
-
-
-def shared_prefix_logprobs(model: Any, seqs: Sequence[AnswerSequence], pad_id: int, batch_size: int = 16,
-                           desc: str = "log-prob") -> list[tuple[float, int]]:
-    """Same result as :func:`sequence_logprobs`, computing each distinct prompt only once.
-
-    The four scored sequences of an item (two answers × two surface forms)
-    share their prompt. Prompts are grouped (``batch_size`` distinct prompts
-    per batch), run once LEFT-padded with explicit ``position_ids`` (so each
-    real token keeps the position it has unbatched) and ``use_cache=True``;
-    the last prompt position gives every answer's first-token log-prob; the KV
-    cache is then indexed out to one row per answer (``batch_select_indices``)
-    and the remaining answer tokens are run on top of it, right-padded. Cost:
-    one prompt pass per item instead of four.
-    Shapes: prompt pass input_ids [batch pos]; answer pass [n_answers answer_pos].
-    """
-    import torch
-
-    import inspect
-
-    dev = _device_of(model)
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wrappers pass kwargs on
-    params = inspect.signature(inner.forward).parameters
-    cache_kw = "cache" if "cache" in params else "past_key_values"
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, s in enumerate(seqs):
-        groups.setdefault(s.ids[: s.start], []).append(i)
-    prefixes = sorted(groups, key=len)
-    res: list[tuple[float, int]] = [(float("nan"), 0)] * len(seqs)
-    for batch in progress(_batches(prefixes, batch_size), desc=desc):
-        ids, mask = pad_batch(batch, pad_id, side="left")
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-        with torch.no_grad():
-            out = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=True,
-                        **extra)
-        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # [batch d_vocab]
-        rows: list[tuple[int, int]] = [(r, i) for r, p in enumerate(batch) for i in groups[p]]
-        conts = [seqs[i].ids[seqs[i].start:] for _, i in rows]
-        totals = [float(first[r, c[0]]) for (r, _), c in zip(rows, conts)]
-        longest = max(len(c) for c in conts)
-        if longest > 1:
-            cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-            if cache is None or not hasattr(cache, "batch_select_indices"):  # no usable KV cache: full sequences
-                full = sequence_logprobs(model, [seqs[i] for _, i in rows], pad_id, batch_size, desc=desc)
-                for (_, i), r in zip(rows, full):
-                    res[i] = r
-                continue
-            sel = torch.tensor([r for r, _ in rows], device=dev)
-            cache.batch_select_indices(sel)
-            n_in = longest - 1
-            cin, cmask = pad_batch([c[:-1] for c in conts], pad_id, side="right")  # [n_answers n_in]
-            full_mask = torch.cat([mask[sel.cpu()], cmask], dim=1)
-            real = mask.sum(-1)[sel.cpu()]  # [n_answers] prompt lengths
-            cpos = real[:, None] + torch.arange(n_in)[None, :]
-            with torch.no_grad():
-                logits = model(input_ids=cin.to(dev), attention_mask=full_mask.to(dev), position_ids=cpos.to(dev),
-                               use_cache=True, **{cache_kw: cache}).logits  # [n_answers answer_pos d_vocab]
-            for k, c in enumerate(conts):
-                if len(c) > 1:
-                    tgt = torch.tensor(c[1:], device=logits.device)
-                    lp = torch.log_softmax(logits[k, : len(c) - 1].float(), dim=-1).gather(-1, tgt[:, None]).sum()
-                    totals[k] += float(lp)
-        for (_, i), c, t in zip(rows, conts, totals):
-            res[i] = (t, len(c))
-    return res
-
-
-def logsumexp(values: Sequence[float]) -> float:
-    m = max(values)
-    if m == -math.inf:
-        return m
-    return m + math.log(sum(math.exp(v - m) for v in values))
 
 
 def _answer_room(tokenizer: Any, items: Sequence[Any]) -> int:
@@ -443,7 +259,9 @@ def score_logprob(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], t
     ``prefers_context`` (margin > 0); ``merge_{context,parametric}_{nospace,space}`` (that form merged
     across the prompt boundary when tokenized with the prompt, so its tokens are the answer tokenized as a
     fresh continuation of the prompt's own tokens, see :func:`answer_sequence`) and ``boundary_merge``
-    (any form did). Every form is conditioned on the prompt's own tokens.
+    (any form did). Every form is conditioned on the prompt's own tokens. Length-robust columns beside
+    the summed ``margin`` (:func:`length_robust_margins`): ``margin_first_token``, ``margin_per_token``,
+    ``ntok_diff``, ``answer_is_prefix``, ``decided_by_length``.
 
     ``share_prefix`` (default) runs each prompt once and its four answer
     continuations on its KV cache (:func:`shared_prefix_logprobs`); ``False``
@@ -471,10 +289,16 @@ def score_logprob(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], t
                 keys.append((k, side, form))
     scorer = shared_prefix_logprobs if share_prefix else sequence_logprobs
     scores = scorer(model, seqs, pad_token_id(tokenizer), batch_size,
-                    desc="log-prob" if with_context else "log-prob (closed book)")
+                    desc="log-prob" if with_context else "log-prob (closed book)", per_token=True)
     per: dict[int, dict[str, Any]] = {}
     seen: dict[tuple[int, str], set] = {}
-    for (k, side, form), seq, (lp, n) in zip(keys, seqs, scores):
+    best: dict[tuple[int, str], tuple[float, tuple[int, ...], tuple[float, ...]]] = {}
+    for (k, side, form), seq, (lp, n, toks) in zip(keys, seqs, scores):
+        if math.isnan(lp):
+            raise CpiError(f"item {items[k].id}: the log-probability of the {side} answer is NaN (non-finite model "
+                           "weights?); refusing to average it")
+        if (k, side) not in best or lp > best[(k, side)][0]:  # the side's dominant surface form
+            best[(k, side)] = (lp, seq.ids[seq.start:], toks)
         row = per.setdefault(k, {"_forms": {"context": [], "parametric": []}, "boundary_merge": False})
         row[f"logp_{side}_{form}"] = lp
         row[f"ntok_{side}_{form}"] = n
@@ -496,106 +320,30 @@ def score_logprob(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], t
             "prompt": fp.text, "truncated": fp.truncated, "answer_cut": fp.answer_cut, **r,
             "logp_context": lc, "logp_parametric": lp_, "margin": margin, "reliance": reliance,
             "mem_ratio_lp": 1.0 - reliance, "prefers_context": bool(margin > 0),
+            **length_robust_margins(best[(k, "context")], best[(k, "parametric")], margin),
         })
     return pd.DataFrame(rows)
 
 
-def summarize_reliance(df: "pd.DataFrame") -> dict[str, float]:
-    """``mean_reliance``, ``mean_margin``, ``context_pref_rate``, ``mean_mem_ratio_lp``, ``n`` of a score_logprob table."""
-    n = int(len(df))
-    if n == 0:
-        return {"n": 0, "mean_reliance": float("nan"), "mean_margin": float("nan"),
-                "context_pref_rate": float("nan"), "mean_mem_ratio_lp": float("nan")}
-    return {
-        "n": n,
-        "mean_reliance": float(df["reliance"].mean()),
-        "mean_margin": float(df["margin"].mean()),
-        "context_pref_rate": float(df["prefers_context"].astype(float).mean()),
-        "mean_mem_ratio_lp": float((1.0 - df["reliance"]).mean()),
-    }
+def length_robust_margins(ctx: tuple[float, Sequence[int], Sequence[float]],
+                          par: tuple[float, Sequence[int], Sequence[float]], margin: float) -> dict[str, Any]:
+    """Margins that do not grow with the answers' token counts, from each side's dominant surface form.
 
-
-def memorization_ratio(outcomes: Iterable[str]) -> float:
-    """Parametric / (parametric + context) over exclusive generation outcomes (``both``/``neither`` excluded)."""
-    outs = list(outcomes)
-    p, c = outs.count("parametric"), outs.count("context")
-    return p / (p + c) if p + c else float("nan")
-
-
-# ---------------------------------------------------------------------------
-# bootstrap and summaries
-
-
-def bootstrap_ci(values: Sequence[float], n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of the mean of ``values`` (resampling items, fixed seed)."""
-    import numpy as np
-
-    x = np.asarray(list(values), dtype=float)
-    x = x[~np.isnan(x)]
-    if len(x) == 0:
-        return float("nan"), float("nan")
-    if n_boot <= 0 or len(x) == 1:
-        return float(x.mean()), float(x.mean())
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(x), size=(n_boot, len(x)))
-    means = x[idx].mean(axis=1)
-    alpha = (1 - level) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
-
-
-def summarize_items(items: "pd.DataFrame", by: Sequence[str] = ("checkpoint", "step", "dataset", "category"),
-                    n_boot: int = 1000, seed: int = 0, add_all_category: bool = True) -> "pd.DataFrame":
-    """Per-group accuracy/reliance table from an items table (one row per group).
-
-    Columns (those whose inputs exist): ``n``, ``n_truncated`` and ``n_answer_cut``
-    (items whose context was truncated, and those whose context answer it removed), ``cf_acc``, ``param_acc``,
-    ``both_rate``, ``neither_rate``, ``memorization_ratio``, with bootstrap
-    ``*_lo``/``*_hi`` for ``cf_acc`` and ``param_acc``; ``mean_margin``,
-    ``mean_reliance``, ``context_pref_rate``; closed-book ``cb_param_acc``,
-    ``known_rate``, and ``cf_acc_known``/``param_acc_known`` (only items the
-    model knows closed-book). With ``add_all_category`` each
-    checkpoint × dataset also gets a ``category == "ALL"`` row.
+    ``ctx`` / ``par``: ``(summed log-prob, token ids, per-token log-probs)`` of the form (no space /
+    space) with the larger log-prob. Returns ``margin_first_token``: the log-prob difference at the
+    first token where the two answers' tokens differ (the tokens before it are shared, so their
+    log-probs are equal and cancel; if one answer's tokens are a prefix of the other's, the summed
+    ``margin`` is used and ``answer_is_prefix`` is set); ``margin_per_token``: the difference of
+    the two mean per-token log-probs; ``ntok_diff``: context minus parametric token count;
+    ``decided_by_length``: the summed margin and the first-token margin disagree in sign.
     """
-    import pandas as pd
-
-    by = [c for c in by if c in items.columns]
-    frames = [items]
-    if add_all_category and "category" in by:
-        frames.append(items.assign(category="ALL"))
-    data = pd.concat(frames, ignore_index=True)
-    rows = []
-    for key, g in data.groupby(by, sort=False, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        row: dict[str, Any] = dict(zip(by, key))
-        row["n"] = len(g)
-        for flag in ("truncated", "answer_cut"):
-            if flag in g:
-                row[f"n_{flag}"] = int(g[flag].astype(bool).sum())
-        if "cf_correct" in g:
-            for col, name in (("cf_correct", "cf_acc"), ("param_correct", "param_acc")):
-                v = g[col].astype(float)
-                row[name] = float(v.mean())
-                row[f"{name}_lo"], row[f"{name}_hi"] = bootstrap_ci(v, n_boot=n_boot, seed=seed)
-            row["both_rate"] = float((g["outcome"] == "both").mean())
-            row["neither_rate"] = float((g["outcome"] == "neither").mean())
-            row["memorization_ratio"] = memorization_ratio(g["outcome"])
-        if "margin" in g:
-            row["mean_margin"] = float(g["margin"].mean())
-            row["mean_margin_lo"], row["mean_margin_hi"] = bootstrap_ci(g["margin"], n_boot=n_boot, seed=seed)
-            row["mean_reliance"] = float(g["reliance"].mean())
-            row["context_pref_rate"] = float(g["prefers_context"].astype(float).mean())
-        if "knows_parametric" in g:
-            known = g["knows_parametric"].astype(bool)
-            row["known_rate"] = float(known.mean())
-            if "cb_param_correct" in g:
-                row["cb_param_acc"] = float(g["cb_param_correct"].astype(float).mean())
-            if "cf_correct" in g:
-                gk = g[known]
-                row["n_known"] = int(known.sum())
-                row["cf_acc_known"] = float(gk["cf_correct"].astype(float).mean()) if len(gk) else float("nan")
-                row["param_acc_known"] = float(gk["param_correct"].astype(float).mean()) if len(gk) else float("nan")
-        rows.append(row)
-    return pd.DataFrame(rows)
+    (_, ids_c, lp_c), (_, ids_p, lp_p) = ctx, par
+    j = next((i for i, (a, b) in enumerate(zip(ids_c, ids_p)) if a != b), None)
+    prefix = j is None
+    first = margin if prefix else float(lp_c[j] - lp_p[j])
+    per_token = float(sum(lp_c) / len(lp_c) - sum(lp_p) / len(lp_p))
+    return {"margin_first_token": first, "margin_per_token": per_token, "ntok_diff": len(ids_c) - len(ids_p),
+            "answer_is_prefix": prefix, "decided_by_length": bool((margin > 0) != (first > 0))}
 
 
 def score_items(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], template: str = "alpaca",

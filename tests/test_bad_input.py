@@ -13,17 +13,13 @@ from typing import Callable
 
 import pytest
 
+from tests import hostile_files
 from tests.fullscale.ft_helpers import alpaca_records, corpus, write_jsonl
 
 NOT_WRITABLE = "/proc/cpi-battery-out"  # /proc refuses new files, even for root
 
 
-def _conflict(**changes) -> dict:
-    rec = {"id": "b1", "dataset": "CF_Battery", "category": "capital",
-           "context": "In this story the capital of France is Lyon.", "question": "What is the capital of France?",
-           "context_answer": "Lyon", "parametric_answer": "Paris"}
-    rec.update(changes)
-    return rec
+_conflict = hostile_files.record
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +64,15 @@ def env(tmp_path_factory):
     e["ft_yaml_badfield"] = root / "badfield.yaml"
     e["ft_yaml_badfield"].write_text(yaml.safe_dump({**cfg, "learning_rate": "fast"}))
     # a finished evaluation run: failed commands into it must leave it byte-identical
+    e["hostile"] = hostile_files.write_all(root)
+    nan = make_tiny_checkpoint(root / "nan_weights", "llama", tokenizer=tok)  # every weight of one tensor NaN
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(nan / "model.safetensors")
+    first = sorted(tensors)[0]
+    tensors[first] = tensors[first].fill_(float("nan"))
+    save_file(tensors, nan / "model.safetensors", metadata={"format": "pt"})
+    e["nan_ckpt"] = nan
     e["finished"] = root / "finished_eval"
     assert main(["evaluate", "--checkpoints", str(e["ckpt"]), "--datasets", str(e["good"]), "--out",
                  str(e["finished"]), "--modes", "logprob", "--n-boot", "10", "--no-plot", "--batch-size", "4"]) == 0
@@ -297,7 +302,150 @@ CASES: list[Case] = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+# ---- generated: every hostile file kind (tests/hostile_files.py) into every command that reads that kind
+
+
+def _h(table: str, kind: str) -> Callable[[dict], Path]:
+    return lambda e: e["hostile"][table][kind]
+
+
+#: commands reading a conflict set: name -> argv builder given the set's path
+_CONFLICT_READERS: dict[str, Callable[[dict, Path], list[str]]] = {
+    "evaluate": lambda e, f: _ev(e, datasets=f),
+    "probe": lambda e, f: _pr(e, dataset=f),
+    "probe-intervene": lambda e, f: _iv(e)[:4] + [str(f)] + _iv(e)[5:],
+    "augment": lambda e, f: _au(e, conflicts=f),
+}
+_NEW_OUT = {"evaluate": "ev_new", "probe": "pr_new", "probe-intervene": "iv_new", "augment": "au_new.jsonl"}
+for _cmd, _argv in _CONFLICT_READERS.items():
+    for _kind, (_name, _, _needle) in hostile_files.CONFLICT_SETS.items():
+        CASES.append((f"{_cmd}/conflicts-{_kind}", (lambda a, k: lambda e: a(e, _h("conflicts", k)(e)))(_argv, _kind),
+                      (lambda o: lambda e: e["root"] / o)(_NEW_OUT[_cmd]), _needle))
+    CASES.append((f"{_cmd}/conflicts-folder", (lambda a: lambda e: a(e, e["adir"]))(_argv),
+                  (lambda o: lambda e: e["root"] / o)(_NEW_OUT[_cmd]), "adir"))
+
+for _kind, (_name, _, _needle) in hostile_files.AUTHORS.items():
+    CASES.append((f"convert/authors-{_kind}", (lambda k: lambda e: _cv(e, inp=_h("authors", k)(e)))(_kind),
+                  lambda e: e["root"] / "cv_new.jsonl", _needle))
+
+_IFT_READERS: dict[str, tuple[Callable[[dict, Path], list[str]], str]] = {
+    "finetune": (lambda e, f: _ft(e, f"data={f}"), "ft_new"),
+    "score-context": (lambda e, f: _sc(e, data=f), "sc_new"),
+    "augment": (lambda e, f: _au(e, data=f), "au_new.jsonl"),
+}
+for _cmd, (_argv, _out) in _IFT_READERS.items():
+    for _kind, (_name, _, _needle) in hostile_files.IFT.items():
+        CASES.append((f"{_cmd}/data-{_kind}", (lambda a, k: lambda e: a(e, _h("ift", k)(e)))(_argv, _kind),
+                      (lambda o: lambda e: e["root"] / o)(_out), _needle))
+
+#: every command with --config / --set: name -> argv without them (the guarded path is the --out given)
+_CONFIGURED: dict[str, Callable[[dict], list[str]]] = {
+    "evaluate": lambda e: ["evaluate", "--checkpoints", str(e["ckpt"]), "--datasets", str(e["good"])],
+    "probe": lambda e: ["probe", "--checkpoints", str(e["ckpt"]), "--dataset", str(e["good"]), "--no-figures"],
+    "probe-intervene": lambda e: ["probe-intervene", "--checkpoint", str(e["ckpt"]), "--dataset", str(e["good"]),
+                                  "--heads", "0.0"],
+    "probe-link": lambda e: ["probe-link", "--probe", str(e["root"] / "nope")],
+    "score-context": lambda e: ["data", "score-context", "--model", str(e["ckpt"]), "--data", str(e["ift"])],
+    "augment": lambda e: ["data", "augment", "--conflicts", str(e["good"]), "--data", str(e["ift"]), "--fraction", "0.2"],
+    "finetune": lambda e: ["finetune"],
+    "run": lambda e: ["run", "--quick", "--no-theory"],
+    "organism-run": lambda e: ["organism", "run", "--quick"],
+    "organism-sweep": lambda e: ["organism", "sweep", "--quick"],
+    "controlled-run": lambda e: ["controlled", "run", "--quick"],
+    "controlled-sweep": lambda e: ["controlled", "sweep", "--quick"],
+    "theory-simulate": lambda e: ["theory", "simulate", "--no-figures"],
+    "theory-sweep": lambda e: ["theory", "sweep", "--no-trajectory"],
+}
+_OUT_FLAG = {"finetune": "--output-dir"}
+
+
+def _configured(cmd: str, extra: Callable[[dict], list[str]], out: str) -> Callable[[dict], list[str]]:
+    flag = _OUT_FLAG.get(cmd, "--out")
+    return lambda e: [*_CONFIGURED[cmd](e), *extra(e), *([flag, str(e["root"] / out)] if flag != "--output-dir"
+                                                        else ["--set", f"output_dir={e['root'] / out}"])]
+
+
+for _cmd in _CONFIGURED:
+    _out = f"cfg_{_cmd}_new"
+    for _kind, (_name, _, _needle) in hostile_files.CONFIGS.items():
+        CASES.append((f"{_cmd}/config-{_kind}",
+                      _configured(_cmd, (lambda k: lambda e: ["--config", str(_h("configs", k)(e))])(_kind), _out),
+                      (lambda o: lambda e: e["root"] / o)(_out), _needle))
+    CASES.append((f"{_cmd}/config-folder", _configured(_cmd, lambda e: ["--config", str(e["adir"])], _out),
+                  (lambda o: lambda e: e["root"] / o)(_out), "is a folder"))
+    CASES.append((f"{_cmd}/config-missing", _configured(_cmd, lambda e: ["--config", str(e["root"] / "no.yaml")], _out),
+                  (lambda o: lambda e: e["root"] / o)(_out), "config file not found"))
+    CASES.append((f"{_cmd}/set-deep-value", _configured(_cmd, lambda e: ["--set", "seed=" + "[" * hostile_files.DEEP_YAML], _out),
+                  (lambda o: lambda e: e["root"] / o)(_out), "nested too deeply"))
+    CASES.append((f"{_cmd}/set-no-equals", _configured(_cmd, lambda e: ["--set", "seed"], _out),
+                  (lambda o: lambda e: e["root"] / o)(_out), "expected key=value"))
+    CASES.append((f"{_cmd}/set-unknown-field", _configured(_cmd, lambda e: ["--set", "zzz_unknown=1"], _out),
+                  (lambda o: lambda e: e["root"] / o)(_out), "zzz_unknown"))
+
+
+_ORG = ["organism", "run", "--quick", "--out"]
+CASES += [
+    # non-finite weights: refused, never scored as numbers (fullscale.scoring)
+    ("evaluate/nan-weights-logprob", lambda e: _ev(e, ckpt=e["nan_ckpt"]), lambda e: e["root"] / "ev_new",
+     "log-probability of the context answer is NaN"),
+    ("evaluate/nan-weights-generate", lambda e: _ev(e, ckpt=e["nan_ckpt"], extra=["--modes", "generate"]),
+     lambda e: e["root"] / "ev_new", "next-token scores are NaN"),
+    ("evaluate/nan-weights-finished-run", lambda e: _ev(e, out=e["finished"], ckpt=e["nan_ckpt"]),
+     lambda e: e["finished"], "NaN"),
+    # sizes and values refused before any work
+    # (a case that fails by writing gets an --out of its own, so that it cannot change other cases' folders)
+    ("evaluate/n-boot-1e12", lambda e: _ev(e, out=e["root"] / "ev_nboot", extra=["--n-boot", "1000000000000"]),
+     lambda e: e["root"] / "ev_nboot",
+     "n_boot"),
+    ("organism/seeds-not-integers", lambda e: ["organism", "sweep", "--quick", "--seeds", "abc", "--out",
+                                               str(e["root"] / "osw_new")], lambda e: e["root"] / "osw_new",
+     "--seeds: 'abc' is not an integer"),
+    ("organism/seeds-empty", lambda e: ["organism", "sweep", "--quick", "--seeds", ",", "--out",
+                                        str(e["root"] / "osw_new")], lambda e: e["root"] / "osw_new", "--seeds"),
+    ("organism/rhos-nan", lambda e: ["organism", "sweep", "--quick", "--rhos", "nan", "--out",
+                                     str(e["root"] / "osw_new")], lambda e: e["root"] / "osw_new", "--rhos"),
+    ("organism/sweep-figures-is-file", lambda e: ["organism", "sweep", "--quick", "--out", str(e["root"] / "osw_new"),
+                                                  "--figures", str(e["afile"])], lambda e: e["afile"], "--figures"),
+    ("organism/unknown-scheduler", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set", "ft_scheduler=cosinus"],
+     lambda e: e["root"] / "org_new", "unknown schedule 'cosinus'"),
+    ("organism/unknown-eval-mode", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set", "eval_modes=[guess]"],
+     lambda e: e["root"] / "org_new", "eval_modes"),
+    ("organism/eval-batch-size-0", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set", "eval_batch_size=0"],
+     lambda e: e["root"] / "org_new", "eval_batch_size"),
+    ("organism/model-too-big", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set", "pretrain.d_model=65536",
+                                          "--set", "pretrain.d_mlp=262144"], lambda e: e["root"] / "org_new", "GiB"),
+    ("organism/n-examples-1e11", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set",
+                                            "ift.n_examples=100000000000"], lambda e: e["root"] / "org_new",
+     "n_examples"),
+    ("organism/world-too-big", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set",
+                                          "world.n_cities=10000000000"], lambda e: e["root"] / "org_new", "n_cities"),
+    ("organism/save-steps-over-steps", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set", "save_steps=100000"],
+     lambda e: e["root"] / "org_new", "save_steps"),
+    # fixed in files owned elsewhere (XFAIL lists those still failing, with the wiring they need)
+    ("probe-intervene/scale-inf", lambda e: _iv(e, out=e["root"] / "iv_inf", extra=["--scale", "inf"]),
+     lambda e: e["root"] / "iv_inf", "scale"),
+    ("probe-link/binary-probe-table", lambda e: ["probe-link", "--probe", str(e["binary"]), "--out",
+                                                 str(e["root"] / "ln_new")], lambda e: e["root"] / "ln_new",
+     "binary.jsonl"),
+    ("controlled/conditions-comma", lambda e: ["controlled", "sweep", "--quick", "--conditions", ",", "--out",
+                                               str(e["root"] / "cs_new")], lambda e: e["root"] / "cs_new",
+     "conditions"),
+]
+
+#: cases whose fix lives in a file another helper owns: case -> reason naming the owner and the wiring
+XFAIL: dict[str, str] = {
+    "evaluate/n-boot-1e12": "fullscale/evaluate.py (helper B): EvalConfig.validate must call "
+                            "check_at_most(self, n_boot=fullscale.stats.MAX_N_BOOT) so it is refused before scoring "
+                            "(now: refused by bootstrap_ci after the items table is written)",
+    "probe-intervene/scale-inf": "mechinterp (probe-intervene's config): check_finite(self, '', 'scale') in its "
+                                 "validate (now: exit 0 with a NaN logit difference)",
+    "probe-link/binary-probe-table": "mechinterp/link.py: check_input_file on --probe tables (now: a pandas "
+                                     "ParserError traceback)",
+}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=XFAIL[c[0]]))
+                                  if c[0] in XFAIL else c for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input(case: Case, env, capsys):
     from cpi.cli import main
 
@@ -316,8 +464,10 @@ def test_bad_input(case: Case, env, capsys):
 
 
 def test_battery_size():
-    """The issue asks for at least 60 cases across every command."""
+    """Several hundred cases across every subcommand that reads input (issue 23 asked for several times 96)."""
     commands = {c[0].split("/")[0] for c in CASES}
-    assert len(CASES) >= 60
+    assert len(CASES) >= 500
     assert commands >= {"convert", "evaluate", "probe", "probe-intervene", "probe-link", "finetune", "score-context",
-                        "augment", "run"}
+                        "augment", "run", "organism", "organism-run", "organism-sweep", "controlled-run",
+                        "controlled-sweep", "theory-simulate", "theory-sweep"}
+    assert set(XFAIL) <= {c[0] for c in CASES}

@@ -51,6 +51,29 @@ def _config_flags(p: argparse.ArgumentParser, config_help: str) -> None:
     add_config_arguments(p, "experiments.organism.experiment:OrganismConfig", config_help=config_help)
 
 
+def parse_list(text: str, kind: type, flag: str) -> tuple:
+    """``"0,1,2"`` -> ``(0, 1, 2)``; a one-line :class:`~cpi.errors.CpiError` naming ``flag`` for a value
+    that is not a finite ``kind``, or for no value at all."""
+    import math
+
+    from cpi.errors import CpiError
+
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            value = kind(part)
+        except ValueError:
+            raise CpiError(f"{flag}: {part!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise CpiError(f"{flag}: {part!r} is not a finite number")
+        out.append(value)
+    if not out:
+        raise CpiError(f"{flag}: give at least one value (comma-separated)")
+    return tuple(out)
+
+
 def _config(args: argparse.Namespace):
     """The OrganismConfig: defaults (or ``quick()``) < ``--config`` < ``--out`` < ``--set``."""
     from cpi.cli_config import config_from_args, flag_given, set_assignments
@@ -134,11 +157,13 @@ def _sweep(args: argparse.Namespace) -> int:
 
     base = _config(args)
     scfg = SweepConfig(
-        seeds=tuple(int(s) for s in args.seeds.split(",") if s.strip()),
-        rhos=tuple(float(r) for r in args.rhos.split(",") if r.strip()),
+        seeds=parse_list(args.seeds, int, "--seeds"),
+        rhos=parse_list(args.rhos, float, "--rhos"),
         mitigations=not args.no_mitigations,
     )
     out = check_out_dir(args.out)
+    if args.figures:
+        check_out_dir(args.figures, "--figures")
     with FolderLock(out, "cpi organism sweep"):
         table = run_sweep(base, scfg, out)
     paths = plot_sweep(table, Path(args.figures) if args.figures else Path(args.out) / "figures")

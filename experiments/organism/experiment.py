@@ -125,7 +125,17 @@ class OrganismConfig(Config):
         if self.ft_lr <= 0:
             raise ConfigError(f"field 'ft_lr': must be > 0, got {self.ft_lr}")
         check_in_interval(self, filter_fraction="[0, 1)")
-        check_at_least(self, probe_items=0)
+        check_at_least(self, probe_items=0, eval_batch_size=1, probe_batch_size=1)
+        from fullscale.prompts import MODES
+
+        bad = [m for m in self.eval_modes if m not in MODES]
+        if bad or not self.eval_modes:
+            raise ConfigError(f"field 'eval_modes': {bad[0] if bad else '(none)'!r} is not a mode "
+                              f"(choose from: {', '.join(MODES)})")
+        try:  # every stage's settings are checked before the first stage runs
+            self.finetune_config(Path("base"), Path("data.jsonl"), Path("finetune"))
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (from this run's ft_* settings)") from None
 
     @classmethod
     def quick(cls, **changes: Any) -> "OrganismConfig":

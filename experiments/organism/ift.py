@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from cpi.config import Config, check_at_least, check_in_interval
+from cpi.config import Config, check_at_least, check_at_most, check_in_interval
 from cpi.errors import ConfigError
 from experiments.organism.world import (
     EVAL_CONTEXTS,
@@ -43,6 +43,10 @@ from fullscale.conflicts import ConflictItem, items_to_jsonl
 EVAL_DATASET = "Organism_CF"
 
 
+#: The most IFT records a mixture holds (built in memory and written as one JSONL file).
+MAX_EXAMPLES = 10_000_000
+
+
 @dataclass(frozen=True)
 class IFTConfig(Config):
     """Composition of the synthetic instruction-finetuning mixture."""
@@ -55,6 +59,7 @@ class IFTConfig(Config):
 
     def validate(self) -> None:
         check_at_least(self, n_examples=1)
+        check_at_most(self, n_examples=MAX_EXAMPLES)
         check_in_interval(self, rho="[0, 1]")
         check_in_interval(self, recall_fraction="[0, 1)", augment_fraction="[0, 1)")
         if self.recall_fraction + self.augment_fraction >= 1.0:

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from cpi.config import Config, check_at_least, check_in_interval
+from cpi.config import Config, check_at_least, check_fits_memory, check_in_interval
 from cpi.errors import ConfigError
 from cpi.progress import progress
 from experiments.organism.world import Fact, PRETRAIN_QUESTIONS, PRETRAIN_TEMPLATES, RECALL_TEMPLATES, RELATIONS, World
@@ -72,6 +72,18 @@ class PretrainConfig(Config):
             raise ConfigError(f"field 'qa_fraction': must be in [0, 1 - copy_fraction), got {self.qa_fraction}")
         if self.lr <= 0:
             raise ConfigError(f"field 'lr': must be > 0, got {self.lr}")
+        check_fits_memory(self.training_bytes(), "pretrain (n_layers, d_model, d_mlp, batch_size, max_positions)")
+
+    def training_bytes(self, vocab_size: int = 5000) -> float:
+        """A rough lower bound of pretraining's memory in bytes: fp32 weights, gradients and two Adam
+        moments (16 bytes a parameter) plus the activations kept for backward (~16 floats per
+        position, layer and width, and the logits). ``vocab_size``: the world's words (a few thousand)."""
+        kv = self.d_model * self.n_kv_heads // self.n_heads
+        per_layer = 2 * self.d_model * self.d_model + 2 * self.d_model * kv + 3 * self.d_model * self.d_mlp
+        params = self.n_layers * per_layer + (1 if self.tie_embeddings else 2) * vocab_size * self.d_model
+        tokens = self.batch_size * self.max_positions
+        acts = tokens * (16 * self.n_layers * max(self.d_model, self.d_mlp) + 2 * vocab_size)
+        return 16.0 * params + 4.0 * acts
 
 
 def statement(fact: Fact, rng: random.Random) -> str:

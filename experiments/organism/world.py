@@ -31,7 +31,7 @@ from typing import Iterable, Sequence
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, Tokenizer
 from transformers import PreTrainedTokenizerFast
 
-from cpi.config import Config, check_in_interval
+from cpi.config import Config, check_at_most, check_in_interval
 from cpi.errors import ConfigError
 
 
@@ -173,6 +173,12 @@ class WorldConfig(Config):
                 f"{self.n_known_countries + self.n_new_countries}, got {self.n_cities}"
             )
         check_in_interval(self, eval_fraction="(0, 1)")
+        check_at_most(self, n_known_countries=MAX_SUBJECTS, n_known_people=MAX_SUBJECTS, n_new_countries=MAX_SUBJECTS,
+                      n_new_people=MAX_SUBJECTS, n_cities=MAX_SUBJECTS, n_throwaway=MAX_SUBJECTS)
+
+
+#: The most subjects of one kind a world holds (the word-level vocabulary grows with them).
+MAX_SUBJECTS = 100_000
 
 
 @dataclass(frozen=True)

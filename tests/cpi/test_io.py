@@ -109,3 +109,88 @@ def test_out_path_checks(tmp_path):
     with pytest.raises(CpiError, match="not UTF-8"):
         io.check_input_file(u, "data")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.bin", "f.txt", "u.txt"]
+
+
+# ---------------------------------------------------------------------------- reading JSON as users give it
+
+
+def test_jsonl_lines_split_on_newline_only():
+    from cpi.io import jsonl_lines
+
+    text = '{"a": "x\u2028y\u2029z\x85w\x0c"}\r\n{"b": 1}\n'
+    assert jsonl_lines(text) == ['{"a": "x\u2028y\u2029z\x85w\x0c"}', '{"b": 1}', ""]
+    assert len(text.splitlines()) > 2  # what str.splitlines would have done
+
+
+def test_parse_json_one_line_errors():
+    from cpi.errors import CpiError
+    from cpi.io import parse_json
+
+    assert parse_json('{"a": [1]}', "f") == {"a": [1]}
+    with pytest.raises(CpiError, match=r"^f: malformed JSON \(Expecting value at line 2 column 1\)$"):
+        parse_json('{"a":\n', "f")
+    with pytest.raises(CpiError, match=r"^f:3: malformed JSON \(.* at column 6\)$"):
+        parse_json('{"a":', "f:3", line_known=True)
+    with pytest.raises(CpiError, match=r"^f: JSON nested too deeply to read$"):
+        parse_json("[" * 100_000 + "]" * 100_000, "f")
+
+
+def test_read_text_once_reads_pipes_and_refuses_bad_bytes(tmp_path):
+    import subprocess
+    import sys
+
+    from cpi.errors import CpiError
+    from cpi.io import read_text_once
+
+    good = tmp_path / "g.txt"
+    good.write_bytes("\ufeffcafé\n".encode())
+    assert read_text_once(good, "input") == "café\n"  # the byte-order mark is not data
+    for data, needle in ((b"a\x00b", "binary data"), (b"\xe9t\xe9", "not UTF-8")):
+        bad = tmp_path / "b.txt"
+        bad.write_bytes(data)
+        with pytest.raises(CpiError, match=needle):
+            read_text_once(bad, "input")
+    with pytest.raises(CpiError, match="file not found"):
+        read_text_once(tmp_path / "none", "input")
+    with pytest.raises(CpiError, match="is a folder"):
+        read_text_once(tmp_path, "input")
+    code = ("import sys; from cpi.io import check_input_file, read_text_once; "
+            "check_input_file(sys.argv[1], 'input'); print(read_text_once(sys.argv[1], 'input'), end='')")
+    r = subprocess.run(["bash", "-c", f"{sys.executable} -c \"{code}\" <(printf 'piped\\n')"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.stdout == "piped\n", r.stderr  # check_input_file leaves a pipe to its reader
+
+
+def test_read_config_file_reads_once_and_words_errors(tmp_path):
+    import subprocess
+    import sys
+
+    from cpi.config import read_config_file
+    from cpi.errors import ConfigError
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("seed: 3\n")
+    assert read_config_file(cfg) == {"seed": 3}
+    (tmp_path / "e.yaml").write_text("")
+    assert read_config_file(tmp_path / "e.yaml") == {}
+    for name, data, needle in (("d.yaml", b"[" * 700 + b"]" * 700, "YAML nested too deeply"),
+                               ("d.json", b"[" * 100_000 + b"]" * 100_000, "JSON nested too deeply"),
+                               ("b.yaml", b"a: 1\n\x00", "binary data"), ("l.yaml", b"a: \xe9\n", "not a text")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ConfigError, match=needle):
+            read_config_file(tmp_path / name)
+    code = "import sys; from cpi.config import read_config_file; print(read_config_file(sys.argv[1]))"
+    r = subprocess.run(["bash", "-c", f"{sys.executable} -c \"{code}\" <(printf 'seed: 5\\n')"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.stdout.strip() == "{'seed': 5}", r.stderr
+
+
+def test_check_fits_memory_and_check_at_most():
+    from cpi.config import check_fits_memory, physical_memory_bytes
+    from cpi.errors import ConfigError
+
+    total = physical_memory_bytes()
+    assert total and total > 2**28
+    check_fits_memory(total / 2, "half")
+    with pytest.raises(ConfigError, match=r"^twice: needs about .* GiB, more than this machine's"):
+        check_fits_memory(total * 2, "twice")

@@ -15,15 +15,14 @@ from hypothesis import strategies as st
 
 from cpi.errors import CpiError
 from fullscale import conflict_sources
+from fullscale.authors import convert_authors, convert_authors_records, infer_category, read_authors_file
 from fullscale.conflicts import (
     SHIPPED_DATASETS,
     ConflictItem,
     contains_word,
-    convert_authors_records,
     find_word_spans,
     items_to_jsonl,
     load_conflicts,
-    read_authors_file,
     shipped_path,
     validate_file,
     validate_items,
@@ -322,7 +321,7 @@ def test_converter_round_trip(tmp_path, suffix):
     items = convert_authors_records(read_authors_file(src), "CF_World_Facts", source=str(src))
     assert [it.id for it in items] == [f"CF_World_Facts-{i:05d}" for i in range(4)]
     a, b, c, q = items
-    assert (a.context_answer, a.parametric_answer, a.task, a.category) == ("Lyon", "Paris", "qa", "general")
+    assert (a.context_answer, a.parametric_answer, a.task, a.category) == ("Lyon", "Paris", "qa", "capital")
     assert a.context[slice(*a.context_answer_spans[0])] == "Lyon" and not a.parametric_in_context
     assert (b.context_answer, b.context_aliases, b.parametric_answer, b.category) == ("Munich", ("München",), "Ulm", "birthplace")
     assert c.parametric_in_context  # truthfully flagged: the context names Paris
@@ -340,13 +339,142 @@ def test_converter_memo_trap_layout():
     assert validate_items([it]) == []
 
 
-def test_converter_errors_name_record(tmp_path):
-    with pytest.raises(CpiError, match=r"src: record 1: missing field 'memory_answer'"):
-        convert_authors_records([AUTHORS[0], {"context": "c", "question": "q", "answer": "a"}], "X", source="src")
+def test_converter_drops_records_with_a_reason(tmp_path):
+    conv = convert_authors([AUTHORS[0], {"context": "c", "question": "q", "answer": "a"}], "X", source="src")
+    assert len(conv.items) == 1
+    assert conv.dropped == [{"record": 1, "id": "X-00001", "reason": "missing field 'memory_answer' (or 'parametric_answer')"}]
+    with pytest.raises(CpiError, match=r"src: no record could be converted \(1 dropped; first: record 0: missing field"):
+        convert_authors([{"context": "c", "question": "q", "answer": "a"}], "X", source="src")
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(AUTHORS[0]) + "\n{broken\n")
     with pytest.raises(CpiError, match=rf"^{bad}:2: malformed JSON"):
         read_authors_file(bad)
+
+
+def _rec(context, answer, memory, question="What is the capital of Bolivia?", **kw):
+    return {"context": context, "question": question, "answer": answer, "memory_answer": memory, **kw}
+
+
+def test_repair_qualifier_answer_becomes_answer_plus_aliases():
+    conv = convert_authors([
+        _rec("In 2029 the capital moved to Cochabamba.", "Cochabamba", "La Paz (administrative); Sucre (judicial)"),
+        _rec("Bolivia now governs from La Paz (administrative seat).", "La Paz (administrative); Sucre (judicial)",
+             "Cochabamba"),
+        _rec("Burundi moved its capital to Ngozi.", "Ngozi", "Gitega (changed from Bujumbura in December 2018)",
+             question="What is the capital city of Burundi?"),
+    ], "CF_World_Facts")
+    a, b, c = conv.items
+    assert (a.parametric_answer, a.parametric_aliases) == ("La Paz", ("Sucre",))
+    assert (b.context_answer, b.context_aliases) == ("La Paz", ("Sucre",))
+    assert (c.parametric_answer, c.parametric_aliases) == ("Gitega", ())
+    assert {r["rule"] for r in conv.repairs} == {"qualifier"} and not conv.dropped
+
+
+def test_repair_place_number_and_alias_forms():
+    conv = convert_authors([
+        _rec("The summit was held in Athens this year.", "Athens, Greece", "Paris, France",
+             question="Where was the summit held?"),
+        _rec("The wall is now 2,000 kilometers long.", "2,000 km", "21,196 km", question="How long is the wall?"),
+        _rec("The wall is now 2000 km long.", "2,000 km", "21,196 km", question="How long is the wall?", id="w2"),
+        _rec("The capital was moved to Kiev in 2029.", "Kyiv", "Lviv", question="What is the capital of Ukraine?"),
+    ], "CF_World_Facts")
+    place, num, num2, alias = conv.items
+    assert (place.context_answer, place.context_aliases) == ("Athens", ("Athens, Greece",))
+    assert (place.parametric_answer, place.parametric_aliases) == ("Paris", ("Paris, France",))
+    assert num.context_answer == "2,000 kilometers" and "2,000 km" in num.context_aliases
+    assert "21,196 kilometers" in num.parametric_aliases
+    assert num2.context_answer == "2000 km"
+    assert (alias.context_answer, alias.context_aliases) == ("Kiev", ("Kyiv",))
+    assert [r["rule"] for r in conv.repairs if r["side"] == "context"] == ["place", "number", "number", "alias"]
+    assert validate_items(conv.items) == []
+
+
+def test_unrepairable_records_are_dropped_not_written(tmp_path, capsys):
+    recs = [_rec("The capital moved to Oruro.", "Oruro", "Sucre"),
+            _rec("The capital moved somewhere else entirely.", "Potosí", "Sucre"),
+            _rec("Lyon and Paris.", "Lyon", "lyon", question="Capital of France?")]
+    src = _write(tmp_path / "a.jsonl", recs)
+    out = tmp_path / "conv.jsonl"
+    assert _main("data", "convert", str(src), "--dataset", "CF_World_Facts", "--out", str(out)) == 0
+    assert "wrote 1 items" in capsys.readouterr().out
+    side = tmp_path / "conv.conversion.csv"
+    import pandas as pd
+
+    table = pd.read_csv(side)
+    assert list(table["action"]) == ["dropped", "dropped"] and list(table["record"]) == [1, 2]
+    assert "does not contain the context answer" in table["reason"][0]
+    assert "accepted both" in table["reason"][1]
+    assert validate_file(out) == [] and len(load_conflicts(out)) == 1
+
+
+@pytest.mark.parametrize("question, dataset, expected", [
+    ("What is the capital city of Chad?", "CF_World_Facts", "capital"),
+    ("Where was Marie Curie born?", "CF_Bio", "birthplace"),
+    ("In what year was Marie Curie born?", "CF_Bio", "birth_year"),
+    ("What is the nationality of Marie Curie?", "CF_Bio", "nationality"),
+    ("What was the occupation of Marie Curie?", "CF_Bio", "occupation"),
+    ("Which award did Marie Curie receive?", "CF_Bio", "award"),
+    ("What is the best-known work of Tolstoy?", "CF_Bio", "notable_work"),
+    ("Who discovered penicillin?", "CF_World_Facts", "general"),
+    ("Which city is it?", "CF_Capitals", "capital"),
+])
+def test_infer_category(question, dataset, expected):
+    assert infer_category(question, dataset) == expected
+
+
+def test_record_category_and_user_category_win_over_inference():
+    r = _rec("The capital moved to Oruro.", "Oruro", "Sucre")
+    assert convert_authors([{**r, "type": "geo"}], "X").items[0].category == "geo"
+    assert convert_authors([r], "X", category="mine").items[0].category == "mine"
+    assert convert_authors([r], "X").items[0].category == "capital"
+
+
+def test_load_on_invalid_skip_warns_and_counts(tmp_path, caplog):
+    path = _write(tmp_path / "mixed.jsonl", [_good(id="a"), _good(id="b", context="Nothing here."), _good(id="a")])
+    with pytest.raises(CpiError, match="does not contain the context answer"):
+        load_conflicts(path)
+    with caplog.at_level("WARNING"):
+        items = load_conflicts(path, on_invalid="skip")
+    assert [it.id for it in items] == ["a"]
+    assert "skipped 2 invalid record(s), kept 1" in caplog.text
+    with pytest.raises(CpiError, match="no usable items"):
+        load_conflicts(_write(tmp_path / "none.jsonl", [_good(context="Nothing.")]), on_invalid="skip")
+    with pytest.raises(CpiError, match="on_invalid"):
+        load_conflicts(path, on_invalid="ignore")
+
+
+def test_raw_u2028_inside_a_string_is_legal_jsonl(tmp_path):
+    rec = _good(context="The capital of France is Lyon,\u2028a city on the Rhone.")
+    path = tmp_path / "u2028.jsonl"
+    path.write_text(json.dumps(rec, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert "\u2028" in path.read_text(encoding="utf-8")
+    assert validate_file(path) == []
+    assert load_conflicts(path)[0].context == rec["context"]
+    authors = tmp_path / "a.jsonl"
+    authors.write_text(json.dumps(AUTHORS[0] | {"context": AUTHORS[0]["context"] + "\u2028"}, ensure_ascii=False) + "\n")
+    assert len(read_authors_file(authors)) == 1
+
+
+def test_deep_nesting_is_a_one_line_error(tmp_path):
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text("[" * 100000 + "]" * 100000 + "\n")
+    assert "nested too deeply" in validate_file(deep)[0]
+    with pytest.raises(CpiError, match="nested too deeply"):
+        load_conflicts(deep)
+    with pytest.raises(CpiError, match="nested too deeply"):
+        read_authors_file(deep)
+
+
+def test_check_and_convert_read_a_pipe(tmp_path):
+    good = _write(tmp_path / "good.jsonl", [_good()])
+    r = subprocess.run(["bash", "-c", f"{sys.executable} -m cpi.cli data check <(cat {good})"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and ": 1 items" in r.stdout, r.stdout + r.stderr
+    src = _write(tmp_path / "authors.jsonl", AUTHORS[:2])
+    out = tmp_path / "piped.jsonl"
+    r = subprocess.run(["bash", "-c", f"cat {src} | {sys.executable} -m cpi.cli data convert /dev/stdin --dataset M "
+                        f"--out {out}"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "wrote 2 items" in r.stdout, r.stdout + r.stderr
 
 
 # ------------------------------------------------------------------ CLI
@@ -391,3 +519,78 @@ def test_cli_subprocess_error_exit_code(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "cpi: error:" in r.stderr and "missing.json" in r.stderr
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_byte_order_mark_and_crlf_are_not_data(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(_good()) + "\r\n").encode() + (json.dumps(_good(id="x-2")) + "\r\n").encode())
+    assert validate_file(path) == [] and [it.id for it in load_conflicts(path)] == ["x-1", "x-2"]
+    authors = tmp_path / "a.json"
+    authors.write_bytes(b"\xef\xbb\xbf" + json.dumps(AUTHORS[:1]).encode())
+    assert len(read_authors_file(authors)) == 1
+
+
+def test_authors_style_file_converts_and_evaluates_end_to_end(tmp_path, capsys):
+    """The faults of the published files (qualifiers, number formats, "City, Country", exonyms, an unusable record)
+    convert without hand edits, and `cpi evaluate` runs on the result with per-category summaries."""
+    import pandas as pd
+
+    from tests.fullscale.ft_helpers import corpus
+    from tests.tiny_models import make_tiny_checkpoint, make_tokenizer
+
+    recs = [
+        _rec("In 2029 Bolivia moved its capital to Cochabamba.", "Cochabamba", "La Paz (administrative); Sucre (judicial)"),
+        _rec("The summit moved to Athens this year.", "Athens, Greece", "Paris, France", question="Where is the summit held?"),
+        _rec("The wall is now 2,000 kilometers long.", "2,000 km", "21,196 km", question="How long is the wall?"),
+        _rec("Ukraine moved its capital to Kiev in 2029.", "Kyiv", "Lviv", question="What is the capital of Ukraine?"),
+        _rec("Marie Curie was born in Vienna in 1867.", "Vienna", "Warsaw", question="Where was Marie Curie born?"),
+        _rec("This passage names no answer.", "Oruro", "Sucre"),
+    ]
+    src = tmp_path / "world_facts.json"
+    src.write_text(json.dumps(recs))
+    out = tmp_path / "wf.jsonl"
+    assert _main("data", "convert", "--from", "authors", str(src), "--dataset", "CF_World_Facts", "--out", str(out)) == 0
+    assert "wrote 5 items" in capsys.readouterr().out
+    assert _main("data", "check", str(out)) == 0
+    side = pd.read_csv(tmp_path / "wf.conversion.csv")
+    assert sorted(side.loc[side.action == "repaired", "rule"]) == ["alias", "number", "place", "place", "qualifier"]
+    assert list(side.loc[side.action == "dropped", "record"]) == [5]
+    tok = make_tokenizer("bpe", corpus=corpus() + [r["context"] for r in recs])
+    ckpt = make_tiny_checkpoint(tmp_path / "run" / "checkpoint-1", "llama", tokenizer=tok)
+    ev = tmp_path / "ev"
+    assert _main("evaluate", "--checkpoints", str(ckpt), "--datasets", str(out), "--out", str(ev), "--modes",
+                 "generate,logprob", "--n-boot", "10", "--no-plot", "--max-new-tokens", "4") == 0
+    summary = pd.read_csv(ev / "summary.csv")
+    assert set(summary["category"]) == {"capital", "general", "birthplace", "ALL"}
+    items = pd.read_csv(ev / "items.csv")
+    assert {"matched_alias", "margin_first_token", "decided_by_length", "outcome_contains"} <= set(items.columns)
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    from tests import hostile_files
+
+    return hostile_files.write_all(tmp_path_factory.mktemp("hostile"))["conflicts"]
+
+
+def _check_kinds():
+    from tests import hostile_files
+
+    return sorted(hostile_files.CONFLICT_SETS)
+
+
+@pytest.mark.parametrize("kind", _check_kinds())
+def test_data_check_lists_each_hostile_file_kind(kind, hostile, capsys):
+    """`cpi data check` on every hostile conflict-set kind: exit 2, each problem one `FILE...: reason` line."""
+    from tests import hostile_files
+
+    path = hostile[kind]
+    before = path.read_bytes()
+    assert _main("data", "check", str(path)) == 2
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert lines and all(line.startswith(str(path)) for line in lines), captured.out
+    assert "Traceback" not in captured.out + captured.err
+    needle = hostile_files.CONFLICT_SETS[kind][2]
+    assert any(needle in line for line in lines), (needle, lines)
+    assert path.read_bytes() == before

@@ -316,3 +316,129 @@ def test_answer_merging_across_the_boundary_is_conditioned_on_the_prompt(models,
     # batched with other items and with the KV-cache path: the same number
     rows = score_logprob(model, tok, [it, *sample_items(3)], template="plain", batch_size=4, share_prefix=False)
     assert rows.iloc[0]["logp_context_nospace"] == pytest.approx(want, abs=1e-4)
+
+
+# --------------------------------------------------------------------------- quote endings, aliases, length
+
+
+@pytest.mark.parametrize("output,outcome,ending", [
+    (" heavy.", "context", "heavy"),
+    ("fonder", "parametric", "fonder"),
+    ('"heavy," she said', "context", "heavy"),
+    ("Sure! Here is the quote: heavy.", "context", "heavy"),               # preamble before a colon
+    ("Absence makes the heart grow fonder.", "parametric", "fonder"),       # the prefix echoed, then the ending
+    ("Sure: Absence makes the heart grow heavy", "context", "heavy"),       # both
+    (" fonder. Some say it grows heavy instead.", "parametric", "fonder"),  # containment would say both
+    (" bush. A heavy price.", "neither", "bush"),                           # containment would say context
+    ("", "neither", ""),
+])
+def test_quote_scored_by_how_it_ends(output, outcome, ending):
+    from fullscale.scoring import score_output
+
+    r = score_output(quote_item(), output)
+    assert (r["outcome"], r["ending"], r["scored_by"]) == (outcome, ending, "ending")
+    contained = classify_output(output, ("heavy",), ("fonder",))
+    assert (r["cf_contains"], r["param_contains"], r["outcome_contains"]) == (
+        contained["cf_correct"], contained["param_correct"], contained["outcome"])
+
+
+def test_qa_items_stay_scored_by_containment():
+    from fullscale.scoring import score_output
+
+    r = score_output(item(), "I think it is Lyon, not Berlin.")
+    assert (r["outcome"], r["scored_by"], r["outcome_contains"], r["ending"]) == ("both", "containment", "both", "")
+
+
+def test_alias_tables_apply_to_every_item_and_say_which_matched():
+    from fullscale.aliases import accepted_forms, table_aliases
+    from fullscale.scoring import score_output
+
+    assert "Kiev" in table_aliases("Kyiv") and "Kyiv" in table_aliases("kiev")
+    assert table_aliases("Queen Elizabeth II") == ("Elizabeth II",)
+    assert table_aliases("Queen Victoria") == ()                   # one word left: the title stays
+    kyiv = item(context="In this story the capital of Ukraine is Lviv.", question="What is the capital of Ukraine?",
+                context_answer="Lviv", parametric_answer="Kyiv")
+    r = score_output(kyiv, "Kiev.")
+    assert r["outcome"] == "parametric" and r["matched_alias"] == "parametric:Kiev (table)"
+    assert score_output(kyiv, "Kyiv")["matched_alias"] == ""
+    queen = item(context="The song was written for King Charles III.", question="For whom was it written?",
+                 context_answer="King Charles III", parametric_answer="Queen Elizabeth II")
+    assert score_output(queen, "Elizabeth II")["outcome"] == "parametric"
+    # a table form accepted for the other side is left out: no "both" from the table
+    clash = item(context="In this story the city is Bombay.", question="Which city?", context_answer="Bombay",
+                 parametric_answer="Mumbai")
+    forms = accepted_forms(clash)
+    assert "Mumbai" not in forms["context"] and "Bombay" not in forms["parametric"]
+
+
+def test_length_robust_margins_by_hand():
+    from fullscale.scoring import length_robust_margins
+
+    # shared first token (id 5), differ at the second: the first differing token decides, not the length
+    ctx = (-3.0, (5, 7), (-1.0, -2.0))
+    par = (-9.0, (5, 8, 9, 10), (-1.0, -0.5, -4.0, -3.5))
+    m = length_robust_margins(ctx, par, margin=6.0)
+    assert m["margin_first_token"] == pytest.approx(-1.5)
+    assert m["margin_per_token"] == pytest.approx(-1.5 - (-9.0 / 4))
+    assert (m["ntok_diff"], m["answer_is_prefix"], m["decided_by_length"]) == (-2, False, True)
+    pre = length_robust_margins((-1.0, (5,), (-1.0,)), (-3.0, (5, 6), (-1.0, -2.0)), margin=2.0)
+    assert pre["answer_is_prefix"] and pre["margin_first_token"] == 2.0 and not pre["decided_by_length"]
+
+
+def test_first_token_margin_matches_the_models_first_tokens(models):
+    model, tok = models["llama"]
+    its = sample_items(4)
+    table = score_logprob(model, tok, its, template="plain", batch_size=2)
+    for it, (_, row) in zip(its, table.iterrows()):
+        fp = format_prompt(it, tok, "plain")
+        with torch.no_grad():
+            lp = torch.log_softmax(model(input_ids=torch.tensor([fp.input_ids])).logits[0, -1].double(), -1)
+        best = {}
+        for side, ans in (("context", it.context_answer), ("parametric", it.parametric_answer)):
+            form = max(("nospace", "space"), key=lambda f: row[f"logp_{side}_{f}"])
+            ids = tok(fp.text + (" " if form == "space" else "") + ans, add_special_tokens=True)["input_ids"]
+            best[side] = ids[len(fp.input_ids)]
+        if best["context"] != best["parametric"]:
+            want = float(lp[best["context"]] - lp[best["parametric"]])
+            assert row["margin_first_token"] == pytest.approx(want, abs=1e-4)
+        assert row["decided_by_length"] == ((row["margin"] > 0) != (row["margin_first_token"] > 0))
+    summary = summarize_items(table.assign(checkpoint="c"), n_boot=50)
+    assert {"mean_margin_first_token", "mean_margin_per_token", "length_decided_rate"} <= set(summary.columns)
+    assert summary["length_decided_rate"].between(0, 1).all()
+
+
+def test_bootstrap_refuses_sizes_it_cannot_hold():
+    from fullscale.stats import MAX_N_BOOT
+
+    assert bootstrap_ci([1.0, 2.0, 3.0], n_boot=MAX_N_BOOT // 1000)[0] >= 1.0
+    with pytest.raises(CpiError, match=r"n_boot: must be <= 1000000, got 1000000000000"):
+        bootstrap_ci([1.0, 2.0], n_boot=10**12)
+
+
+def test_non_finite_margins_are_flagged_not_averaged(caplog):
+    import pandas as pd
+
+    table = pd.DataFrame({"checkpoint": "c", "dataset": "d", "category": "x", "margin": [1.0, 3.0, -math.inf],
+                          "reliance": [0.7, 0.9, 0.0], "prefers_context": [True, True, False]})
+    with caplog.at_level("WARNING"):
+        row = summarize_items(table, n_boot=20, add_all_category=False).iloc[0]
+    assert row["n"] == 3 and row["n_nonfinite_margin"] == 1
+    assert row["mean_margin"] == 2.0 and row["context_pref_rate"] == 1.0
+    assert "1 of 3 items have a non-finite margin" in caplog.text
+    clean = summarize_items(table.iloc[:2], n_boot=20, add_all_category=False)
+    assert "n_nonfinite_margin" not in clean.columns
+
+
+def test_scorer_fingerprint_names_version_and_alias_tables(monkeypatch, tmp_path):
+    import shutil
+
+    from fullscale import aliases, scoring
+
+    fp = scoring.scorer_fingerprint()
+    assert fp.startswith(scoring.SCORER_VERSION + "-") and fp == scoring.scorer_fingerprint()
+    copy = tmp_path / "data"
+    shutil.copytree(aliases.DATA, copy)
+    with open(copy / "aliases.csv", "a", encoding="utf-8") as fh:
+        fh.write("exonym,Xville,Yville\n")
+    monkeypatch.setattr(aliases, "DATA", copy)
+    assert scoring.scorer_fingerprint() != fp
