@@ -145,6 +145,17 @@ class TrackingSettings(Config):
             _check_template_field("tracking.template", self.template)
 
 
+#: fields of earlier versions -> how to say the same with ``dtype``
+_RENAMED = {"precision": "precision fp32/bf16/fp16 is dtype float32/bfloat16/float16",
+            "model_dtype": "the frozen weights follow dtype now"}
+
+
+def _refuse_renamed(keys: Any) -> None:
+    for key in keys:
+        if key in _RENAMED:
+            raise ConfigError(f"field '{key}': replaced by 'dtype' (auto, float32, bfloat16; {_RENAMED[key]})")
+
+
 def _check_template_field(name: str, value: str) -> None:
     from fullscale.ift_data import TEMPLATES
 
@@ -183,10 +194,13 @@ class FinetuneConfig(Config):
       batch = their product x number of processes.
     - ``num_epochs`` or ``max_steps`` (> 0 overrides epochs; 0 or -1 = use ``num_epochs``;
       the paper ran up to 2 epochs).
-    - ``precision``: ``auto`` (the accelerate launcher's setting if any, else bf16
-      on a GPU that supports it, else fp32), ``fp32``, ``bf16`` or ``fp16``.
-    - ``model_dtype``: dtype the weights are loaded in (``auto`` = float32, or
-      bfloat16 for LoRA on a bf16 GPU).
+    - ``dtype``: ``auto`` (the accelerate launcher's mixed precision if set, else bfloat16 where
+      the hardware has it: a CPU with AMX-BF16/AVX-512-BF16 or a bf16 GPU; else float32),
+      ``float32``, ``bfloat16`` or ``float16`` (GPU only); see :mod:`fullscale.precision`. In
+      bfloat16 the forward and backward run under bf16 autocast, the frozen weights (LoRA's base,
+      everything but q/k under QK-only) are held in bf16 and the trainable parameters and the
+      optimizer state stay float32 (full finetuning keeps float32 master weights). The resolved
+      dtype is recorded in ``finetune_config.json`` and a resume in another dtype is refused.
     - ``gradient_checkpointing``: trade compute for memory.
     - ``dataloader_num_workers``.
 
@@ -248,8 +262,7 @@ class FinetuneConfig(Config):
     gradient_accumulation_steps: int = 16
     num_epochs: float = 2.0
     max_steps: int = -1
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    model_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     gradient_checkpointing: bool = False
     dataloader_num_workers: int = 0
     output_dir: str = ""
@@ -282,10 +295,17 @@ class FinetuneConfig(Config):
                 object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
         super().__post_init__()
 
+    @classmethod
+    def _from_dict(cls, data: Any, prefix: str) -> "FinetuneConfig":
+        if isinstance(data, dict) or hasattr(data, "keys"):
+            _refuse_renamed(data.keys())
+        return super()._from_dict(data, prefix)
+
     def with_overrides(self, assignments: Sequence[str]) -> "FinetuneConfig":
         """``Config.with_overrides``, plus: ``1e-4``-style numbers count as floats (YAML 1.1 reads
         them as strings), and ``lora.rank=16`` / ``tracking.every_steps=10`` set one field of a block
         (a missing block starts from its defaults)."""
+        _refuse_renamed(item.partition("=")[0].strip() for item in assignments)
         fixed, nested = [], {}
         for item in assignments:
             key, sep, raw = item.partition("=")
@@ -477,31 +497,42 @@ def _has_accelerator() -> bool:
                 or (mps is not None and mps.is_available()))
 
 
-def _precision(config: FinetuneConfig) -> str:
+def resolved_dtype(config: FinetuneConfig) -> Any:
+    """The ``torch.dtype`` the run trains in: ``config.dtype`` on this machine's device
+    (:func:`fullscale.precision.resolve_dtype`); with ``auto``, an accelerate launcher's
+    ``ACCELERATE_MIXED_PRECISION`` (bf16/fp16) wins."""
     import torch
 
-    if config.precision != "auto":
-        return config.precision
+    from fullscale.precision import resolve_dtype
+
     env = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    if env in ("bf16", "fp16"):
-        return env
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
+    if config.dtype == "auto" and env in ("bf16", "fp16"):
+        return torch.bfloat16 if env == "bf16" else torch.float16
+    return resolve_dtype(config.dtype, "cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _load_dtype(config: FinetuneConfig):
+def _load_dtype(config: FinetuneConfig, dtype: Any) -> Any:
+    """LoRA's base is all frozen: loaded in bf16 directly; otherwise float32 (master weights; the
+    frozen part is cast down after freezing, :func:`hold_frozen_in`)."""
     import torch
 
-    if config.model_dtype != "auto":
-        return getattr(torch, config.model_dtype)
-    if config.lora is not None and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    return torch.bfloat16 if dtype == torch.bfloat16 and config.lora is not None else torch.float32
 
 
-def load_base(config: FinetuneConfig) -> tuple[Any, Any]:
-    """Load the base model and tokenizer (pad token = EOS if the tokenizer has none)."""
+def hold_frozen_in(model: Any, dtype: Any) -> int:
+    """Cast every frozen floating-point parameter of ``model`` to ``dtype`` in place (tied weights stay
+    tied: the same ``Parameter`` is cast once); trainable ones keep their dtype. Returns how many."""
+    n = 0
+    for p in model.parameters():
+        if not p.requires_grad and p.is_floating_point() and p.dtype != dtype:
+            p.data = p.data.to(dtype)
+            n += 1
+    return n
+
+
+def load_base(config: FinetuneConfig, dtype: Any = None) -> tuple[Any, Any]:
+    """Load the base model and tokenizer (pad token = EOS if the tokenizer has none). ``dtype``: the
+    run's resolved dtype (default: :func:`resolved_dtype`); the weights load in float32 but for LoRA in bf16."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from fullscale.models import resolve_model
@@ -524,7 +555,8 @@ def load_base(config: FinetuneConfig) -> tuple[Any, Any]:
     from safetensors import SafetensorError
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=_load_dtype(config))
+        model = AutoModelForCausalLM.from_pretrained(
+            base, dtype=_load_dtype(config, resolved_dtype(config) if dtype is None else dtype))
     except SafetensorError as exc:
         raise CpiError(f"base_model {config.base_model!r}: corrupt or truncated safetensors file: {exc}") from exc
     except (OSError, ValueError, KeyError) as exc:
@@ -671,14 +703,30 @@ def _read_record(out: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def resume_differences(previous: dict[str, Any], config: FinetuneConfig, inputs: dict[str, Any]) -> list[str]:
-    """What differs between the last segment (``{"config", "inputs"}``) and this one, in settings
-    or input contents that change the trained numbers (see :data:`_FREE_FIELDS`)."""
+def recorded_dtype(segment: dict[str, Any]) -> str:
+    """The resolved dtype a recorded segment trained in: its ``dtype``, or for a record written before
+    it existed, what its ``precision`` meant (``auto`` was float32 without a GPU)."""
+    if segment.get("dtype"):
+        return str(segment["dtype"])
+    old = segment.get("config") or {}
+    return {"bf16": "bfloat16", "fp16": "float16"}.get(old.get("precision"), "float32")
+
+
+def resume_differences(previous: dict[str, Any], config: FinetuneConfig, inputs: dict[str, Any],
+                       dtype: str | None = None) -> list[str]:
+    """What differs between the last segment (``{"config", "inputs", "dtype"}``) and this one, in
+    settings, the resolved dtype (``dtype``, default :func:`resolved_dtype` here) or input contents
+    that change the trained numbers (see :data:`_FREE_FIELDS`)."""
+    from fullscale.precision import dtype_name
+
     old, new = previous.get("config") or {}, config.to_dict()
     diffs = [k for k in sorted(set(old) & set(new)) if k not in _FREE_FIELDS and old[k] != new[k]]
     if old.get("lr_scheduler") == new["lr_scheduler"] == "constant":
         diffs = [k for k in diffs if k not in _LENGTH_FIELDS]
     details = [f"{k} ({old[k]!r} -> {new[k]!r})" for k in diffs]
+    was, now = recorded_dtype(previous), dtype or dtype_name(resolved_dtype(config))
+    if was != now and "dtype" not in diffs:
+        details.append(f"resolved dtype ({was!r} -> {now!r})")
     old_inputs = previous.get("inputs")
     if isinstance(old_inputs, dict):
         for name, fp in inputs.items():
@@ -760,7 +808,7 @@ def run_finetune(config: FinetuneConfig, callbacks: Sequence[Any] = ()) -> Path:
     out = check_out_dir(config.output_dir, "output_dir")
     _check_inputs(config)
     inputs = input_fingerprints(config)
-    precision = _precision(config)
+    dtype = resolved_dtype(config)
     args = TrainingArguments(
         output_dir=str(out),
         per_device_train_batch_size=config.per_device_batch_size,
@@ -773,8 +821,8 @@ def run_finetune(config: FinetuneConfig, callbacks: Sequence[Any] = ()) -> Path:
         optim=config.optim,
         num_train_epochs=config.num_epochs,
         max_steps=config.max_steps if config.max_steps > 0 else -1,  # 0 means "use num_epochs" too
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
         activation_checkpointing=config.gradient_checkpointing,
         dataloader_pin_memory=torch.cuda.is_available(),
         save_strategy="steps",
@@ -798,11 +846,11 @@ def run_finetune(config: FinetuneConfig, callbacks: Sequence[Any] = ()) -> Path:
     is_main = args.process_index == 0
     lock = FolderLock(out, "cpi finetune") if is_main else contextlib.nullcontext()
     with lock:
-        return _run_locked(config, args, out, inputs, is_main, callbacks)
+        return _run_locked(config, args, out, inputs, is_main, callbacks, dtype)
 
 
 def _run_locked(config: FinetuneConfig, args: Any, out: Path, inputs: dict[str, Any], is_main: bool,
-                callbacks: Sequence[Any]) -> Path:
+                callbacks: Sequence[Any], dtype: Any) -> Path:
     import datetime
 
     import transformers
@@ -811,6 +859,7 @@ def _run_locked(config: FinetuneConfig, args: Any, out: Path, inputs: dict[str, 
 
     from cpi.io import atomic_write_json, atomic_write_table, run_metadata
     from fullscale.ift_data import tokenize_examples
+    from fullscale.precision import dtype_name
 
     import torch
 
@@ -824,7 +873,7 @@ def _run_locked(config: FinetuneConfig, args: Any, out: Path, inputs: dict[str, 
         segments = list(record.get("segments") or []) if record else []
         if record and not segments and "config" in record:  # written before segments were recorded
             segments = [{"start_step": None, "config": record["config"], "inputs": None}]
-        differences = resume_differences(segments[-1], config, inputs) if segments else []
+        differences = resume_differences(segments[-1], config, inputs, dtype_name(dtype)) if segments else []
         if differences and not config.force_resume:
             raise CpiError(f"{out}: resuming with changed {', '.join(differences)}; a trajectory must not mix "
                            "them: restore them, use another output_dir, or set force_resume: true")
@@ -840,10 +889,12 @@ def _run_locked(config: FinetuneConfig, args: Any, out: Path, inputs: dict[str, 
             remove_stale_staging(out)
 
     transformers.set_seed(config.seed)
-    model, tokenizer = load_base(config)
+    model, tokenizer = load_base(config, dtype)
     examples, summary = prepare_examples(config, model, tokenizer, None, is_main, device=args.device)
     scores = summary.pop("_scores", None)
     model, no_decay = prepare_model(config, model)
+    if dtype != torch.float32:
+        hold_frozen_in(model, dtype)
     features, dropped = tokenize_examples(examples, tokenizer, config.template, config.max_seq_length,
                                           config.response_only_loss, config.add_eos)
     if not features:
@@ -853,10 +904,11 @@ def _run_locked(config: FinetuneConfig, args: Any, out: Path, inputs: dict[str, 
     start = _segment_start(resume_from)
     if is_main:  # everything checked and loaded: record this segment, then train
         out.mkdir(parents=True, exist_ok=True)
-        segments.append({"start_step": start, "config": config.to_dict(), "inputs": inputs,
+        segments.append({"start_step": start, "config": config.to_dict(), "inputs": inputs, "dtype": dtype_name(dtype),
                          "forced_changes": differences,
                          "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
-        atomic_write_json(out / CONFIG_FILE, {"config": config.to_dict(), "inputs": inputs, "segments": segments,
+        atomic_write_json(out / CONFIG_FILE, {"config": config.to_dict(), "dtype": dtype_name(dtype), "inputs": inputs,
+                                              "segments": segments,
                                               "meta": run_metadata(resumed_from=resume_from.name if resume_from
                                                                    else None, transformers=transformers.__version__)})
         if scores is not None:
