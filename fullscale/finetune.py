@@ -519,6 +519,26 @@ def _load_dtype(config: FinetuneConfig, dtype: Any) -> Any:
     return torch.bfloat16 if dtype == torch.bfloat16 and config.lora is not None else torch.float32
 
 
+def _attention_kwargs(dtype: Any) -> dict[str, Any]:
+    """``attn_implementation="eager"`` for bf16 on a CPU: there torch's fused (flash) attention is slower
+    in bf16 than in float32 (forward + backward, batch 8 x 9 heads x 128 positions x d_head 64, one thread:
+    70 ms bf16 against 29 ms float32) while the plain matmul-and-softmax attention takes 24 ms in bf16
+    (``benchmarks/profile_finetune.py``, BENCHMARKS.md). Otherwise the model's default."""
+    import torch
+
+    return {"attn_implementation": "eager"} if dtype == torch.bfloat16 and not torch.cuda.is_available() else {}
+
+
+def _skip_adapter_input_casts(model: Any) -> None:
+    """Under autocast, PEFT's cast of each adapter's input to the adapter's float32 is undone at once by
+    autocast (the adapter's matmul runs in bf16 anyway): turn it off (``cast_input_dtype_enabled``, what
+    ``peft.helpers.disable_input_dtype_casting`` sets); the numbers are the same, two activation copies
+    per adapter and pass fewer."""
+    for module in model.modules():
+        if hasattr(module, "cast_input_dtype_enabled") or hasattr(module, "lora_A"):
+            module.cast_input_dtype_enabled = False
+
+
 def hold_frozen_in(model: Any, dtype: Any) -> int:
     """Cast every frozen floating-point parameter of ``model`` to ``dtype`` in place (tied weights stay
     tied: the same ``Parameter`` is cast once); trainable ones keep their dtype. Returns how many."""
@@ -555,8 +575,9 @@ def load_base(config: FinetuneConfig, dtype: Any = None) -> tuple[Any, Any]:
     from safetensors import SafetensorError
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            base, dtype=_load_dtype(config, resolved_dtype(config) if dtype is None else dtype))
+        dtype = resolved_dtype(config) if dtype is None else dtype
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=_load_dtype(config, dtype),
+                                                     **_attention_kwargs(dtype))
     except SafetensorError as exc:
         raise CpiError(f"base_model {config.base_model!r}: corrupt or truncated safetensors file: {exc}") from exc
     except (OSError, ValueError, KeyError) as exc:
@@ -895,6 +916,8 @@ def _run_locked(config: FinetuneConfig, args: Any, out: Path, inputs: dict[str, 
     model, no_decay = prepare_model(config, model)
     if dtype != torch.float32:
         hold_frozen_in(model, dtype)
+        if config.lora is not None:
+            _skip_adapter_input_casts(model)
     features, dropped = tokenize_examples(examples, tokenizer, config.template, config.max_seq_length,
                                           config.response_only_loss, config.add_eos)
     if not features:
