@@ -89,6 +89,11 @@ def hold_frozen_weights(config: FinetuneConfig, model: Any, dtype: Any) -> None:
 
     if dtype == torch.float32:
         return
+    if config.lora is None and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        # FSDP flattens each wrapped module's parameters into one tensor of one dtype: QK-only keeps a
+        # float32 model there (as before bf16 frozen weights existed); autocast still computes in bf16
+        log.info("FSDP: frozen weights stay float32 (one dtype per flattened module)")
+        return
     hold_frozen_in(model, dtype)
     if config.lora is not None:
         _skip_adapter_input_casts(model)
