@@ -188,7 +188,11 @@ def _resume_plan(config: FinetuneConfig, out: Path, inputs: dict[str, Any], is_m
 
 def _run_locked(config: FinetuneConfig, args: Any, out: Path, inputs: dict[str, Any], is_main: bool,
                 callbacks: Sequence[Any], dtype: Any) -> Path:
+    import torch
     import transformers
+
+    from fullscale.collate import ResponseLogitsCollator, accepts_logits_to_keep
+    from fullscale.ift_data import tokenize_examples
 
     # output folder: resume point and its compatibility; nothing is written before training starts
     with args.main_process_first(desc="prepare output folder"):
@@ -197,12 +201,6 @@ def _run_locked(config: FinetuneConfig, args: Any, out: Path, inputs: dict[str, 
         return out
     resume_from, segments, differences = plan
     transformers.set_seed(config.seed)
-    transformers.set_seed(config.seed)
-    from fullscale.collate import ResponseLogitsCollator, accepts_logits_to_keep
-    from fullscale.ift_data import tokenize_examples
-
-    import torch
-
     model, tokenizer = load_base(config, dtype)
     examples, summary = prepare_examples(config, model, tokenizer, None, is_main, device=args.device)
     scores = summary.pop("_scores", None)
