@@ -40,6 +40,12 @@ DATA_FORMATS = ("auto", "alpaca", "tulu", "ultrachat")
 IGNORE_INDEX = -100
 QA_BACKGROUND = "Background: "
 QA_QUESTION = "\nQuestion: "
+#: question markers at a line start, for records without an explicit context / question split
+QA_QUESTION_MARKERS = ("\nQuestion: ", "\nQ: ")
+#: labels a passage may start with (dropped from the passage)
+PASSAGE_LABELS = ("Background: ", "Passage: ", "Text: ", "Context: ")
+#: the alpaca record keys that give the split explicitly
+SPLIT_KEYS = ("context", "question")
 _ROLES = ("system", "user", "assistant")
 _SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
@@ -51,7 +57,10 @@ class IFTExample:
     Alpaca-shaped records fill ``instruction``/``input``/``output`` and leave
     ``messages`` empty; chat-shaped records fill ``messages`` (``(role,
     content)`` pairs, ending with an assistant turn). ``where`` is
-    ``"FILE:RECORD"`` for error messages.
+    ``"FILE:RECORD"`` for error messages. ``passage`` / ``question``: the
+    record's context and question when it states them (Alpaca keys
+    ``"context"`` and ``"question"``, e.g. the controlled experiment's mixture),
+    so that the no-context form keeps the question exactly.
     """
 
     id: str
@@ -61,18 +70,42 @@ class IFTExample:
     messages: tuple[tuple[str, str], ...] = ()
     where: str = ""
     meta: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    passage: str | None = None
+    question: str | None = None
 
     @property
     def is_chat(self) -> bool:
         return bool(self.messages)
 
+    def _split(self) -> tuple[str, str] | None:
+        """``(passage, question)`` of a QA-shaped Alpaca record: the explicit fields when given, else the
+        input cut at its last line-start question marker (:data:`QA_QUESTION_MARKERS`: ``Question:``,
+        ``Q:``), the passage without a leading label (:data:`PASSAGE_LABELS`) and the question without
+        a trailing ``A:`` line; None for chat records and inputs without a question marker."""
+        if self.is_chat:
+            return None
+        if self.question is not None:
+            return (self.passage or "", self.question)
+        cut = max(((self.input.rfind(m), m) for m in QA_QUESTION_MARKERS), default=(-1, ""))
+        if cut[0] < 0:
+            return None
+        passage, question = self.input[: cut[0]].strip(), self.input[cut[0] + len(cut[1]):].strip()
+        for label in PASSAGE_LABELS:
+            if passage.startswith(label):
+                passage = passage[len(label):]
+                break
+        if question.endswith("\nA:"):
+            question = question[: -len("\nA:")].rstrip()
+        return (passage, question) if question else None
+
     @property
     def qa_question(self) -> str | None:
-        """The question of an evaluation-shaped QA record (``input`` = ``"Background: <passage>\n
-        Question: <question>"``, as made by :mod:`fullscale.augment` and the model organism), else None."""
-        if self.is_chat or not self.input.startswith(QA_BACKGROUND) or QA_QUESTION not in self.input:
-            return None
-        return self.input.rsplit(QA_QUESTION, 1)[1]
+        """The question of a QA-shaped record: the explicit ``question`` or the part of ``input`` after
+        its question marker (``"Background: <passage>\nQuestion: <question>"`` as made by
+        :mod:`fullscale.augment` and the model organism; ``"Passage: ...\nQ: ..."`` and the other
+        layouts of the controlled mixture); else None."""
+        split = self._split()
+        return split[1] if split else None
 
     @property
     def context(self) -> str:
@@ -80,9 +113,8 @@ class IFTExample:
         records, see :attr:`qa_question`); for chat records, the system message and every turn
         before the last user turn (empty for single-turn chats)."""
         if not self.is_chat:
-            if self.qa_question is not None:
-                return self.input.rsplit(QA_QUESTION, 1)[0][len(QA_BACKGROUND):]
-            return self.input
+            split = self._split()
+            return split[0] if split else self.input
         last_user = max(i for i, (r, _) in enumerate(self.messages) if r == "user")
         return "\n".join(c for _, c in self.messages[:last_user])
 
@@ -96,15 +128,16 @@ class IFTExample:
         return self.messages[-1][1] if self.is_chat else self.output
 
     def without_context(self) -> "IFTExample":
-        """The same example with its context removed (see :attr:`context`). An evaluation-shaped QA
-        record becomes the closed-book form of the same question (as in :mod:`fullscale.prompts`)."""
+        """The same example with its context removed (see :attr:`context`). A QA-shaped record (see
+        :attr:`qa_question`) becomes the closed-book form of the same question, subject included (as in
+        :mod:`fullscale.prompts`); another Alpaca record keeps its instruction."""
         if not self.is_chat:
             question = self.qa_question
             if question is not None:
                 from fullscale.prompts import QA_INSTRUCTION_CLOSED
 
                 return IFTExample(self.id, f"{QA_INSTRUCTION_CLOSED}\nQuestion: {question}", "", self.output, (),
-                                  self.where, self.meta)
+                                  self.where, self.meta, passage="", question=question)
             return IFTExample(self.id, self.instruction, "", self.output, (), self.where, self.meta)
         last_user = max(i for i, (r, _) in enumerate(self.messages) if r == "user")
         return IFTExample(self.id, messages=self.messages[last_user:], where=self.where, meta=self.meta)
@@ -124,6 +157,8 @@ class IFTExample:
             rec["messages"] = [{"role": r, "content": c} for r, c in self.messages]
         else:
             rec.update(instruction=self.instruction, input=self.input, output=self.output)
+            if self.question is not None:
+                rec.update(context=self.passage or "", question=self.question)
         rec.update({k: v for k, v in self.meta.items() if k not in rec})
         return rec
 
@@ -206,7 +241,7 @@ def parse_record(where: str, record: Any, data_format: str = "auto", index: int 
     if not isinstance(rid, (str, int)) or isinstance(rid, bool):
         raise CpiError(f"{where}: field 'id' must be a string or an integer, got {rid!r}")
     meta = {k: v for k, v in record.items() if k not in ("id", "instruction", "input", "output", "messages",
-                                                         "conversations", "data") and _is_jsonable(v)}
+                                                         "conversations", "data", *SPLIT_KEYS) and _is_jsonable(v)}
     if kind == "alpaca":
         for key in ("instruction", "output"):
             if key not in record or record[key] is None:
@@ -222,7 +257,18 @@ def parse_record(where: str, record: Any, data_format: str = "auto", index: int 
             raise CpiError(f"{where}: field 'input' must be a string, got {type(inp).__name__}")
         if not record["instruction"].strip() and not inp.strip():
             raise CpiError(f"{where}: fields 'instruction' and 'input' are both empty")
-        return IFTExample(str(rid), record["instruction"], inp, record["output"], (), where, meta)
+        split = {k: record.get(k) for k in SPLIT_KEYS}
+        if split["question"] is None:
+            if split["context"] is not None:
+                raise CpiError(f"{where}: field 'context' is given without 'question'")
+            return IFTExample(str(rid), record["instruction"], inp, record["output"], (), where, meta)
+        for k, v in split.items():
+            if v is not None and not isinstance(v, str):
+                raise CpiError(f"{where}: field '{k}' must be a string, got {type(v).__name__}")
+        if not split["question"].strip():
+            raise CpiError(f"{where}: field 'question' is empty")
+        return IFTExample(str(rid), record["instruction"], inp, record["output"], (), where, meta,
+                          passage=split["context"] or "", question=split["question"])
     messages = _parse_messages(where, record)
     return IFTExample(str(rid), messages=messages, where=where, meta=meta)
 

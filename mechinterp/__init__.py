@@ -6,7 +6,9 @@ Names are imported lazily so ``import mechinterp`` does not import torch or tran
 The per-model probe and intervention are re-exported as ``probe_items`` and ``intervene_items``, so
 ``mechinterp.probe`` and ``mechinterp.intervene`` (and ``from mechinterp import probe``) are always the
 modules, whatever was imported first; the runners are :func:`run_probe` (``ProbeConfig`` -> table) and
-:func:`run_intervene` (``InterveneConfig`` -> tables).
+:func:`run_intervene` (``InterveneConfig`` -> tables). A probe metric is a unit (:class:`Metric`, see
+:mod:`mechinterp.metrics`); :data:`METRICS` are the default units and :data:`PROBE_METRICS` the
+headline per-step summaries.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ _EXPORTS = {
     "prepare_items": "mechinterp.probe",
     "aggregate": "mechinterp.probe",
     "targets_table": "mechinterp.probe",
+    "METRICS": "mechinterp.metrics",
+    "PROBE_METRICS": "mechinterp.metrics",
+    "Metric": "mechinterp.metrics",
+    "Column": "mechinterp.metrics",
+    "Step": "mechinterp.metrics",
+    "hook_name": "mechinterp.hooks",
     "ProbeConfig": "mechinterp.trajectory",
     "probe_trajectory": "mechinterp.trajectory",
     "run_probe": "mechinterp.trajectory",

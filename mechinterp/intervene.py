@@ -123,7 +123,8 @@ def intervention_hooks(bridge: Any, batch_span_masks: Any, iv: HeadIntervention)
     [batch pos] (float, 1 on the span's tokens)."""
     import torch
 
-    from mechinterp.probe import attn_geometry
+    from mechinterp.hooks import hook_name
+    from mechinterp.readout import attn_geometry
 
     n_layers = int(bridge.cfg.n_layers)
     H, _, _ = attn_geometry(bridge)
@@ -148,7 +149,7 @@ def intervention_hooks(bridge: Any, batch_span_masks: Any, iv: HeadIntervention)
 
         return hook
 
-    return [(f"blocks.{layer}.attn.hook_pattern", make(layer, hs)) for layer, hs in sorted(by_layer.items())]
+    return [(hook_name("pattern", layer), make(layer, hs)) for layer, hs in sorted(by_layer.items())]
 
 
 def intervene_items(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], intervention: HeadIntervention,
@@ -162,11 +163,13 @@ def intervene_items(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], 
     import pandas as pd
 
     from fullscale.batching import pad_token_id
-    from mechinterp import probe as P  # the module (the package re-exports the function as probe_items)
+    from mechinterp.readout import as_bridge
+    from mechinterp.run import collate, run_probe_batch
+    from mechinterp.targets import SPANS, prepare_items
 
-    bridge = P.as_bridge(bridge_or_model, tokenizer)
-    pitems = P.prepare_items(items, tokenizer, template=template, max_length=max_length)
-    span_idx = P.SPANS.index(intervention.span)
+    bridge = as_bridge(bridge_or_model, tokenizer)
+    pitems = prepare_items(items, tokenizer, template=template, max_length=max_length)
+    span_idx = SPANS.index(intervention.span)
     current: dict[str, Any] = {}
 
     def masks() -> Any:
@@ -177,10 +180,10 @@ def intervene_items(bridge_or_model: Any, tokenizer: Any, items: Sequence[Any], 
     base_rows, int_rows = [], []
     for start in range(0, len(pitems), batch_size):
         batch = pitems[start:start + batch_size]
-        coll = P.collate(batch, pad_id, bridge.cfg.device)
+        coll = collate(batch, pad_id, bridge.cfg.device)
         current["mask"] = coll["span_masks"][:, span_idx, :]
-        base_rows.append(P.run_probe_batch(bridge, batch, pad_id))
-        int_rows.append(P.run_probe_batch(bridge, batch, pad_id, extra_hooks=hooks))
+        base_rows.append(run_probe_batch(bridge, batch, pad_id))
+        int_rows.append(run_probe_batch(bridge, batch, pad_id, extra_hooks=hooks))
 
     def cat(rows: list[dict[str, Any]], key: str) -> Any:
         return np.concatenate([r[key] for r in rows])

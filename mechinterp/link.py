@@ -26,9 +26,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Sequence
 
 from cpi.errors import CpiError
+from mechinterp.targets import SPANS
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
+
+    from mechinterp.metrics import Metric
 
 _THEORY_METRICS = {"attn_context_test": "attn_context", "attn_subject_test": "attn_subject", "M_C": "M_C",
                    "cf_acc": "cf_acc"}
@@ -51,42 +54,38 @@ def _select(probe_table: "pd.DataFrame", dataset: str | None, category: str) -> 
 
 
 def steps_table(probe_table: "pd.DataFrame", dataset: str | None = None, category: str = "ALL",
-                layers: Sequence[int] | None = None) -> "pd.DataFrame":
-    """One row per step (and checkpoint): ``attn_<span>`` = mean over (selected) layers and heads of the
-    attention mass on the span, ``value_<span>`` = sum over layers and heads of the span's value
-    contribution to the logit difference, ``mlp``, ``embed``, ``logit_diff`` (real, mean over items),
-    ``cf_top1``/``param_top1`` (first-token top-1 accuracy). With several datasets, their means
-    are averaged."""
-    import pandas as pd
-
-    from mechinterp.probe import SPANS
+                layers: Sequence[int] | None = None, metrics: "Sequence[Metric] | None" = None) -> "pd.DataFrame":
+    """One row per step (and checkpoint), a column per summary the metric units declare
+    (:func:`mechinterp.metrics.step_summaries`; default units: ``attn_<span>`` = mean over (selected)
+    layers and heads of the attention mass on the span, ``value_<span>`` = sum over layers and heads of
+    the span's value contribution to the logit difference, ``mlp``, ``embed``, ``attn_bias``,
+    ``final_bias`` (sums), ``logit_diff`` (real, mean over items), ``cf_top1``/``param_top1``
+    (first-token top-1 accuracy), ``recon_rel_err``). ``layers`` restricts the per-span summaries.
+    With several datasets, their means are averaged."""
+    from mechinterp.metrics import METRICS, step_summaries
 
     t = _select(probe_table, dataset, category)
-    heads = t[t["component"] == "head"]
-    if layers is not None:
-        heads = heads[heads["layer"].isin(list(layers))]
     keys = ["step"] + (["checkpoint"] if "checkpoint" in t.columns else [])
+    ds = ["dataset"] if "dataset" in t.columns else []
     out = None
 
-    def add(frame: "pd.DataFrame", name: str) -> None:
+    def add(rows: "pd.DataFrame", how: str, name: str) -> None:
         nonlocal out
-        frame = frame.rename(name).reset_index()
+        per_dataset = getattr(rows.groupby(keys + ds)["value"], how)()
+        frame = per_dataset.groupby(keys).mean().rename(name).reset_index()
         out = frame if out is None else out.merge(frame, on=keys, how="outer")
 
-    ds = ["dataset"] if "dataset" in t.columns else []
+    summaries = step_summaries(METRICS if metrics is None else metrics)
     for span in SPANS:
-        a = heads[(heads["metric"] == "attn") & (heads["span"] == span)]
-        add(a.groupby(keys + ds)["value"].mean().groupby(keys).mean(), f"attn_{span}")
-        v = heads[(heads["metric"] == "logit_diff") & (heads["span"] == span)]
-        add(v.groupby(keys + ds)["value"].sum().groupby(keys).mean(), f"value_{span}")
-    for comp in ("mlp", "embed", "attn_bias", "final_bias"):
-        c = t[(t["component"] == comp) & (t["metric"] == "logit_diff")]
-        if not c.empty:
-            add(c.groupby(keys + ds)["value"].sum().groupby(keys).mean(), comp)
-    for metric in ("logit_diff", "cf_top1", "param_top1", "recon_rel_err"):
-        m = t[(t["component"] == "model") & (t["metric"] == metric)]
-        if not m.empty:
-            add(m.groupby(keys + ds)["value"].mean().groupby(keys).mean(), metric)
+        for st in (s for s in summaries if s.per_span):
+            rows = t[t["component"] == st.component]
+            if layers is not None:
+                rows = rows[rows["layer"].isin(list(layers))]
+            add(rows[(rows["metric"] == st.metric) & (rows["span"] == span)], st.how, st.name.format(span=span))
+    for st in (s for s in summaries if not s.per_span):
+        rows = t[(t["component"] == st.component) & (t["metric"] == st.metric)]
+        if not rows.empty:
+            add(rows, st.how, st.name)
     assert out is not None
     return out.sort_values("step", kind="stable").reset_index(drop=True)
 
@@ -279,8 +278,6 @@ def head_table(probe_table: "pd.DataFrame", step: int | None = None, dataset: st
         sel = h[(h["metric"] == metric) & (h["span"].isin(spans))]
         per = sel.groupby(["layer", "head"] + ds + ["span"])["value"].mean().groupby(["layer", "head"] + ds).sum()
         return per.groupby(["layer", "head"]).mean()
-
-    from mechinterp.probe import SPANS
 
     out = pd.DataFrame({"attn_context": grab("attn", ["context"]), "attn_question": grab("attn", ["question"]),
                         "value_total": grab("logit_diff", SPANS), "value_context": grab("logit_diff", ["context"])})

@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ["fullscale.batching", "experiments.organism.experiment", "cpi.config", "cpi.cli_config", "theory.run"]
+MODULES = ["fullscale.batching", "fullscale.architectures", "mechinterp.hooks", "experiments.organism.experiment",
+           "cpi.config", "cpi.cli_config", "theory.run"]
 
 
 @pytest.mark.parametrize("name", MODULES)

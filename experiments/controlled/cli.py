@@ -5,10 +5,13 @@
     cpi controlled run --config my.yaml --set seeds=[0,1,2]
     cpi controlled sweep --conditions rho_mid,rho_1 --out runs/controlled_sweep
 
-Every field of :class:`~experiments.controlled.experiment.ControlledConfig` is set with ``--set``
-(nested: ``mixture.rho``, ``finetune.steps``, ``evaluate.max_items``, ``knowledge.n_candidates``) or a
-``--config`` file; the run folder is resumable (stages keyed by content). Figures go to
-``<out>/figures/`` unless ``--figures`` names a folder.
+The flags are generated from :class:`~experiments.controlled.config.ControlledRunConfig` /
+:class:`~experiments.controlled.config.ControlledSweepConfig` (:mod:`cpi.cli_config`); the experiment's
+own fields are top-level flags and ``--set`` keys (nested: ``mixture.rho``, ``finetune.steps``,
+``evaluate.max_items``, ``knowledge.n_candidates``), and a ``--config`` file may hold either the
+runner's fields or a bare experiment config. ``--quick`` starts from ``ControlledConfig.quick()``.
+The run folder is resumable (stages keyed by content). Figures go to ``<out>/figures/`` unless
+``--figures`` names a folder.
 """
 
 from __future__ import annotations
@@ -19,42 +22,45 @@ from pathlib import Path
 
 def register(sub: "argparse._SubParsersAction") -> None:
     """Add ``controlled {run,sweep}`` to the ``cpi`` parser."""
+    from cpi.cli_config import add_config_arguments
+    from experiments.controlled.config import ControlledRunConfig, ControlledSweepConfig
+
     p = sub.add_parser("controlled", help="the controlled experiment on a real model (SmolLM2 / Gemma-3): "
                        "knowledge, mixture, finetune, evaluate, probe, verdict")
     ps = p.add_subparsers(dest="controlled_command", metavar="CONTROLLED_COMMAND", required=True)
     r = ps.add_parser("run", help="one condition over its seeds",
                       description="Score the base closed-book on real facts, build the rho mixture per seed, "
                       "finetune with checkpoints, evaluate and probe every checkpoint on held-out conflicts, "
-                      "and print a verdict with a bootstrap interval over seeds x items.")
-    _common(r)
-    r.add_argument("--prefix", default="controlled", help="figure file names start with this (default controlled)")
+                      "and print a verdict per metric (M_C, margin, containment) with a hierarchical bootstrap "
+                      "over seeds and items.")
+    _quick(r)
+    add_config_arguments(r, ControlledRunConfig, inline="experiment",
+                         config_help="ControlledRunConfig or ControlledConfig as YAML/JSON (instead of the defaults)")
     r.set_defaults(func=_run)
-    s = ps.add_parser("sweep", help="several conditions (rho low/mid/1.0, filter, augment, qk_only)")
-    _common(s)
-    s.add_argument("--conditions", default="rho_low,rho_mid,rho_1,filter,augment,qk_only",
-                   help="comma-separated condition names (default: all)")
+    s = ps.add_parser("sweep", help="several conditions (experiments/controlled/conditions.yaml)",
+                      description="Run the named conditions (rows of the conditions file) over the base config's "
+                      "seeds, with one knowledge cache, and compare them paired on shared held-out items.")
+    _quick(s)
+    add_config_arguments(s, ControlledSweepConfig, inline="experiment",
+                         config_help="ControlledSweepConfig or ControlledConfig as YAML/JSON (instead of the defaults)")
     s.set_defaults(func=_sweep)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true", help="the few-minute smoke-test form (ControlledConfig.quick)")
-    p.add_argument("--out", default=None, help="run folder (default runs/controlled[_quick]); resumable")
-    p.add_argument("--figures", default=None, help="folder for the figures (default: <out>/figures/)")
-    p.add_argument("--config", default=None, help="ControlledConfig as YAML/JSON (instead of the defaults)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a ControlledConfig field (nested: mixture.rho=0.5, finetune.steps=40)")
+def _quick(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="start from ControlledConfig.quick(), the few-minute smoke "
+                   "test (not a field; flags and --set apply on top; ignored with --config)")
 
 
-def _config(args: argparse.Namespace):
-    from experiments.controlled.experiment import ControlledConfig
+def runner_config(args: argparse.Namespace, cls: type):
+    """The runner config of a command line: defaults (``--quick``: the quick experiment) < ``--config`` <
+    flags < ``--set``; ``out`` filled in when not given."""
+    from cpi.cli_config import config_from_args, flag_given
+    from experiments.controlled.config import ControlledConfig
 
-    cfg = ControlledConfig.from_file(args.config) if args.config else (
-        ControlledConfig.quick() if args.quick else ControlledConfig())
-    return cfg.with_overrides(args.set) if args.set else cfg
-
-
-def _out(args: argparse.Namespace, name: str) -> Path:
-    return Path(args.out or (f"runs/{name}_quick" if args.quick else f"runs/{name}"))
+    quick = args.quick and not flag_given(args, "config")
+    cfg = config_from_args(args, base=cls(experiment=ControlledConfig.quick()) if quick else None)
+    name = "controlled" if cls.__name__ == "ControlledRunConfig" else "controlled_sweep"
+    return cfg if cfg.out else cfg.replace(out=f"runs/{name}_quick" if args.quick else f"runs/{name}")
 
 
 def knowledge_lines(run) -> list[str]:
@@ -65,74 +71,93 @@ def knowledge_lines(run) -> list[str]:
 
 
 def trajectory_line(run) -> str:
-    """Counterfactual / parametric accuracy by step over every seed x held-out item of the run."""
-    t = run.items.groupby("step")[["cf_correct", "param_correct"]].mean()
-    return "step: cf_acc / param_acc over all seeds x items  " + "  ".join(
-        f"{s}: {v.cf_correct:.0%}/{v.param_correct:.0%}" for s, v in t.iterrows())
+    """M_C, containment and the share of outputs with neither answer by step, over every seed x item."""
+    cols = [c for c in ("m_c", "cf_correct", "neither") if c in run.items.columns]
+    t = run.items.groupby("step")[cols].mean()
+    return "step: " + "/".join({"m_c": "M_C", "cf_correct": "contains context answer", "neither": "neither answer"}[c]
+                               for c in cols) + " over all seeds x items  " + "  ".join(
+        f"{s}: " + "/".join(f"{v[c]:.0%}" for c in cols) for s, v in t.iterrows())
 
 
 def comparison_lines(comparison) -> list[str]:
-    """One line per row of :func:`~experiments.controlled.sweep.comparison_table`."""
+    """Per comparison and metric: the paired difference at the last shared checkpoint, and the earlier
+    checkpoints whose interval excludes 0."""
+    from experiments.controlled.statistics import METRICS, SHARE_METRICS
+
     lines = []
-    for _, row in comparison.iterrows():
-        scale, unit, what = ((1.0, "", "log-prob margin (nats)") if row.metric == "margin"
-                             else (100.0, "%", "counterfactual accuracy"))
-        lines.append(f"{row.comparison} at the last checkpoint, {what}: {scale * row['diff']:+.2f}{unit} "
-                     f"[{scale * row.lo:+.2f}, {scale * row.hi:+.2f}] (95% bootstrap; the paper predicts > 0; "
-                     f"{row.n_a} vs {row.n_b} seed x item units)")
+    if comparison is None or not len(comparison):
+        return lines
+    for (comp, metric), g in comparison.groupby(["comparison", "metric"], sort=False):
+        last = g[g["last"]].iloc[0]
+        scale, unit = (100.0, " pts") if metric in SHARE_METRICS else (1.0, "")
+        pair = (f"paired on {int(last.n_pairs)} seed x item units" if last.paired
+                else f"UNPAIRED, {last.n_a} vs {last.n_b} units")
+        p = "" if last.p_greater is None or last.p_greater != last.p_greater else f", seed-level p(> 0) = {last.p_greater:.2f}"
+        others = [f"step {int(r.step)}: {scale * r['diff']:+.2f}{unit} [{scale * r.lo:+.2f}{unit}, {scale * r.hi:+.2f}{unit}]"
+                  for _, r in g[~g["last"]].iterrows() if r.lo > 0 or r.hi < 0]
+        lines.append(f"{comp}, {METRICS.get(metric, metric)}, step {int(last.step)}: {scale * last['diff']:+.2f}{unit} "
+                     f"[{scale * last.lo:+.2f}{unit}, {scale * last.hi:+.2f}{unit}] (95% hierarchical bootstrap, {pair}{p}; "
+                     f"the paper predicts > 0)" + (f"; earlier, interval off 0 at {'; '.join(others)}" if others else ""))
     return lines
 
 
-def summary_lines(run) -> list[str]:
-    """What ``cpi controlled run`` prints: knowledge, mixture, trajectory and verdict, stage times."""
-    from experiments.controlled.experiment import verdict_line
+def verdict_lines(run, prefix: str = "") -> list[str]:
+    """One line per metric's verdict."""
+    from experiments.controlled.statistics import verdict_line
 
+    return [prefix + verdict_line(stat) for stat in run.verdicts.values()]
+
+
+def summary_lines(run) -> list[str]:
+    """What ``cpi controlled run`` prints: knowledge, mixture, trajectory and verdicts, stage times."""
     lines = [f"run folder: {run.out}"] + knowledge_lines(run)
     c = run.counts.iloc[0]
     lines.append(f"mixture (seed {int(c.seed)}): {int(c.C)} context-critical, {int(c.CS)} non-context-critical, "
                  f"{int(c.CF)} counterfactual records; {int(c.heldout)} held-out conflicts, {int(c.evaluated)} evaluated")
     lines.append(trajectory_line(run))
-    lines.append(verdict_line(run.verdict))
+    lines += verdict_lines(run)
     for _, row in run.timings.iterrows():
         lines.append(f"  stage {row.stage:<14} {row.wall_s:7.1f} s   peak RSS {row.peak_rss_mib:7.0f} MiB")
     return lines
 
 
 def _run(args: argparse.Namespace) -> int:
+    from cpi.io import check_out_dir
+    from cpi.lock import FolderLock
+    from experiments.controlled.config import ControlledRunConfig
     from experiments.controlled.experiment import run_controlled
     from experiments.controlled.figures import make_condition_figures
 
-    from cpi.io import check_out_dir
-    from cpi.lock import FolderLock
-
-    cfg = _config(args)
-    out = check_out_dir(_out(args, "controlled"))
+    cfg = runner_config(args, ControlledRunConfig)
+    out = check_out_dir(cfg.out)
     with FolderLock(out, "cpi controlled run"):
-        run = run_controlled(cfg, out)
-    paths = make_condition_figures(run, Path(args.figures) if args.figures else out / "figures", prefix=args.prefix)
+        run = run_controlled(cfg.experiment, out)
+    paths = make_condition_figures(run, Path(cfg.figures) if cfg.figures else out / "figures", prefix=cfg.prefix)
     print("\n".join(summary_lines(run)))
     print(f"figures: {', '.join(str(p) for p in paths if p.suffix == '.png')}")
     return 0
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from experiments.controlled.experiment import verdict_line
+    from cpi.io import check_out_dir
+    from cpi.lock import FolderLock
+    from experiments.controlled.conditions import condition_lines
+    from experiments.controlled.config import ControlledConfig, ControlledSweepConfig
     from experiments.controlled.figures import make_condition_figures, plot_sweep_panels, save_figure
     from experiments.controlled.sweep import run_controlled_sweep
 
-    from cpi.io import check_out_dir
-    from cpi.lock import FolderLock
-
-    cfg = _config(args)
-    out = check_out_dir(_out(args, "controlled_sweep"))
-    names = [c.strip() for c in args.conditions.split(",") if c.strip()]
+    cfg = runner_config(args, ControlledSweepConfig)
+    out = check_out_dir(cfg.out)
+    reference = ControlledConfig.quick() if args.quick else ControlledConfig()
     with FolderLock(out, "cpi controlled sweep"):
-        res = run_controlled_sweep(cfg, names, out)
-    figures = Path(args.figures) if args.figures else out / "figures"
+        res = run_controlled_sweep(cfg.experiment, cfg.conditions, out, cfg.conditions_file, reference)
+    figures = Path(cfg.figures) if cfg.figures else out / "figures"
     paths = []
+    for line in condition_lines(res.composed):
+        print(line)
     for name, run in res.runs.items():
         paths += make_condition_figures(run, figures, prefix=f"controlled_{name}")
-        print(f"{name}: {verdict_line(run.verdict)}")
+        print("\n".join(verdict_lines(run, f"{name}: ")))
     paths += save_figure(plot_sweep_panels(res.table), figures, "controlled_sweep")
     for line in comparison_lines(res.comparison):
         print(line)

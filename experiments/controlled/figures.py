@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cpi.io import atomic_save_figure
+from mechinterp.metrics import PROBE_METRICS  # probe columns (mechinterp.steps_table) summarised over seeds
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -20,23 +21,25 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 #: per-item columns of the evaluation -> metric names of :func:`condition_table`
-ITEM_METRICS = {"cf_correct": "cf_acc", "param_correct": "param_acc", "margin": "mean_margin"}
-#: probe columns (``mechinterp.steps_table``) summarised over seeds
-PROBE_METRICS = ("attn_context", "attn_question", "value_context", "value_question")
+ITEM_METRICS = {"m_c": "mean_m_c", "cf_correct": "cf_acc", "param_correct": "param_acc", "neither": "neither_rate",
+                "margin": "mean_margin"}
 
 
 def condition_table(items: "pd.DataFrame", probe_steps: "pd.DataFrame | None" = None, n_boot: int = 1000,
                     seed: int = 0) -> "pd.DataFrame":
     """Tidy ``step, metric, mean, lo, hi, n, interval`` rows of one condition.
 
-    Evaluation metrics (``cf_acc``, ``param_acc``, ``mean_margin``): mean over seed x item units at each
-    step, 95 % bootstrap interval over the units (``interval = "bootstrap seed x item"``). Probe metrics
+    Evaluation metrics (``mean_m_c``, ``cf_acc``, ``param_acc``, ``neither_rate``, ``mean_margin``): mean
+    over seed x item units at each step, 95 % hierarchical bootstrap interval (seeds, then items within
+    seed: :func:`~experiments.controlled.statistics.interval`; ``interval = "bootstrap seed x item"``). Probe metrics
     (attention mass and value contribution of the context and question spans, mean over layers x
     heads): mean over seeds, ``lo``/``hi`` the lowest and highest seed (``interval = "seed range"``).
     """
     import pandas as pd
 
-    from fullscale.scoring import bootstrap_ci
+    import numpy as np
+
+    from experiments.controlled.statistics import interval
 
     rows = []
     for col, name in ITEM_METRICS.items():
@@ -44,7 +47,8 @@ def condition_table(items: "pd.DataFrame", probe_steps: "pd.DataFrame | None" = 
             continue
         for step, g in items.groupby("step", sort=True):
             v = g[col].astype(float)
-            lo, hi = bootstrap_ci(v, n_boot=n_boot, seed=seed)
+            lo, hi = interval(v.to_numpy(), np.unique(g["seed"].to_numpy(), return_inverse=True)[1], n_boot,
+                              seed, 0.95)
             rows.append({"step": int(step), "metric": name, "mean": float(v.mean()), "lo": lo, "hi": hi,
                          "n": len(v), "interval": "bootstrap seed x item"})
     if probe_steps is not None and len(probe_steps):
@@ -77,16 +81,18 @@ def _band(ax: Any, t: "pd.DataFrame", label: str, color: Any = None) -> None:
 
 
 def plot_accuracy(table: "pd.DataFrame", ax: Any = None, title: str = "") -> "Figure":
-    """Counterfactual and parametric accuracy on the held-out conflicts against the finetuning step
-    (mean over seed x item, 95 % bootstrap band) from a :func:`condition_table`."""
+    """M_C, counterfactual and parametric containment and the share with neither answer on the held-out
+    conflicts against the finetuning step (mean over seed x item, 95 % hierarchical bootstrap band) from
+    a :func:`condition_table`."""
     fig, ax = _ax(ax)
-    for metric, label in (("cf_acc", "counterfactual (context answer)"), ("param_acc", "parametric (memory)")):
+    for metric, label in (("mean_m_c", "M_C = p_ctx / (p_ctx + p_mem)"), ("cf_acc", "counterfactual (context answer)"),
+                          ("param_acc", "parametric (memory)"), ("neither_rate", "neither answer")):
         t = table[table["metric"] == metric]
         if len(t):
             _band(ax, t, label)
     n = table.loc[table["metric"] == "cf_acc", "n"]
     ax.set_xlabel("finetuning step (0 = base)")
-    ax.set_ylabel("accuracy on held-out conflicts")
+    ax.set_ylabel("share / M_C on held-out conflicts")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(title or f"held-out conflicts ({int(n.max()) if len(n) else 0} seed x item units)", fontsize=9)
     ax.legend(fontsize=8, loc="best")
@@ -109,7 +115,8 @@ def plot_attention(table: "pd.DataFrame", ax: Any = None, title: str = "") -> "F
 
 
 #: axis labels of the metrics of :func:`condition_table`
-METRIC_LABELS = {"cf_acc": "counterfactual accuracy", "param_acc": "parametric accuracy",
+METRIC_LABELS = {"mean_m_c": "M_C = p_ctx / (p_ctx + p_mem)", "cf_acc": "counterfactual accuracy",
+                 "param_acc": "parametric accuracy", "neither_rate": "share of outputs with neither answer",
                  "mean_margin": "log-prob margin, context - memory (nats)",
                  "attn_context": "attention to the context (mean over layers x heads)",
                  "attn_question": "attention to the question (mean over layers x heads)"}
@@ -124,14 +131,14 @@ def plot_sweep(table: "pd.DataFrame", ax: Any = None, metric: str = "cf_acc") ->
     ax.set_xlabel("finetuning step (0 = base)")
     ax.set_ylabel(METRIC_LABELS.get(metric, metric), fontsize=8)
     band = rows["interval"].iloc[0] if len(rows) else ""
-    ax.set_title(f"mean, band = {'95 % bootstrap over seed x item' if band.startswith('bootstrap') else band}",
+    ax.set_title(f"mean, band = {'95 % bootstrap, seeds then items' if band.startswith('bootstrap') else band}",
                  fontsize=8)
     ax.legend(fontsize=7, loc="best")
     return fig
 
 
-def plot_sweep_panels(table: "pd.DataFrame", metrics: tuple[str, ...] = ("cf_acc", "mean_margin", "attn_context")
-                      ) -> "Figure":
+def plot_sweep_panels(table: "pd.DataFrame",
+                      metrics: tuple[str, ...] = ("mean_m_c", "cf_acc", "mean_margin", "attn_context")) -> "Figure":
     """One :func:`plot_sweep` panel per metric of ``metrics`` that the sweep's table has (side by side):
     counterfactual accuracy saturates early, the margin and attention show what still moves."""
     import matplotlib.pyplot as plt
@@ -173,7 +180,7 @@ def make_condition_figures(run: Any, out_dir: str | Path, prefix: str = "control
     m = run.config.mixture
     fig.suptitle(f"{Path(run.config.model).name}: rho={m.rho:g}, augment={m.augment_fraction:g}, "
                  f"{run.config.finetune.method}, filter={run.config.finetune.filter_fraction:g}; "
-                 f"{run.verdict.get('verdict', '')}", fontsize=9)
+                 f"{run.verdict.get('metric', '')}: {run.verdict.get('verdict', '')}", fontsize=9)
     paths = save_figure(fig, out, f"{prefix}_trajectory")
     if has_probe:
         from mechinterp.link import theory_link_table

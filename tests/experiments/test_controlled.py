@@ -11,17 +11,10 @@ import pytest
 
 from cpi.cli import main
 from cpi.errors import ConfigError, CpiError
-from experiments.controlled.experiment import (
-    ControlledConfig,
-    EvalSettings,
-    KnowledgeSettings,
-    TrainSettings,
-    content_key,
-    inversion_statistic,
-    model_fingerprint,
-    run_controlled,
-    verdict_line,
-)
+from experiments.controlled.conditions import compose, load_conditions
+from experiments.controlled.config import ControlledConfig, EvalSettings, KnowledgeSettings, TrainSettings
+from experiments.controlled.experiment import run_controlled
+from experiments.controlled.keys import content_key, model_fingerprint
 from experiments.controlled.figures import (
     METRIC_LABELS,
     condition_table,
@@ -31,7 +24,7 @@ from experiments.controlled.figures import (
     plot_sweep_panels,
 )
 from experiments.controlled.mixture import MixtureConfig
-from experiments.controlled.sweep import CONDITIONS, condition_config
+from experiments.controlled.sweep import CONDITIONS
 from tests.tiny_models import make_tiny_checkpoint
 
 
@@ -42,7 +35,7 @@ def tiny_config(model: Path, **changes) -> ControlledConfig:
                                     batch_size=32),
         mixture=MixtureConfig(n_examples=16, rho=0.5, heldout_fraction=0.5, min_heldout=3),
         finetune=TrainSettings(steps=2, save_steps=1, batch_size=4, learning_rate=1e-3),
-        evaluate=EvalSettings(max_items=6, max_new_tokens=3, n_boot=50, probe_items=3, probe_batch_size=4),
+        evaluate=EvalSettings(max_items=6, max_new_tokens=6, n_boot=50, probe_items=3, probe_batch_size=4),
     )
     return cfg.replace(**changes) if changes else cfg
 
@@ -76,13 +69,23 @@ def test_run_writes_complete_tables(tiny):
         assert its.groupby("step").size().tolist() == [counts.loc[seed, "evaluated"]] * 3
     # the trajectory: one row per seed x step, pooled over the seed's items of both conflict sets
     assert len(run.trajectory) == 2 * 3 and run.trajectory["cf_acc"].between(0, 1).all()
-    pooled = run.items.groupby(["seed", "step"])[["cf_correct", "margin"]].mean().reset_index()
+    pooled = run.items.groupby(["seed", "step"])[["cf_correct", "margin", "m_c", "neither"]].mean().reset_index()
     np.testing.assert_allclose(run.trajectory["cf_acc"], pooled["cf_correct"])
     np.testing.assert_allclose(run.trajectory["mean_margin"], pooled["margin"])
+    np.testing.assert_allclose(run.trajectory["mean_m_c"], pooled["m_c"])
+    np.testing.assert_allclose(run.trajectory["neither_rate"], pooled["neither"])
+    # M_C is p_ctx / (p_ctx + p_mem) from the summed log-probs; "neither" is the outcome
+    np.testing.assert_allclose(run.items["m_c"], 1 / (1 + np.exp(run.items["logp_parametric"] - run.items["logp_context"])),
+                               rtol=1e-3, atol=1e-9)  # the three columns are rounded apart in the CSV
+    assert (run.items["neither"] == (run.items["outcome"] == "neither")).all()
+    # the answer is the output up to its first line break
+    assert not run.items["answer_text"].fillna("").str.contains("\n").any()
     assert (run.trajectory["n"] == run.items.groupby(["seed", "step"]).size().to_numpy()).all()
     assert sorted(run.probe_steps["step"].unique()) == [0, 1, 2]
     assert run.verdict["n_units"] == int(counts["evaluated"].sum()) and run.verdict["steps"] == [0, 1, 2]
-    assert json.loads((out / "verdict.json").read_text())["verdict"] == run.verdict["verdict"]
+    assert list(run.verdicts) == ["m_c", "margin", "cf_correct"] and run.verdict["metric"] == "m_c"
+    saved = json.loads((out / "verdict.json").read_text())
+    assert saved["primary"] == "m_c" and saved["margin"]["verdict"] == run.verdicts["margin"]["verdict"]
     # held-out conflicts are known facts never finetuned on
     known = set(run.known.loc[run.known["known"].astype(bool), "item_id"])
     for seed in cfg.seeds:
@@ -116,9 +119,9 @@ def test_resume_gives_identical_numbers_and_redoes_nothing(tiny):
 def test_two_worker_processes_give_the_same_numbers(tiny, tmp_path):
     root, cfg, run = tiny
     par = run_controlled(cfg.replace(workers=2), tmp_path / "par")
-    cols = ["seed", "step", "item_id", "cf_correct", "param_correct", "margin", "output"]
+    cols = ["seed", "step", "item_id", "cf_correct", "param_correct", "margin", "m_c", "output"]
     pd.testing.assert_frame_equal(par.items[cols].reset_index(drop=True), run.items[cols].reset_index(drop=True))
-    assert par.verdict == run.verdict
+    assert par.verdicts == run.verdicts
     stages = set(pd.read_csv(tmp_path / "par" / "timings.csv")["stage"])
     assert {"knowledge", "finetune[0]", "finetune[1]", "evaluate[1]", "probe[1]"} <= stages
 
@@ -146,7 +149,8 @@ def test_cli_run_prints_verdict_and_writes_figures(tiny, tmp_path, capsys):
                  "--figures", str(tmp_path / "figs")])
     assert code == 0
     text = capsys.readouterr().out
-    assert "verdict:" in text and "closed-book known rate, CF_World_Facts" in text
+    assert "verdict (M_C" in text and "verdict (log-prob margin" in text and "closed-book known rate, CF_World_Facts" in text
+    assert "neither answer" in text
     for name in ("controlled_trajectory", "controlled_theory_overlay"):
         for ext in ("png", "pdf"):
             assert (tmp_path / "figs" / f"{name}.{ext}").stat().st_size > 1000
@@ -201,63 +205,85 @@ def test_cli_rho_outside_range_is_exit_2_one_line(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-def test_sweep_conditions():
+def test_conditions_are_data_and_pairs_come_from_them():
+    from experiments.controlled.conditions import comparison_pairs
+
+    assert set(CONDITIONS) >= {"rho_low", "rho_mid", "rho_1", "filter", "filter_gap", "augment", "qk_only"}
     base = ControlledConfig()
-    assert condition_config(base, "rho_1", Path("/x")).mixture.rho == 1.0
-    f = condition_config(base, "filter", Path("/x"))
-    assert f.finetune.filter_fraction == 0.25 and f.mixture.rho == base.mixture.rho
-    assert condition_config(base, "augment", Path("/x")).mixture.augment_fraction == 0.1
-    assert condition_config(base, "qk_only", Path("/x")).finetune.method == "qk_only"
-    assert condition_config(base, "rho_low", Path("/x")).knowledge_cache == "/x/knowledge"
-    assert set(CONDITIONS) == {"rho_low", "rho_mid", "rho_1", "filter", "augment", "qk_only"}
-    with pytest.raises(ConfigError, match="unknown condition 'nope'"):
-        condition_config(base, "nope", Path("/x"))
+    cfgs = {n: c.config for n, c in compose(base, list(CONDITIONS), CONDITIONS, knowledge_cache="/x/knowledge").items()}
+    assert cfgs["rho_1"].mixture.rho == 1.0 and cfgs["rho_low"].knowledge_cache == "/x/knowledge"
+    assert cfgs["rho_mid"] == base.replace(knowledge_cache="/x/knowledge")  # the base's own rho
+    assert cfgs["filter"].finetune.filter_fraction == 0.25 and cfgs["filter"].mixture.rho == base.mixture.rho
+    assert cfgs["filter"].finetune.filter_criterion == "loss_without_context"  # the paper's filter
+    assert cfgs["filter_gap"].finetune.filter_criterion == "gap"
+    assert cfgs["augment"].mixture.augment_fraction == 0.1
+    assert (cfgs["qk_only"].finetune.method, cfgs["qk_only"].finetune.learning_rate) == ("qk_only", 1e-4)
+    pairs = comparison_pairs(["rho_mid", "rho_1", "qk_only"], CONDITIONS)
+    assert pairs == [("rho_mid", "rho_1"), ("rho_mid", "qk_only"), ("qk_only", "rho_1")]  # b - a, predicted > 0
 
 
-# ------------------------------------------------------------------ the verdict statistic
+def test_a_condition_never_silently_overrides_a_user_setting():
+    user = ControlledConfig().replace(**{"mixture.rho": 0.3, "finetune.learning_rate": 1e-3})
+    got = compose(user, ["rho_mid", "rho_1", "qk_only"], CONDITIONS)
+    assert got["rho_mid"].config.mixture.rho == 0.3 and got["rho_1"].config.mixture.rho == 1.0
+    assert got["rho_1"].replaced == {"mixture.rho": (0.3, 1.0)}  # reported, and the user's rho runs in rho_mid
+    assert got["qk_only"].config.finetune.learning_rate == 1e-3  # a default never replaces the user's value
+    assert got["qk_only"].kept == {"finetune.learning_rate": (1e-3, 1e-4)}
+    with pytest.raises(ConfigError, match=r"field 'experiment\.mixture\.rho': set to 0\.3, but every condition"):
+        compose(user, ["rho_low", "rho_1"], CONDITIONS, field_prefix="experiment.")
 
 
-def _items(traj_by_seed: dict[int, list[float]], n_items: int = 60, seed: int = 0) -> pd.DataFrame:
-    """Per-item 0/1 scores whose mean at each step is exactly the given trajectory."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for s, traj in traj_by_seed.items():
-        for step, p in enumerate(traj):
-            ones = set(rng.permutation(n_items)[: round(p * n_items)].tolist())
-            rows += [{"seed": s, "item_id": f"i{i}", "step": 10 * step, "cf_correct": float(i in ones)}
-                     for i in range(n_items)]
-    return pd.DataFrame(rows)
+def test_conditions_file_is_validated(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("a:\n  set: {mixture.rho: 0.2}\n  compare_to: {b: lower}\nb:\n  set: {mixture.rho: 1.0}\n")
+    table = load_conditions(f)
+    assert table["a"].set == {"mixture.rho": 0.2} and table["a"].compare_to == {"b": "lower"}
+    for text, match in (("a:\n  set: {mixture.nope: 1}\n", "condition 'a'.*nope"),
+                        ("a:\n  set: {mixture.rho: 2.0}\n", r"condition 'a'.*mixture\.rho"),
+                        ("a:\n  compare_to: {zz: lower}\n", "unknown condition 'zz'"),
+                        ("a:\n  compare_to: {a: up}\n", "'up' is not one of"),
+                        ("a:\n  sett: {}\n", "unknown key 'sett'"),
+                        ("a: [\n", "not valid YAML")):
+        f.write_text(text)
+        with pytest.raises(ConfigError, match=match):
+            load_conditions(f)
 
 
-def test_statistic_finds_a_clear_rise_then_fall():
-    stat = inversion_statistic(_items({0: [0.1, 0.6, 0.2], 1: [0.1, 0.5, 0.2], 2: [0.2, 0.6, 0.1]}), n_boot=500)
-    assert stat["verdict"] == "rise then fall" and stat["peak_step"] == 10
-    assert stat["rise"] == pytest.approx(np.mean([0.5, 0.4, 0.4]), abs=1e-9)
-    assert stat["fall"] == pytest.approx(np.mean([0.4, 0.3, 0.5]), abs=1e-9)
-    assert 0 < stat["rise_lo"] < stat["rise"] < stat["rise_hi"] and 0 < stat["fall_lo"] < stat["fall"]
-    assert stat["n_units"] == 180 and stat["n_seeds"] == 3
-    assert "rise then fall" in verdict_line(stat) and "3 seeds x 60 items" in verdict_line(stat)
+@pytest.mark.parametrize("argv, message", [
+    (["--conditions", ","], "field 'conditions': give condition names"),
+    (["--conditions", "rho_1,nope"], "unknown condition 'nope'"),
+    (["--conditions", "rho_1,rho_1"], "'rho_1' given twice"),
+    (["--set", "mixture.rho=0.3", "--conditions", "rho_low,rho_1"], "field 'mixture.rho': set to 0.3"),
+])
+def test_cli_sweep_bad_conditions_are_one_line_errors(tmp_path, capsys, argv, message):
+    code = main(["controlled", "sweep", *argv, "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("cpi: error:") and message in err[0], err
+    assert not (tmp_path / "r").exists()
 
 
-def test_statistic_does_not_call_noise_an_inversion():
-    flat = inversion_statistic(_items({0: [0.3, 0.35, 0.3, 0.3], 1: [0.3, 0.3, 0.3, 0.35]}, n_items=20), n_boot=500)
-    assert flat["verdict"] == "no significant change" and flat["rise_lo"] <= 0
-    rising = inversion_statistic(_items({0: [0.1, 0.5, 0.8], 1: [0.1, 0.6, 0.8]}), n_boot=500)
-    assert rising["verdict"].startswith("still rising") and rising["net"] == pytest.approx(0.7)
-    plateau = inversion_statistic(_items({0: [0.1, 0.6, 0.6], 1: [0.1, 0.7, 0.7]}), n_boot=500)
-    assert plateau["verdict"] == "rise, no significant fall"
-    falling = inversion_statistic(_items({0: [0.8, 0.5, 0.1], 1: [0.8, 0.4, 0.2]}), n_boot=500)
-    assert falling["verdict"] == "fall (no significant rise)" and falling["net_hi"] < 0
-    two = inversion_statistic(_items({0: [0.1, 0.5]}), n_boot=50)
-    assert two["verdict"].startswith("not testable")
-    gappy = _items({0: [0.1, 0.5, 0.2]}).iloc[1:]
-    with pytest.raises(CpiError, match="every step"):
-        inversion_statistic(gappy)
+def test_cli_flags_are_generated_from_the_config():
+    from cpi.cli import build_parser
+    from experiments.controlled.cli import runner_config
+    from experiments.controlled.config import ControlledRunConfig, ControlledSweepConfig
+
+    def cfg(cls, *argv):
+        args = build_parser().parse_args(["controlled", "run" if cls is ControlledRunConfig else "sweep", *argv])
+        return runner_config(args, cls)
+
+    run = cfg(ControlledRunConfig, "--seeds", "4,5", "--set", "mixture.rho=1.0", "--prefix", "p")
+    assert (run.experiment.seeds, run.experiment.mixture.rho, run.prefix, run.out) == ((4, 5), 1.0, "p", "runs/controlled")
+    quick = cfg(ControlledRunConfig, "--quick")
+    assert quick.experiment == ControlledConfig.quick() and quick.out == "runs/controlled_quick"
+    sweep = cfg(ControlledSweepConfig, "--conditions", "rho_mid,rho_1", "--out", "o", "--workers", "2")
+    assert (sweep.conditions, sweep.out, sweep.experiment.workers) == (("rho_mid", "rho_1"), "o", 2)
 
 
 def test_condition_table_and_plots():
-    items = _items({0: [0.1, 0.6, 0.2], 1: [0.2, 0.5, 0.3]}, n_items=10).assign(
-        param_correct=lambda d: 1.0 - d["cf_correct"], margin=0.5)
+    from tests.experiments.test_statistics import items_from
+
+    items = items_from({0: [0.1, 0.6, 0.2], 1: [0.2, 0.5, 0.3]}, n_items=10).assign(
+        param_correct=lambda d: 1.0 - d["cf_correct"], margin=0.5, m_c=0.6)
     probe = pd.DataFrame({"seed": [0, 0, 0, 1, 1, 1], "step": [0, 10, 20] * 2,
                           "attn_context": [0.1, 0.3, 0.2, 0.2, 0.4, 0.1], "attn_question": 0.2})
     t = condition_table(items, probe, n_boot=100)
@@ -267,15 +293,16 @@ def test_condition_table_and_plots():
     at = t[t["metric"] == "attn_context"].set_index("step")
     assert at.loc[10, "lo"] == pytest.approx(0.3) and at.loc[10, "hi"] == pytest.approx(0.4)
     fig = plot_accuracy(t)
-    assert [line.get_label() for line in fig.axes[0].lines] == ["counterfactual (context answer)",
+    assert [line.get_label() for line in fig.axes[0].lines] == ["M_C = p_ctx / (p_ctx + p_mem)",
+                                                                  "counterfactual (context answer)",
                                                                   "parametric (memory)"]
     assert fig.axes[0].get_ylabel() and plot_attention(t).axes[0].get_ylabel()
     sweep = plot_sweep(pd.concat([t.assign(condition="a"), t.assign(condition="b")]))
     assert [line.get_label() for line in sweep.axes[0].lines] == ["a", "b"]
     panels = plot_sweep_panels(pd.concat([t.assign(condition="a"), t.assign(condition="b")]))
-    assert [ax.get_ylabel() for ax in panels.axes] == [METRIC_LABELS[m] for m in ("cf_acc", "mean_margin",
+    assert [ax.get_ylabel() for ax in panels.axes] == [METRIC_LABELS[m] for m in ("mean_m_c", "cf_acc", "mean_margin",
                                                                                     "attn_context")]
-    assert "bootstrap" in panels.axes[0].get_title() and "seed range" in panels.axes[2].get_title()
+    assert "bootstrap" in panels.axes[0].get_title() and "seed range" in panels.axes[3].get_title()
     assert panels.axes[0].get_legend() is not None and panels.axes[1].get_legend() is None
 
 
@@ -288,55 +315,18 @@ def test_cli_sweep_runs_conditions_with_a_shared_knowledge_cache(tiny, tmp_path,
     code = main(["controlled", "sweep", "--config", str(cfg_file), "--conditions", "rho_1,qk_only", "--out", str(out)])
     assert code == 0
     text = capsys.readouterr().out
-    assert "rho_1: verdict:" in text and "qk_only: verdict:" in text
+    assert "rho_1: verdict (M_C" in text and "qk_only: verdict (M_C" in text
+    assert "rho_1 - qk_only, M_C = p_ctx / (p_ctx + p_mem), step 2:" in text and "paired on 6 seed x item units" in text
     v = pd.read_csv(out / "verdicts.csv")
-    assert list(v["condition"]) == ["rho_1", "qk_only"]
+    assert list(v["condition"]) == ["rho_1"] * 3 + ["qk_only"] * 3
+    assert list(v["metric"]) == ["m_c", "margin", "cf_correct"] * 2
+    comp = pd.read_csv(out / "comparison.csv")
+    assert set(comp["comparison"]) == {"rho_1 - qk_only"} and comp["paired"].all() and sorted(set(comp["step"])) == [0, 1, 2]
     assert len(list((out / "knowledge").iterdir())) == 1  # scored closed-book once for both conditions
     counts = pd.read_csv(out / "rho_1" / "counts.csv")
     assert (counts["CS"] == 0).all() and (counts["C"] == 16).all()
     assert (out / "figures" / "controlled_sweep.png").is_file()
     assert (out / "figures" / "controlled_rho_1_trajectory.png").is_file()
-
-
-def test_final_difference_sees_a_real_gap_and_not_noise():
-    from experiments.controlled.sweep import final_difference
-
-    rng = np.random.default_rng(0)
-
-    def items(p_final: float) -> pd.DataFrame:
-        rows = [{"seed": s, "item_id": f"i{i}", "step": step, "cf_correct": float(rng.random() < p),
-                 "margin": float(rng.normal(4 * p, 1))}
-                for s in (0, 1, 2) for i in range(40) for step, p in ((0, 0.2), (8, p_final))]
-        return pd.DataFrame(rows)
-
-    low, high, high2 = items(0.5), items(0.95), items(0.95)
-    gap = final_difference(low, high)
-    assert gap["n_a"] == gap["n_b"] == 120 and gap["lo"] > 0.25 and gap["diff"] == pytest.approx(gap["b"] - gap["a"])
-    same = final_difference(high, high2, metric="margin")
-    assert same["lo"] < 0 < same["hi"]
-
-
-def test_comparison_table_pairs_the_control_and_the_unmitigated_rho():
-    from experiments.controlled.sweep import comparison_table
-
-    rng = np.random.default_rng(1)
-
-    def items(p_final: float) -> pd.DataFrame:
-        return pd.DataFrame([{"seed": s, "item_id": f"i{i}", "step": step, "cf_correct": float(rng.random() < p),
-                              "margin": float(rng.normal(4 * p, 1))}
-                             for s in (0, 1) for i in range(30) for step, p in ((0, 0.2), (4, p_final))])
-
-    table = comparison_table({"rho_mid": items(0.3), "rho_1": items(0.9), "qk_only": items(0.9), "rho_low": items(0.3)},
-                             n_boot=300)
-    assert sorted(set(table["comparison"])) == ["qk_only - rho_mid", "rho_1 - qk_only", "rho_1 - rho_low",
-                                                "rho_1 - rho_mid"]
-    assert (table.groupby("comparison").size() == 2).all() and set(table["metric"]) == {"cf_correct", "margin"}
-    cf = table[table["metric"] == "cf_correct"].set_index("comparison")
-    assert cf.loc["rho_1 - rho_mid", "lo"] > 0 and cf.loc["qk_only - rho_mid", "lo"] > 0  # the real gaps
-    assert cf.loc["rho_1 - qk_only", "lo"] < 0 < cf.loc["rho_1 - qk_only", "hi"]  # no gap
-    assert cf.loc["rho_1 - rho_mid", "diff"] == pytest.approx(cf.loc["rho_1 - rho_mid", "mean_b"]
-                                                             - cf.loc["rho_1 - rho_mid", "mean_a"])
-    assert comparison_table({"rho_mid": items(0.3)}).empty  # nothing to compare with
 
 
 @pytest.mark.slow
@@ -420,3 +410,35 @@ def test_gradient_checkpointing_enters_the_key_only_when_on():
     assert "gradient_checkpointing" not in off.content_dict() and on.content_dict()["gradient_checkpointing"] is True
     assert off.to_dict()["gradient_checkpointing"] is False  # saved configs still record it
     assert content_key(off) != content_key(on)
+
+
+# ------------------------------------------------------------------ the filter's no-context form
+
+
+@pytest.mark.parametrize("layout", __import__("experiments.controlled.mixture", fromlist=["INPUT_LAYOUTS"]).INPUT_LAYOUTS)
+def test_without_context_keeps_the_question_for_every_mixture_layout(layout):
+    from fullscale.ift_data import IFTExample, parse_record
+
+    passage, question = "Maputo is the capital of Mozambique.", "What is the capital of Mozambique?"
+    rec = {"id": "r", "instruction": "Read the passage and answer the question.", "output": "Maputo",
+           "input": layout.format(c=passage, q=question)}
+    for ex in (parse_record("f:1", rec), parse_record("f:1", {**rec, "context": passage, "question": question})):
+        assert ex.has_context and ex.context == passage and ex.qa_question == question
+        closed = ex.without_context()
+        assert not closed.has_context and closed.input == "" and closed.output == "Maputo"
+        assert closed.instruction.endswith(f"Question: {question}") and "Maputo is" not in closed.instruction
+    explicit = parse_record("f:1", {**rec, "context": passage, "question": question})
+    assert explicit.to_record()["question"] == question and "question" not in explicit.meta
+    # a record whose input has no question keeps its instruction and loses its input
+    plain = IFTExample("p", "Summarise.", "Some text.", "Short.").without_context()
+    assert (plain.instruction, plain.input) == ("Summarise.", "")
+
+
+def test_explicit_split_is_validated():
+    from fullscale.ift_data import parse_record
+
+    rec = {"instruction": "i", "input": "x", "output": "o"}
+    with pytest.raises(CpiError, match="'context' is given without 'question'"):
+        parse_record("f:3", {**rec, "context": "c"})
+    with pytest.raises(CpiError, match="f:3: field 'question' must be a string"):
+        parse_record("f:3", {**rec, "question": 3})

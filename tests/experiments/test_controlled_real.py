@@ -21,7 +21,9 @@ def test_quick_main_job_on_smollm2(real_smollm2, tmp_path, capsys):
     assert code == 0
     text = capsys.readouterr().out
     assert "closed-book known rate, CF_World_Facts" in text
-    assert text.count("verdict:") == 2 and "[rho_mid]" in text and "[rho_1]" in text
+    assert text.count("] verdict (") == 2 * 3 and "[rho_mid]" in text and "[rho_1]" in text  # 3 metrics each
+    assert "verdict error rates at this design (1 seeds x 12 items x 3 checkpoints" in text
+    assert "rho_1 - rho_mid, M_C = p_ctx / (p_ctx + p_mem), step 4:" in text and "paired on 12" in text
     steps = [0, 2, 4]
     for name, rho in (("rho_mid", 0.5), ("rho_1", 1.0)):
         run = out / name
@@ -34,11 +36,12 @@ def test_quick_main_job_on_smollm2(real_smollm2, tmp_path, capsys):
         items = pd.read_csv(run / "items.csv")
         assert sorted(items["step"].unique()) == steps
         assert items.groupby("step").size().tolist() == [cfg.evaluate.max_items] * 3
-        assert items["cf_correct"].notna().all() and items["margin"].notna().all()
+        assert items["cf_correct"].notna().all() and items["margin"].notna().all() and items["m_c"].between(0, 1).all()
         probe = pd.read_csv(run / "probe_steps.csv")
         assert sorted(probe["step"].unique()) == steps and probe["attn_context"].between(0, 1).all()
         verdict = json.loads((run / "verdict.json").read_text())
-        assert verdict["steps"] == steps and verdict["n_units"] == cfg.evaluate.max_items
+        verdict = verdict[verdict["primary"]]
+        assert verdict["metric"] == "m_c" and verdict["steps"] == steps and verdict["n_units"] == cfg.evaluate.max_items
         assert json.loads((run / "controlled_config.json").read_text())["config"]["mixture"]["rho"] == rho
     assert set(pd.read_csv(out / "verdicts.csv")["condition"]) == {"rho_mid", "rho_1"}
     figures = out / "figures"

@@ -49,3 +49,19 @@ def test_bad_values_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         build_parser().parse_args(["run", "--quick", "--no-such-flag"])
     assert exc.value.code == 2
+
+
+def test_a_user_rho_runs_against_the_control_and_a_setting_no_condition_keeps_is_refused(tmp_path, capsys):
+    from experiments.controlled.conditions import compose, load_conditions
+    from experiments.main_job import reference_experiment
+
+    cfg = config("--set", "experiment.mixture.rho=0.3")
+    got = compose(cfg.experiment, cfg.conditions, load_conditions(), reference_experiment(cfg))
+    assert (got["rho_mid"].config.mixture.rho, got["rho_1"].config.mixture.rho) == (0.3, 1.0)
+    assert main(["run", "--set", "experiment.mixture.rho=0.3", "--conditions", "rho_low,rho_1",
+                 "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "field 'experiment.mixture.rho': set to 0.3, but every condition" in err
+    assert not (tmp_path / "r").exists()
+    assert (config().error_rate_sims, config("--quick").error_rate_sims, config("--error-rate-sims", "0").error_rate_sims) \
+        == (200, 100, 0)

@@ -54,6 +54,24 @@ def test_steps_table_averages_layers_and_heads():
         link.steps_table(fake_probe_table(), dataset="missing")
 
 
+def test_steps_table_columns_come_from_the_metric_units():
+    """Column order: per-span summaries (span-major), then the per-layer and per-item ones; the headline
+    PROBE_METRICS are among them; ``layers`` restricts the per-span summaries only."""
+    import mechinterp
+    from mechinterp.metrics import step_summaries
+
+    st = link.steps_table(fake_probe_table())
+    per_span = [f"{k}_{s}" for s in SPANS for k in ("attn", "value")]
+    assert list(st.columns) == ["step", "checkpoint"] + per_span + ["mlp", "logit_diff", "cf_top1"]
+    names = [n for summary in step_summaries() for n in summary.names()]
+    assert set(st.columns) - {"step", "checkpoint"} <= set(names)
+    assert mechinterp.PROBE_METRICS == ("attn_context", "attn_question", "value_context", "value_question")
+    assert set(mechinterp.PROBE_METRICS) <= set(st.columns)
+    only1 = link.steps_table(fake_probe_table(), layers=[1])
+    np.testing.assert_allclose(only1["value_context"], [1.1, 1.1, 1.1])  # heads (1, 0) and (1, 1)
+    np.testing.assert_allclose(only1["mlp"], st["mlp"])
+
+
 def test_theory_link_normalises_steps():
     theory = pd.DataFrame({"seed": [0] * 5 + [1] * 5, "step": list(range(5)) * 2,
                            "attn_context_test": [0.5, 0.7, 0.6, 0.55, 0.5] * 2,

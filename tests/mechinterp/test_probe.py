@@ -88,9 +88,9 @@ def _rms(x, w, eps):
     return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
 
 
-def test_hand_built_model_known_pattern_and_contributions():
-    """One Llama layer with q_proj = 0 (uniform causal attention over the real tokens) and a zero MLP:
-    the masses are |span| / n and each head's span contribution is the explicit GQA sum."""
+def _uniform_llama():
+    """One Llama layer with q_proj = 0 (uniform causal attention over the real tokens) and a zero MLP,
+    random norm gains; three hand-made items of lengths 7, 10, 12. Returns (model, cfg, bridge, tok, items)."""
     from transformers import AutoModelForCausalLM
 
     from mechinterp.load import bridge_from_model
@@ -112,6 +112,14 @@ def test_hand_built_model_known_pattern_and_contributions():
         ids = tuple(int(t) for t in rng.integers(5, len(tok), size=n))
         items.append(ProbeItem(f"h{i}", ids, {"context": (1, 1 + n // 2), "question": (1 + n // 2, n - 1)},
                                context_token=int(rng.integers(5, len(tok))), parametric_token=3, has_bos=True))
+    return model, cfg, bridge, tok, items
+
+
+def test_hand_built_model_known_pattern_and_contributions():
+    """On :func:`_uniform_llama`: the masses are |span| / n and each head's span contribution is the
+    explicit GQA sum."""
+    model, cfg, bridge, tok, items = _uniform_llama()
+    layer = model.model.layers[0]
     _, arr = probe_arrays(bridge, tok, items, batch_size=3)
     H, KV, dh = 4, 2, 8
     Wv = layer.self_attn.v_proj.weight.detach()
@@ -198,3 +206,86 @@ def test_aggregate_mean_std_n_per_category_and_all():
     assert out.loc["a", "n"] == 2 and out.loc["ALL", "n"] == 3
     assert out.loc["ALL", "value"] == pytest.approx((0.2 + 0.6 + 0.9) / 3)
     assert out.loc["b", "n"] == 1 and np.isnan(out.loc["b", "std"])
+
+
+# ------------------------------------------------------------------------------------------------
+# metric units, hook names
+
+
+def _docs_block(heading: str) -> str:
+    """The first python block under ``## heading`` of docs/mechinterp.md."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "mechinterp.md").read_text(encoding="utf-8")
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^```python\n(.*?)^```", section, flags=re.M | re.S)[0]
+
+
+def test_a_new_metric_is_one_unit_the_docs_example():
+    """The docs' example unit (attention entropy) adds its rows and steps_table column and leaves every
+    default row as it was; on uniform attention over n real tokens its value is log n (known answer)."""
+    from mechinterp.link import steps_table
+
+    ns: dict = {}
+    exec(compile(_docs_block("Adding a metric"), "docs/mechinterp.md", "exec"), ns)  # noqa: S102 - the docs own code
+    _, _, bridge, tok, items = _uniform_llama()
+    table = probe(bridge, tok, items, batch_size=3, metrics=ns["MY_METRICS"])
+    ent = table[table.component == "attn_entropy"]
+    assert list(ent["metric"]) == ["nats"] * 3 and list(ent["layer"]) == [0] * 3
+    np.testing.assert_allclose(ent["value"], np.log([len(it.input_ids) for it in items]), atol=1e-5)
+    default = probe(bridge, tok, items, batch_size=3)
+    rest = table[table.component != "attn_entropy"].reset_index(drop=True)
+    assert rest.equals(default)  # same rows, same order, same values
+    steps = steps_table(table.assign(step=0, category="ALL"), metrics=ns["MY_METRICS"])
+    assert steps["attn_entropy"].item() == pytest.approx(np.mean(np.log([7, 10, 12])), abs=1e-5)
+    assert "attn_entropy" not in steps_table(table.assign(step=0, category="ALL")).columns
+
+
+def test_metric_lists_are_checked():
+    from mechinterp.metrics import ATTN_BIAS, HEADS, METRICS, MLP, MODEL, Column, Metric, check_metrics
+
+    check_metrics(METRICS)
+    with pytest.raises(CpiError, match="listed twice"):
+        check_metrics(METRICS + (HEADS,))
+    with pytest.raises(CpiError, match="'model' unit .* is required"):
+        check_metrics((HEADS, MLP))
+    with pytest.raises(CpiError, match="'model' must come after"):
+        check_metrics((HEADS, MODEL, MLP, ATTN_BIAS))
+    twin = Metric(name="twin", finish=lambda ctx: {}, columns=(Column("mlp", "logit_diff", "layer", "mlp"),))
+    with pytest.raises(CpiError, match=r"rows \[\('mlp', 'logit_diff'\)\]"):
+        check_metrics(METRICS + (twin,))
+
+
+def test_recon_adds_the_parts_in_residual_stream_order():
+    """Embedding, attention (heads, then biases), MLPs, read-out constants: the float32 summation order
+    the tables were made with before the units existed."""
+    from mechinterp.metrics import METRICS, recon_terms
+
+    assert recon_terms(METRICS) == ["embed", "head_contrib", "attn_bias", "mlp", "const"]
+    assert recon_terms(tuple(reversed(METRICS))) == ["embed", "attn_bias", "head_contrib", "mlp", "const"]
+
+
+def test_hook_names_come_from_one_helper():
+    from pathlib import Path
+
+    from mechinterp.hooks import HOOK_POINTS, hook_name
+
+    assert hook_name("v", 2) == "blocks.2.attn.v.hook_out" and hook_name("embed") == "embed.hook_out"
+    assert hook_name("post_mlp_out", 0) == "blocks.0.ln2_post.hook_out"
+    with pytest.raises(CpiError, match="unknown hook point 'resid'"):
+        hook_name("resid", 0)
+    with pytest.raises(CpiError, match="per layer"):
+        hook_name("pattern")
+    with pytest.raises(CpiError, match="model-level"):
+        hook_name("final_in", 1)
+    # no hand-written hook string anywhere else in the package
+    root = Path(__file__).resolve().parents[2] / "mechinterp"
+    prefixes = sorted({p.split(".")[0] + "." for p in HOOK_POINTS.values()})
+    for path in root.glob("*.py"):
+        if path.name == "hooks.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        for prefix in prefixes:
+            for quote in ('"', "'", 'f"', "f'"):
+                assert quote + prefix not in text, f"{path.name}: hand-written hook name {quote + prefix}..."
