@@ -1,9 +1,10 @@
 """Finetuning speed on a real model: the ``cpi finetune`` driver against a bare ``transformers`` loop.
 
     python benchmarks/finetune_real.py [--model smollm2-135m-instruct] [--methods lora,full,qk_only]
-                                       [--steps 6] [--batch-size 8] [--threads 2] [--records 64]
+                                       [--steps 6] [--batch-size 8] [--threads 2] [--records 64] [--dtype float32]
 
-Both sides train the same model (float32, CPU) on the same records of the controlled mixture
+Both sides train the same model (CPU; float32, or bf16 mixed precision with ``--dtype bfloat16``) on the
+same records of the controlled mixture
 (``experiments.controlled``: CF_World_Facts facts in varied instructions and layouts, Alpaca
 template, response-only loss) with the same batch size, number of optimizer steps and settings as
 :meth:`ControlledConfig.finetune_config` (LoRA rank 16 on every linear layer / full / QK-only,
@@ -47,15 +48,22 @@ def mixture_records(n: int, seed: int = 0) -> list[dict]:
 
 
 def bare_loop(model_dir: Path, features: list, method: str, steps: int, batch_size: int, lr: float,
-              out: Path, seed: int = 0) -> tuple[float, int]:
-    """Load, train ``steps`` AdamW steps over ``features`` in seeded shuffled batches, save; (seconds, tokens)."""
+              out: Path, seed: int = 0, dtype: str = "float32") -> tuple[float, int]:
+    """Load, train ``steps`` AdamW steps over ``features`` in seeded shuffled batches, save; (seconds, tokens).
+
+    ``dtype="bfloat16"``: the textbook mixed-precision loop: LoRA's base loaded in bf16, under QK-only the
+    frozen weights cast to bf16, trainable weights float32, the forward and backward under bf16 autocast."""
+    import contextlib
+
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq
 
+    bf16 = dtype == "bfloat16"
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16 if bf16 and method == "lora"
+                                                 else torch.float32)
     if method == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -64,6 +72,9 @@ def bare_loop(model_dir: Path, features: list, method: str, steps: int, batch_si
     elif method == "qk_only":
         for name, p in model.named_parameters():
             p.requires_grad = name.endswith(("q_proj.weight", "k_proj.weight"))
+    if bf16:
+        for p in model.parameters():
+            p.data = p.data.to(torch.float32 if p.requires_grad else torch.bfloat16)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     collate = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)
@@ -74,7 +85,8 @@ def bare_loop(model_dir: Path, features: list, method: str, steps: int, batch_si
         order = torch.randperm(len(features), generator=g).tolist()
         for i in range(0, len(order) - batch_size + 1, batch_size):
             batch = collate([features[j] for j in order[i:i + batch_size]])
-            loss = model(**batch).loss
+            with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+                loss = model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
@@ -97,6 +109,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="both sides in this precision (the driver's dtype setting; the bare loop's autocast)")
     a = parser.parse_args()
 
     import torch
@@ -117,7 +131,7 @@ def main() -> None:
     features, _ = tokenize_examples(load_ift_data(data), tok, "alpaca", 256)
     lengths = [len(f["input_ids"]) for f in features]
     print(f"model {a.model}: {len(features)} records, tokens per record mean {sum(lengths) / len(lengths):.0f} "
-          f"(min {min(lengths)}, max {max(lengths)}); batch {a.batch_size}, {a.steps} steps, {a.threads} threads, "
+          f"(min {min(lengths)}, max {max(lengths)}); batch {a.batch_size}, {a.steps} steps, {a.threads} threads, {a.dtype}, "
           f"torch {torch.__version__}, transformers {transformers.__version__}, {os.cpu_count()} CPUs (shared)")
     for method in a.methods.split(","):
         cfg = ControlledConfig().replace(**{"finetune.method": method, "finetune.steps": a.steps,
@@ -125,10 +139,11 @@ def main() -> None:
         ours_s, bare_s, bare_tok = [], [], 0
         for r in range(a.repeats):
             t0 = time.perf_counter()
-            out = run_finetune(cfg.finetune_config(str(model_dir), data, root / f"ours-{method}-{r}", seed=0))
+            out = run_finetune(cfg.finetune_config(str(model_dir), data, root / f"ours-{method}-{r}", seed=0)
+                               .replace(dtype=a.dtype))
             ours_s.append(time.perf_counter() - t0)
             s, bare_tok = bare_loop(model_dir, features, method, a.steps, a.batch_size,
-                                    cfg.finetune.learning_rate, root / f"bare-{method}-{r}")
+                                    cfg.finetune.learning_rate, root / f"bare-{method}-{r}", dtype=a.dtype)
             bare_s.append(s)
         import pandas as pd
 

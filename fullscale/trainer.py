@@ -29,8 +29,8 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from cpi.io import atomic_write_json, atomic_write_table
-from fullscale.finetune import (CHECKPOINT_PREFIX, STAGING_PREFIX, TrackingSettings, prune_optimizer_states,
-                                publish_checkpoint)
+from fullscale.finetune_config import TrackingSettings
+from fullscale.run_folder import CHECKPOINT_PREFIX, STAGING_PREFIX, prune_optimizer_states, publish_checkpoint
 from fullscale.scoring import score_logprob, summarize_reliance
 
 log = logging.getLogger("fullscale.finetune")  # the run's log lines keep the runner's logger name

@@ -192,7 +192,7 @@ class ControlledConfig(Config):
             max_seq_length=t.max_seq_length, lora=lora, qk_only=t.method == "qk_only",
             learning_rate=t.learning_rate, lr_scheduler=t.lr_scheduler, warmup_ratio=0.0, weight_decay=0.0,
             per_device_batch_size=t.batch_size, gradient_accumulation_steps=1, max_steps=t.steps,
-            precision="fp32", model_dtype="float32", output_dir=str(output_dir), save_steps=t.save_steps,
+            dtype="float32", output_dir=str(output_dir), save_steps=t.save_steps,
             logging_steps=max(1, t.save_steps // 2), seed=seed, filter_fraction=t.filter_fraction,
             filter_method="loss", filter_criterion=t.filter_criterion, gradient_checkpointing=t.gradient_checkpointing,
         )

@@ -162,7 +162,7 @@ class OrganismConfig(Config):
             base_model=str(base_model), data=str(data), data_format="alpaca", template="alpaca",
             max_seq_length=256, learning_rate=self.ft_lr, lr_scheduler=self.ft_scheduler, warmup_ratio=0.0,
             weight_decay=0.0, per_device_batch_size=self.ft_batch_size, gradient_accumulation_steps=1,
-            max_steps=self.ft_steps, precision="fp32", output_dir=str(output_dir), save_steps=self.save_steps,
+            max_steps=self.ft_steps, dtype="float32", output_dir=str(output_dir), save_steps=self.save_steps,
             logging_steps=max(1, self.save_steps // 2), seed=self.seed, qk_only=self.qk_only,
             filter_fraction=self.filter_fraction, filter_method="loss", filter_criterion=self.filter_criterion,
             filter_scores=str(filter_scores) if (filter_scores is not None and self.filter_fraction > 0) else None,

@@ -47,7 +47,7 @@ def base_config(base: Path, data: Path, out: Path, **changes: Any):
 
     kw: dict[str, Any] = dict(base_model=str(base), data=str(data), output_dir=str(out), max_steps=6, save_steps=2,
                               per_device_batch_size=4, gradient_accumulation_steps=1, learning_rate=3e-3,
-                              warmup_ratio=0.0, logging_steps=1, max_seq_length=256)
+                              warmup_ratio=0.0, logging_steps=1, max_seq_length=256, dtype="float32")
     kw.update(changes)
     return FinetuneConfig(**kw)
 

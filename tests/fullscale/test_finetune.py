@@ -221,6 +221,80 @@ def test_lora_runs_and_reloads(env, tmp_path):
         (0, 4, []), (4, 6, ["max_steps (4 -> 6)"])]
 
 
+# --------------------------------------------------------------------------- bf16
+
+
+@pytest.fixture
+def cpu_bf16(monkeypatch):
+    """bf16 allowed whatever this CPU has (torch emulates it where the instructions are missing)."""
+    monkeypatch.setenv("CPI_CPU_BF16", "1")
+
+
+def _optimizer_dtypes(ck: Path) -> set:
+    import torch
+
+    state = torch.load(ck / "optimizer.pt", weights_only=False)["state"]
+    return {v.dtype for st in state.values() for v in st.values() if torch.is_tensor(v) and v.dim() > 0}
+
+
+def test_bf16_lora_keeps_adapters_and_optimizer_in_float32(env, tmp_path, cpu_bf16):
+    import torch
+    from safetensors.torch import load_file
+
+    from fullscale.finetune import read_train_log, run_finetune
+
+    out = run_finetune(base_config(env["llama"], env["data"], tmp_path / "lora", max_steps=8, save_steps=4,
+                                   dtype="bfloat16", lora={"rank": 4, "alpha": 8, "dropout": 0.0}))
+    adapter = load_file(str(out / "checkpoint-8/adapter_model.safetensors"))
+    assert adapter and {v.dtype for v in adapter.values()} == {torch.float32}
+    assert _optimizer_dtypes(out / "checkpoint-8") == {torch.float32}
+    record = json.loads((out / "finetune_config.json").read_text())
+    assert record["dtype"] == "bfloat16" and record["segments"][-1]["dtype"] == "bfloat16"
+    losses = read_train_log(out).dropna(subset=["loss"])["loss"]
+    assert losses.notna().all() and losses.between(0, 20).all()
+
+
+def test_bf16_qk_only_holds_the_frozen_weights_in_bf16(env, tmp_path, cpu_bf16):
+    import torch
+
+    from fullscale.finetune import run_finetune
+
+    out = run_finetune(base_config(env["llama"], env["data"], tmp_path / "qk", qk_only=True, max_steps=3,
+                                   save_steps=3, dtype="bfloat16"))
+    before, after = _weights(env["llama"]), _weights(out / "checkpoint-3")
+    for k, w in after.items():
+        if k.endswith(("q_proj.weight", "k_proj.weight")):
+            assert w.dtype == torch.float32 and not torch.equal(w, before[k]), k
+        else:  # frozen: the base weight rounded to bf16 once, never changed
+            assert w.dtype == torch.bfloat16 and torch.equal(w, before[k].to(torch.bfloat16)), k
+    assert _optimizer_dtypes(out / "checkpoint-3") == {torch.float32}
+
+
+def test_bf16_full_finetuning_keeps_float32_master_weights_and_learns(env, tmp_path, cpu_bf16):
+    import torch
+
+    from fullscale.finetune import read_train_log, run_finetune
+
+    out = run_finetune(base_config(env["llama"], env["data"], tmp_path / "full", max_steps=12, save_steps=12,
+                                   dtype="bfloat16"))
+    assert {w.dtype for w in _weights(out / "checkpoint-12").values()} == {torch.float32}
+    losses = read_train_log(out).dropna(subset=["loss"])["loss"]
+    assert losses.iloc[-3:].mean() < losses.iloc[:3].mean() - 0.3, losses.tolist()
+
+
+def test_a_run_never_resumes_in_another_dtype_and_auto_falls_back(env, tmp_path, monkeypatch):
+    from fullscale.finetune import run_finetune
+
+    monkeypatch.setenv("CPI_CPU_BF16", "0")  # a CPU without bf16: auto means float32
+    cfg = base_config(env["llama"], env["data"], tmp_path / "run", max_steps=2, dtype="auto")
+    run_finetune(cfg)
+    assert json.loads((tmp_path / "run/finetune_config.json").read_text())["dtype"] == "float32"
+    monkeypatch.setenv("CPI_CPU_BF16", "1")  # the same config now resolves to bf16: not into this folder
+    with pytest.raises(CpiError, match=r"resuming with changed resolved dtype \('float32' -> 'bfloat16'\);"):
+        run_finetune(cfg)  # not even "already finished"
+    assert _steps(tmp_path / "run") == [2]
+
+
 def test_unknown_lora_target_is_named(env, tmp_path):
     from fullscale.finetune import run_finetune
 
