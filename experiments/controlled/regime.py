@@ -34,11 +34,14 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
+from cpi.config import Config, check_at_least
 from cpi.errors import CpiError
 from experiments.controlled.designs import answer_pools, nonce_names, subject_of
+from experiments.controlled.experiment import ControlledConfig
 from fullscale.conflicts import ConflictItem, find_word_spans
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -255,6 +258,191 @@ def regime_summary(table: "pd.DataFrame", by: Sequence[str] = ("source", "kind")
     return pd.DataFrame(rows)
 
 
-__all__ = ["CLOSED_INSTRUCTION", "Probe", "THEORY_CLASSES", "candidate_logprobs", "heldout_probes", "measure_regime",
-           "probe_prompts", "record_probes", "regime_summary", "replace_subject", "softmax_at", "theory_class",
-           "theory_m"]
+
+# ---------------------------------------------------------------------------------------------
+# the theory's prediction at the measured parameters
+
+
+def theory_prediction(table: "pd.DataFrame", by: str = "arm", steps: int = 500, lr: float = 2.0,
+                      seed: int = 0) -> "tuple[pd.DataFrame, list[str]]":
+    """Per arm (``by``): the records' theory classes and the simulator run at their measured parameters.
+
+    Proposition 1: at the start the shared attention on the context moves with ``sum(m)`` over the
+    mixture (``m_sum`` > 0: up); the fall needs C+S records inside the regime (``m < 0``, delta_M >
+    2 delta_C) pulling it back once the C records are fitted. The simulator (:func:`theory.simulate`,
+    full-batch gradient descent, ``steps`` steps of ``lr``, W_V frozen) runs with ``n_C`` = the arm's C
+    records, ``n_CS`` = its C+S records inside the regime, ``delta_C`` / ``delta_M`` = their medians (the
+    simulator has one delta_C for every point; the C+S records outside the regime are left out: with
+    ``delta_M <= 2 delta_C`` the theory's assumptions do not hold for them), ``K_A`` its smallest
+    vocabulary. An arm with no record inside the regime is not simulated: the theory predicts no fall.
+
+    Returns the table (one row per arm: counts, medians, ``m_sum``, the simulated start / peak / final
+    M_C, ``t_peak``, ``inversion`` and ``regime``, ``prediction``) and one sentence per arm."""
+    import pandas as pd
+
+    from cpi.errors import ConfigError
+
+    rows, lines = [], []
+    recs = table[table["source"] == "record"]
+    for arm, g in recs.groupby(by, sort=False):
+        inside = g[g["theory_class"] == "C+S inside"]
+        row: dict[str, Any] = {by: arm, "n_records": len(g), "n_C": int((g["theory_class"] == "C").sum()),
+                               "n_CS_inside": len(inside), "n_CS_outside": int((g["theory_class"] == "C+S outside").sum()),
+                               "m_sum": float(g["m"].sum()), "delta_c_inside": float("nan"), "delta_m_inside": float("nan")}
+        if row["n_C"] == 0:
+            row["prediction"] = "no rise (no context-critical record)"
+        elif inside.empty:
+            row["prediction"] = "rise, no fall (no C+S record inside the regime)"
+        else:
+            d_c, d_m = float(inside["delta_c"].median()), float(inside["delta_m"].median())
+            row.update(delta_c_inside=d_c, delta_m_inside=d_m)
+            try:
+                sim = _simulate(row["n_C"], len(inside), d_c, d_m, steps, lr, seed)
+            except ConfigError as exc:
+                row["prediction"] = f"not simulable at these parameters ({exc})"
+            else:
+                row.update(sim)
+                row["prediction"] = sim["regime"]
+        rows.append(row)
+        lines.append(prediction_line(row, by))
+    return pd.DataFrame(rows), lines
+
+
+def _simulate(n_c: int, n_cs: int, delta_c: float, delta_m: float, steps: int, lr: float, seed: int) -> dict[str, Any]:
+    from theory.config import SimConfig
+    from theory.simulator import simulate
+    from theory.sweep import summarize
+
+    cfg = SimConfig(n_C=n_c, n_CS=n_cs, delta_C=delta_c, delta_M=delta_m, steps=steps, lr=lr)
+    s = summarize(simulate(cfg, seeds=(seed,))).iloc[0]
+    return {"sim_start": float(s["start"]), "sim_peak": float(s["peak"]), "sim_t_peak": int(s["t_peak"]),
+            "sim_final": float(s["final"]), "sim_inversion": float(s["inversion"]), "regime": str(s["regime"]),
+            "sim_K_A": int(cfg.k_a), "sim_steps": steps, "sim_lr": lr}
+
+
+def prediction_line(row: Mapping[str, Any], by: str = "arm") -> str:
+    """One printed sentence for a row of :func:`theory_prediction`."""
+    head = (f"[{row[by]}] {row['n_records']} records: {row['n_C']} C, {row['n_CS_inside']} C+S inside the regime, "
+            f"{row['n_CS_outside']} C+S outside; sum of m {row['m_sum']:+.1f}")
+    if "sim_peak" in row and row.get("sim_peak") == row.get("sim_peak"):
+        return (f"{head}; simulated at delta_C {row['delta_c_inside']:.2f}, delta_M {row['delta_m_inside']:.2f} "
+                f"(n_C {row['n_C']}, n_CS {row['n_CS_inside']}, K_A {row['sim_K_A']}, {row['sim_steps']} GD steps of "
+                f"{row['sim_lr']:g}): M_C {row['sim_start']:.2f} -> peak {row['sim_peak']:.2f} (step {row['sim_t_peak']}) "
+                f"-> {row['sim_final']:.2f}: the theory predicts {row['prediction']}")
+    return f"{head}: the theory predicts {row['prediction']}"
+
+
+
+# ---------------------------------------------------------------------------------------------
+# the runner: the arms of the decisive experiment, measured before training
+
+#: The arms of the decisive experiment as dotted changes of a ControlledConfig (a table of facts): the
+#: same context-critical dose (nonce subjects, verbatim passages) inside and outside the regime, the
+#: rho = 1 control, and the positive control at two strengths (not the paper's mechanism). What the arms
+#: share (strong knowledge, ``mixture.min_known_margin``; sizes) belongs to the experiment they change.
+ARMS: dict[str, dict[str, Any]] = {
+    "inside": {"mixture.design": "distractors", "mixture.nonce_context_critical": True},
+    "outside": {"mixture.design": "verbatim", "mixture.nonce_context_critical": True},
+    "control": {"mixture.design": "verbatim", "mixture.nonce_context_critical": True, "mixture.rho": 1.0},
+    "positive_control_10": {"mixture.design": "verbatim", "mixture.nonce_context_critical": True,
+                            "mixture.positive_control_fraction": 0.1},
+    "positive_control_20": {"mixture.design": "verbatim", "mixture.nonce_context_critical": True,
+                            "mixture.positive_control_fraction": 0.25},
+}
+
+
+@dataclass(frozen=True)
+class RegimeConfig(Config):
+    """Measure the theory's parameters of ``arms`` (names of :data:`ARMS`) before any training: each
+    arm is ``experiment`` with the arm's changes, every seed's mixture is built exactly as the
+    controlled experiment builds it, and its records (at most ``max_records`` per seed, the first ones)
+    and evaluated held-out conflicts are measured on the base in ``dtype`` over ``n_candidates``
+    candidates; the simulator runs ``sim_steps`` steps of ``sim_lr`` at each arm's parameters.
+    (The main job's arms: ``RegimeConfig(experiment=experiments.main_job.default_experiment())``.)"""
+
+    experiment: ControlledConfig = field(default_factory=ControlledConfig)
+    arms: tuple[str, ...] = ("inside", "outside", "control")
+    out: str = "runs/regime"
+    dtype: str = "float32"
+    n_candidates: int = 8
+    batch_size: int = 16
+    max_records: Optional[int] = None
+    sim_steps: int = 500
+    sim_lr: float = 2.0
+
+    NOT_CONTENT = ("out",)
+
+    def validate(self) -> None:
+        from cpi.errors import ConfigError
+
+        for arm in self.arms:
+            if arm not in ARMS:
+                raise ConfigError(f"field 'arms': unknown arm {arm!r} (known: {', '.join(ARMS)})")
+        if not self.arms:
+            raise ConfigError("field 'arms': give at least one arm")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"field 'dtype': float32 or bfloat16, got {self.dtype!r}")
+        check_at_least(self, n_candidates=2, batch_size=1, max_records=1, sim_steps=1)
+
+    def arm_config(self, arm: str) -> Any:
+        """The :class:`~experiments.controlled.experiment.ControlledConfig` of one arm."""
+        return self.experiment.replace(**ARMS[arm])
+
+
+@dataclass
+class RegimeResult:
+    """``table``: one row per arm x seed x record / held-out conflict (:func:`measure_regime`'s columns
+    plus ``arm``, ``seed``); ``summary``: :func:`regime_summary` by arm, source and kind;
+    ``prediction`` / ``lines``: :func:`theory_prediction`."""
+
+    out: Path
+    table: "pd.DataFrame"
+    summary: "pd.DataFrame"
+    prediction: "pd.DataFrame"
+    lines: list[str]
+
+
+def run_regime(config: RegimeConfig) -> RegimeResult:
+    """Measure every arm of ``config`` on its base and write ``regime.csv``, ``regime_summary.csv``,
+    ``prediction.csv``, ``prediction.txt`` and ``config.json`` to ``config.out``."""
+    import pandas as pd
+
+    from cpi.io import atomic_write_text, save_run
+    from experiments.controlled.experiment import knowledge_items, model_fingerprint, stage_knowledge
+    from experiments.controlled.mixture import build_mixture
+    from fullscale.checkpoints import load_checkpoint
+    from fullscale.models import resolve_model
+
+    config.validate()
+    out = Path(config.out)
+    frames = []
+    loaded: dict[str, Any] = {}
+    for arm in config.arms:
+        ecfg = config.arm_config(arm)
+        model_dir = Path(resolve_model(ecfg.model))
+        items = knowledge_items(ecfg.knowledge)
+        cache = Path(ecfg.knowledge_cache) if ecfg.knowledge_cache else out / "knowledge"
+        known, _ = stage_knowledge(ecfg, model_dir, model_fingerprint(model_dir), cache, items)
+        if ecfg.model not in loaded:
+            loaded = {ecfg.model: load_checkpoint(model_dir, dtype=config.dtype)}
+        model, tok = loaded[ecfg.model]
+        for seed in ecfg.seeds:
+            mix = build_mixture(items, known, ecfg.mixture.replace(seed=seed))
+            n = ecfg.evaluate.max_items
+            evaluated = mix.heldout if n is None or len(mix.heldout) <= n else sorted(
+                random.Random(seed).sample(mix.heldout, n), key=lambda it: it.id)  # as stage_mixture draws them
+            records = mix.records[: config.max_records] if config.max_records else mix.records
+            probes = (record_probes(records, items, config.n_candidates)
+                      + heldout_probes(evaluated, items, config.n_candidates))
+            frames.append(measure_regime(model, tok, probes, config.batch_size, seed).assign(arm=arm, seed=seed))
+    table = pd.concat(frames, ignore_index=True)
+    summary = regime_summary(table, by=("arm", "source", "kind"))
+    prediction, lines = theory_prediction(table, steps=config.sim_steps, lr=config.sim_lr)
+    save_run(out, config, {"regime": table, "regime_summary": summary, "prediction": prediction})
+    atomic_write_text(out / "prediction.txt", "\n".join(lines) + "\n")
+    return RegimeResult(out=out, table=table, summary=summary, prediction=prediction, lines=lines)
+
+
+__all__ = ["ARMS", "CLOSED_INSTRUCTION", "Probe", "RegimeConfig", "RegimeResult", "run_regime", "THEORY_CLASSES", "candidate_logprobs", "heldout_probes", "measure_regime",
+           "prediction_line", "probe_prompts", "record_probes", "regime_summary", "replace_subject", "softmax_at",
+           "theory_class", "theory_m", "theory_prediction"]

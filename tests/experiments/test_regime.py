@@ -154,3 +154,71 @@ def test_designs_land_where_intended_on_smollm2(real_smollm2, items):
     cs_v, cs_d = verb[verb["kind"] == "CS"], dis[dis["kind"] == "CS"]
     assert (cs_v["delta_m"] > 0.5).all() and (cs_v["theory_class"] == "C+S outside").all()
     assert cs_d["delta_c"].median() < 0.5 * cs_v["delta_c"].median()
+
+
+def _synthetic(arm, rows):
+    return [{"arm": arm, "source": "record", "kind": k, "delta_c": dc, "delta_m": dm, "m": theory_m(dc, dm, 0.5),
+             "theory_class": theory_class(dc, dm, 8)} for k, dc, dm in rows]
+
+
+def test_theory_prediction_at_measured_parameters():
+    from experiments.controlled.regime import theory_prediction
+
+    table = pd.DataFrame(
+        _synthetic("inside", [("C", 0.95, 0.05)] * 8 + [("CS", 0.3, 0.9)] * 8)
+        + _synthetic("outside", [("C", 0.95, 0.05)] * 8 + [("CS", 0.99, 0.9)] * 8)
+        + _synthetic("memory_only", [("CS", 0.3, 0.9)] * 8)
+        + [{"arm": "inside", "source": "heldout", "kind": "heldout", "delta_c": 0.9, "delta_m": 0.9, "m": 0.0,
+            "theory_class": "C+S outside"}])
+    pred, lines = theory_prediction(table, steps=300)
+    by = pred.set_index("arm")
+    assert by.loc["inside", ["n_records", "n_C", "n_CS_inside"]].tolist() == [16, 8, 8]     # held-out rows not counted
+    assert by.loc["inside", "delta_c_inside"] == pytest.approx(0.3) and by.loc["inside", "sim_peak"] > by.loc["inside", "sim_final"]
+    assert by.loc["inside", "prediction"] == "rise, then fall"
+    assert by.loc["outside", "prediction"].startswith("rise, no fall") and by.loc["outside", "n_CS_outside"] == 8
+    assert by.loc["memory_only", "prediction"].startswith("no rise")
+    assert by.loc["inside", "m_sum"] == pytest.approx(8 * theory_m(0.95, 0.05, 0.5) + 8 * theory_m(0.3, 0.9, 0.5))
+    assert len(lines) == 3 and "the theory predicts rise, then fall" in lines[0] and "delta_C 0.30" in lines[0]
+
+
+def test_run_regime_measures_each_arm_as_the_experiment_builds_it(tmp_path):
+    from experiments.controlled.experiment import ControlledConfig, EvalSettings, KnowledgeSettings
+    from experiments.controlled.regime import RegimeConfig, run_regime
+    from tests.tiny_models import make_tiny_checkpoint
+
+    model = make_tiny_checkpoint(tmp_path / "m", "llama", tokenizer_kind="bpe")
+    exp = ControlledConfig(model=str(model), seeds=(0, 1),
+                           knowledge=KnowledgeSettings(datasets=("CF_World_Facts",), n_candidates=4, max_items=60),
+                           mixture=MixtureConfig(n_examples=8, heldout_fraction=0.3, min_heldout=2),
+                           evaluate=EvalSettings(max_items=3))
+    cfg = RegimeConfig(experiment=exp, arms=("inside", "control"), out=str(tmp_path / "regime"), n_candidates=4,
+                       max_records=5, sim_steps=50)
+    res = run_regime(cfg)
+    t = res.table
+    assert set(t["arm"]) == {"inside", "control"} and set(t["seed"]) == {0, 1}
+    recs = t[t["source"] == "record"]
+    assert recs.groupby(["arm", "seed"]).size().tolist() == [5] * 4                  # max_records per seed
+    assert set(recs.loc[recs["arm"] == "control", "kind"]) == {"C"}
+    assert t.groupby(["arm", "seed"])["source"].apply(lambda s: (s == "heldout").sum()).tolist() == [3] * 4
+    for name in ("regime.csv", "regime_summary.csv", "prediction.csv", "prediction.txt", "config.json"):
+        assert (tmp_path / "regime" / name).is_file()
+    assert len(res.lines) == 2 and res.prediction["arm"].tolist() == ["inside", "control"]
+    # the held-out conflicts measured are the ones the experiment evaluates (same draw per seed)
+    from experiments.controlled.experiment import knowledge_items, stage_knowledge, stage_mixture, model_fingerprint
+
+    ecfg = cfg.experiment.replace(**{"mixture.design": "distractors", "mixture.nonce_context_critical": True})
+    items = knowledge_items(ecfg.knowledge)
+    known, _ = stage_knowledge(ecfg, model, model_fingerprint(model), tmp_path / "regime" / "knowledge", items)
+    data = stage_mixture(ecfg, 1, items, known, tmp_path / "seed-1")
+    held = t[(t["arm"] == "inside") & (t["seed"] == 1) & (t["source"] == "heldout")]
+    assert held["item_id"].tolist() == [it.id for it in data.evaluated]
+
+
+def test_regime_config_errors():
+    from cpi.errors import ConfigError
+    from experiments.controlled.regime import RegimeConfig
+
+    with pytest.raises(ConfigError, match="field 'arms': unknown arm 'sideways'"):
+        RegimeConfig(arms=("sideways",))
+    with pytest.raises(ConfigError, match="field 'dtype'"):
+        RegimeConfig(dtype="int8")
