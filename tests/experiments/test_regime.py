@@ -222,3 +222,17 @@ def test_regime_config_errors():
         RegimeConfig(arms=("sideways",))
     with pytest.raises(ConfigError, match="field 'dtype'"):
         RegimeConfig(dtype="int8")
+
+
+def test_regime_plane_figure(tmp_path):
+    from experiments.controlled.regime import theory_prediction
+    from experiments.controlled.regime_figures import make_regime_figures, plot_regime_plane
+
+    table = pd.DataFrame(_synthetic("inside", [("C", 0.95, 0.05)] * 4 + [("CS", 0.3, 0.9)] * 4)
+                         + _synthetic("outside", [("C", 0.95, 0.05)] * 4 + [("CS", 0.99, 0.9)] * 4))
+    pred, _ = theory_prediction(table, steps=50)
+    fig = plot_regime_plane(table, prediction=pred)
+    assert len(fig.axes) == 2 and "4 C+S inside" in fig.axes[0].get_title()
+    assert "theory: rise, no fall" in fig.axes[1].get_title()
+    paths = make_regime_figures(table, tmp_path, prediction=pred)
+    assert paths[0].stat().st_size > 1000
