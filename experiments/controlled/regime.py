@@ -144,17 +144,20 @@ def heldout_probes(heldout: Sequence[ConflictItem], items: Sequence[ConflictItem
     return probes
 
 
-def replace_subject(text: str, subject: str, nonce: str) -> str:
-    """``text`` with every whole-word occurrence of ``subject`` (and its possessive) replaced by ``nonce``."""
+def replace_subject(text: str, subject: str, nonce: str, keep: Sequence[str] = ()) -> str:
+    """``text`` with every whole-word occurrence of ``subject`` (and its possessive) replaced by ``nonce``,
+    except inside an occurrence of a phrase of ``keep`` (the answers: "Mexico" in "Mexico City" stays)."""
+    kept = [span for phrase in keep for span in find_word_spans(text, phrase)]
     for start, end in reversed(find_word_spans(text, subject)):
-        text = text[:start] + nonce + text[end:]
+        if not any(a <= start and end <= b and (a, b) != (start, end) for a, b in kept):
+            text = text[:start] + nonce + text[end:]
     return text
 
 
 def probe_prompts(probe: Probe, nonce: str) -> dict[str, tuple[str, str]]:
     """The three (instruction, input) pairs of a probe: ``closed``, ``nonce`` and ``full``."""
     return {"closed": (CLOSED_INSTRUCTION, probe.question),
-            "nonce": (probe.instruction, replace_subject(probe.input, probe.subject, nonce)),
+            "nonce": (probe.instruction, replace_subject(probe.input, probe.subject, nonce, probe.candidates)),
             "full": (probe.instruction, probe.input)}
 
 

@@ -51,6 +51,9 @@ def test_m_and_class_at_known_values():
 def test_replace_subject_whole_words_and_possessives():
     assert replace_subject("Which city is France's capital? France!", "France", "Velt") == "Which city is Velt's capital? Velt!"
     assert replace_subject("Franceville is not France", "France", "Velt") == "Franceville is not Velt"
+    # the answer keeps its words: the capital of Mexico is Mexico City
+    assert (replace_subject("The capital of Mexico is Mexico City.", "Mexico", "Velt", keep=("Mexico City", "Lima"))
+            == "The capital of Velt is Mexico City.")
 
 
 def test_record_probes_candidates_and_prompts(items):
