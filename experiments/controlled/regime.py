@@ -345,6 +345,7 @@ def prediction_line(row: Mapping[str, Any], by: str = "arm") -> str:
 #: share (strong knowledge, ``mixture.min_known_margin``; sizes) belongs to the experiment they change.
 ARMS: dict[str, dict[str, Any]] = {
     "inside": {"mixture.design": "distractors", "mixture.nonce_context_critical": True},
+    "inside_d1": {"mixture.design": "distractors", "mixture.nonce_context_critical": True, "mixture.n_distractors": 1},
     "outside": {"mixture.design": "verbatim", "mixture.nonce_context_critical": True},
     "control": {"mixture.design": "verbatim", "mixture.nonce_context_critical": True, "mixture.rho": 1.0},
     "positive_control_10": {"mixture.design": "verbatim", "mixture.nonce_context_critical": True,
