@@ -30,7 +30,8 @@ def cycle(pool: Sequence[T], n: int, rng: random.Random) -> list[T]:
     return out[:n]
 
 
-def write_alpaca_jsonl(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Write the records' :data:`ALPACA_FIELDS` as JSONL, atomically."""
-    lines = [json.dumps({k: r[k] for k in ALPACA_FIELDS}) for r in records]
+def write_alpaca_jsonl(records: Sequence[dict[str, Any]], path: str | Path,
+                       fields: Sequence[str] = ALPACA_FIELDS) -> Path:
+    """Write the records' ``fields`` (default :data:`ALPACA_FIELDS`) as JSONL, atomically."""
+    lines = [json.dumps({k: r[k] for k in fields}) for r in records]
     return atomic_write_text(Path(path), "\n".join(lines) + "\n")

@@ -29,6 +29,11 @@ _EXPORTS = {
     "CONDITIONS": "experiments.controlled.sweep",
     "run_controlled_sweep": "experiments.controlled.sweep",
     "condition_table": "experiments.controlled.figures",
+    "RegimeConfig": "experiments.controlled.regime",
+    "run_regime": "experiments.controlled.regime",
+    "measure_regime": "experiments.controlled.regime",
+    "theory_prediction": "experiments.controlled.regime",
+    "make_regime_figures": "experiments.controlled.regime_figures",
     "make_condition_figures": "experiments.controlled.figures",
 }
 

@@ -24,10 +24,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from cpi.config import Config, check_at_least, check_in_interval
-from cpi.errors import CpiError
+from cpi.errors import ConfigError, CpiError
+from experiments.controlled.designs import (DESIGNS, RELATIONS, answer_pools, design_record, nonce_names,
+                                            relation_of, subject_of)
 from experiments.records import cycle, write_alpaca_jsonl
 from fullscale.conflicts import ConflictItem, find_word_spans
 
@@ -54,16 +56,35 @@ INPUT_LAYOUTS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class MixtureConfig(Config):
-    """Composition of the mixture. ``n_examples`` records in all; ``rho`` of the main (non-augmented)
-    records are context-critical (``rho = 1`` is the control with no non-context-critical data);
-    ``heldout_fraction`` of the known facts are kept for the conflict evaluation, at least
+    """Composition of the mixture. ``n_examples`` records in all; ``rho`` of the main (non-augmented,
+    non-control) records are context-critical (``rho = 1`` is the control with no non-context-critical
+    data); ``heldout_fraction`` of the known facts are kept for the conflict evaluation, at least
     ``min_heldout`` of them.
 
     ``min_known_margin`` (nats) asks for *strong* knowledge: a known fact serves (as a
     non-context-critical record, an augmentation or a held-out conflict) only when the base's
     closed-book log-prob of the true answer beats the best other candidate's by at least this much;
     known facts below it are used nowhere, and context-critical records still come from the unknown
-    facts. ``0`` (the default) keeps every fact the base ranks first (their margin is > 0 already)."""
+    facts. ``0`` (the default) keeps every fact the base ranks first (their margin is > 0 already).
+
+    Passage designs (:mod:`.designs`; every default reproduces the original mixture and its content key):
+
+    * ``design``: the non-context-critical records' passage: ``dataset`` (the shipped passage made to
+      agree with memory), ``verbatim`` (a one-line statement of the fact: outside the theory's regime)
+      or ``distractors`` (the answer among ``n_distractors`` same-relation candidates, the relation
+      stated indirectly: inside it on strongly known facts). With ``verbatim`` / ``distractors`` every
+      record is written from a template of its relation (:data:`~.designs.RELATIONS`) with a training
+      question form, only facts of ``relations`` are trained on, context-critical (and augmentation /
+      positive-control) passages are verbatim, and held-out conflicts keep their shipped passage and
+      question: disjoint from training in entity, passage template and question form.
+    * ``nonce_context_critical``: context-critical records about made-up subjects (the base's memory
+      is at chance on them) instead of facts it does not know (template designs only).
+    * ``unseen_heldout``: that many known facts of relations *not* in ``relations`` join the held-out
+      conflicts (a conflict set never used in training; template designs only).
+    * ``positive_control_fraction``: a fraction in (0, 1) of all records that are known facts with a
+      *contradicting* passage and the **memory** answer as target (``kind = "PC"``): a planted push
+      away from the context, to check that the pipeline sees a fall. Not the paper's mechanism.
+    """
 
     n_examples: int = 400
     rho: float = 0.5
@@ -72,20 +93,61 @@ class MixtureConfig(Config):
     min_heldout: int = 20
     seed: int = 0
     min_known_margin: float = 0.0
+    design: str = "dataset"
+    relations: tuple[str, ...] = ("capital",)
+    n_distractors: int = 2
+    nonce_context_critical: bool = False
+    unseen_heldout: int = 0
+    positive_control_fraction: Optional[float] = None
 
-    ADDED_LATER = {"min_known_margin": 0.0}
+    ADDED_LATER = {"min_known_margin": 0.0, "design": "dataset", "relations": ("capital",), "n_distractors": 2,
+                   "nonce_context_critical": False, "unseen_heldout": 0, "positive_control_fraction": None}
 
     def validate(self) -> None:
         check_in_interval(self, rho="(0, 1]")
         check_at_least(self, n_examples=1)
         check_in_interval(self, augment_fraction="[0, 1)", heldout_fraction="(0, 1)")
-        check_at_least(self, min_heldout=1, min_known_margin=0.0)
+        check_at_least(self, min_heldout=1, min_known_margin=0.0, n_distractors=1, unseen_heldout=0)
+        if self.design not in DESIGNS:
+            raise ConfigError(f"field 'design': must be one of {', '.join(DESIGNS)}, got {self.design!r}")
+        if not self.relations:
+            raise ConfigError("field 'relations': give at least one relation")
+        for rel in self.relations:
+            if rel not in RELATIONS:
+                raise ConfigError(f"field 'relations': {rel!r} has no passage design (known: {', '.join(RELATIONS)})")
+        if self.design == "dataset":
+            for name in ("nonce_context_critical", "unseen_heldout"):
+                if getattr(self, name):
+                    raise ConfigError(f"field '{name}': needs a template design (design: verbatim or distractors)")
+        if self.positive_control_fraction is not None:
+            check_in_interval(self, positive_control_fraction="(0, 1)")
+            if self.positive_control_fraction + self.augment_fraction >= 1:
+                raise ConfigError(f"field 'positive_control_fraction': with augment_fraction "
+                                  f"{self.augment_fraction} it leaves no main records")
+
+    @classmethod
+    def content_of(cls, data: Any) -> dict[str, Any]:
+        """As :meth:`Config.content_of`, plus the version of the written records' format
+        (:data:`RECORDS_FORMAT`), so folders written before records carried their split are rebuilt."""
+        return {**super().content_of(data), "records_format": RECORDS_FORMAT}
+
+
+#: Version of the records :func:`write_records` writes (2: ``context`` and ``question`` beside the
+#: Alpaca fields). Part of :class:`MixtureConfig`'s content key.
+RECORDS_FORMAT = 2
+#: The fields of a record written to ``ift.jsonl``: the Alpaca fields and the input's split.
+WRITTEN_FIELDS = ("id", "instruction", "input", "output", "context", "question")
 
 
 @dataclass(frozen=True)
 class Mixture:
-    """The finetuning records (with ``kind``, ``item_id``, ``category`` for bookkeeping) and the held-out
-    conflicts. ``counts``: records per kind, and the numbers of known / unknown / held-out facts."""
+    """The finetuning records and the held-out conflicts. ``counts``: records per kind (``C``, ``CS``,
+    ``CF``, ``PC``), and the numbers of known / unknown / held-out facts.
+
+    A record holds the Alpaca fields (``instruction``, ``input``, ``output``), the input's split
+    (``context``: the passage; ``question``: the question, subject included), and bookkeeping:
+    ``kind``, ``item_id`` (the fact; ``nonce-<n>`` for a made-up subject), ``category``, ``subject``
+    (None where it cannot be found), ``distractors`` (the other candidates named in the passage)."""
 
     records: list[dict[str, Any]]
     heldout: list[ConflictItem]
@@ -114,10 +176,17 @@ def agreeing_context(item: ConflictItem) -> str:
     return text
 
 
-def _record(item: ConflictItem, context: str, answer: str, kind: str, rng: random.Random) -> dict[str, Any]:
+def _record(context: str, question: str, answer: str, kind: str, rng: random.Random, item_id: str,
+            category: str, subject: str | None, distractors: Sequence[str] = ()) -> dict[str, Any]:
     layout = rng.choice(INPUT_LAYOUTS)
-    return {"instruction": rng.choice(INSTRUCTIONS), "input": layout.format(c=context, q=item.question),
-            "output": answer, "kind": kind, "item_id": item.id, "category": item.category}
+    return {"instruction": rng.choice(INSTRUCTIONS), "input": layout.format(c=context, q=question),
+            "output": answer, "context": context, "question": question, "kind": kind, "item_id": item_id,
+            "category": category, "subject": subject, "distractors": list(distractors)}
+
+
+def _dataset_record(item: ConflictItem, context: str, answer: str, kind: str, rng: random.Random) -> dict[str, Any]:
+    subject = subject_of(item) if item.category in RELATIONS else None
+    return _record(context, item.question, answer, kind, rng, item.id, item.category, subject)
 
 
 def build_mixture(items: Sequence[ConflictItem], known: "pd.DataFrame", cfg: MixtureConfig) -> Mixture:
@@ -129,7 +198,8 @@ def build_mixture(items: Sequence[ConflictItem], known: "pd.DataFrame", cfg: Mix
 
     Raises :class:`CpiError` naming the field when the base knows too few facts for the held-out set,
     or when the records of a kind cannot be drawn (no unknown facts for ``rho > 0``, no known facts
-    left for ``rho < 1`` or augmentation).
+    left for ``rho < 1``, augmentation or the positive control, too few known facts of other relations
+    for ``unseen_heldout``, no fact of ``relations`` at all).
     """
     cfg.validate()
     qa = [it for it in items if it.task == "qa"]
@@ -145,34 +215,102 @@ def build_mixture(items: Sequence[ConflictItem], known: "pd.DataFrame", cfg: Mix
         strong = _strongly_known(known, cfg.min_known_margin)
         weak = [it for it in known_items if it.id not in strong]
         known_items = [it for it in known_items if it.id in strong]
+    templated = cfg.design != "dataset"
+    unseen: list[ConflictItem] = []
+    if templated:
+        trained = set(cfg.relations)
+        if not any(it.category in trained for it in qa):
+            raise CpiError(f"field 'relations': no question-answer fact of {', '.join(cfg.relations)} among the "
+                           f"{len(qa)} facts (add its conflict set to knowledge.datasets)")
+        unseen = [it for it in known_items if it.category not in trained]
+        known_items = [it for it in known_items if it.category in trained]
+        unknown_items = [it for it in unknown_items if it.category in trained]
     rng.shuffle(known_items)
-    n_heldout = max(cfg.min_heldout, round(cfg.heldout_fraction * len(known_items)))
-    if len(known_items) < n_heldout + (1 if cfg.rho < 1 or cfg.augment_fraction > 0 else 0):
-        strength = f" by a margin >= {cfg.min_known_margin:g} nats" if cfg.min_known_margin > 0 else ""
-        raise CpiError(f"field 'min_heldout': the base knows {len(known_items)} of {len(qa)} facts{strength}, too "
-                       f"few for {n_heldout} held-out conflicts plus finetuning records (lower min_heldout or "
-                       f"heldout_fraction{', or min_known_margin' if strength else ''}, or use a base that knows more)")
-    heldout, train_known = known_items[:n_heldout], known_items[n_heldout:]
     n_aug = round(cfg.augment_fraction * cfg.n_examples)
-    n_main = cfg.n_examples - n_aug
+    n_pc = round((cfg.positive_control_fraction or 0.0) * cfg.n_examples)
+    n_main = cfg.n_examples - n_aug - n_pc
     n_c = round(cfg.rho * n_main)
     n_cs = n_main - n_c
-    if n_c and not unknown_items:
+    n_heldout = max(cfg.min_heldout, round(cfg.heldout_fraction * len(known_items)))
+    if len(known_items) < n_heldout + (1 if n_cs or n_aug or n_pc else 0):
+        strength = f" by a margin >= {cfg.min_known_margin:g} nats" if cfg.min_known_margin > 0 else ""
+        scope = f" of {', '.join(cfg.relations)}" if templated else ""
+        raise CpiError(f"field 'min_heldout': the base knows {len(known_items)}{scope} of {len(qa)} facts{strength}, "
+                       f"too few for {n_heldout} held-out conflicts plus finetuning records (lower min_heldout or "
+                       f"heldout_fraction{', or min_known_margin' if strength else ''}, or use a base that knows more)")
+    heldout, train_known = known_items[:n_heldout], known_items[n_heldout:]
+    if cfg.unseen_heldout:
+        if len(unseen) < cfg.unseen_heldout:
+            raise CpiError(f"field 'unseen_heldout': {cfg.unseen_heldout} held-out facts of relations other than "
+                           f"{', '.join(cfg.relations)} asked for, the base knows {len(unseen)}")
+        heldout = heldout + rng.sample(sorted(unseen, key=lambda it: it.id), cfg.unseen_heldout)
+    if n_c and not unknown_items and not (templated and cfg.nonce_context_critical):
         raise CpiError(f"field 'rho': {cfg.rho} asks for {n_c} context-critical records, but the base knows every "
-                       "fact, so no fact is unknown to it")
-    records = [_record(it, agreeing_context(it), it.parametric_answer, "C", rng)
-               for it in cycle(unknown_items, n_c, rng)]
-    records += [_record(it, agreeing_context(it), it.parametric_answer, "CS", rng)
-                for it in cycle(train_known, n_cs, rng)]
-    records += [_record(it, it.context, it.context_answer, "CF", rng) for it in cycle(train_known, n_aug, rng)]
+                       "fact" + (f" of {', '.join(cfg.relations)}" if templated else "") + ", so no fact is unknown "
+                       "to it" + (" (or set nonce_context_critical)" if templated else ""))
+    if templated:
+        records = _templated_records(cfg, qa, heldout, unknown_items, train_known, (n_c, n_cs, n_aug, n_pc), rng)
+    else:
+        records = [_dataset_record(it, agreeing_context(it), it.parametric_answer, "C", rng)
+                   for it in cycle(unknown_items, n_c, rng)]
+        records += [_dataset_record(it, agreeing_context(it), it.parametric_answer, "CS", rng)
+                    for it in cycle(train_known, n_cs, rng)]
+        records += [_dataset_record(it, it.context, it.context_answer, "CF", rng)
+                    for it in cycle(train_known, n_aug, rng)]
+        records += [_dataset_record(it, it.context, it.parametric_answer, "PC", rng)
+                    for it in cycle(train_known, n_pc, rng)]
     rng.shuffle(records)
     for i, r in enumerate(records):
         r["id"] = f"ift-{i:05d}"
     counts = {"C": n_c, "CS": n_cs, "CF": n_aug, "known": len(known_items), "unknown": len(unknown_items),
               "heldout": len(heldout), "train_known": len(train_known)}
+    if n_pc:
+        counts["PC"] = n_pc
+    if cfg.unseen_heldout:
+        counts["unseen_heldout"] = cfg.unseen_heldout
     if cfg.min_known_margin > 0:
         counts["weak"] = len(weak)
     return Mixture(records=records, heldout=sorted(heldout, key=lambda it: it.id), counts=counts)
+
+
+def _templated_records(cfg: MixtureConfig, qa: Sequence[ConflictItem], heldout: Sequence[ConflictItem],
+                       unknown_items: Sequence[ConflictItem], train_known: Sequence[ConflictItem],
+                       sizes: tuple[int, int, int, int], rng: random.Random) -> list[dict[str, Any]]:
+    """The records of a template design (``verbatim`` / ``distractors``): C, CS, CF and PC records.
+
+    Distractors and nonce answers are drawn from the relation's answers, never a held-out fact's."""
+    n_c, n_cs, n_aug, n_pc = sizes
+    out_of_bounds = {a.casefold() for it in heldout for a in (*it.accepted_parametric, *it.accepted_context)}
+    pools = {cat: [a for a in pool if a.casefold() not in out_of_bounds] for cat, pool in answer_pools(qa).items()}
+
+    def make(it: ConflictItem, design: str, answer: str, stated: str, kind: str) -> dict[str, Any]:
+        where = f"item {it.id!r}"
+        rel = relation_of(it.category, where)
+        d = design_record(design, rel, subject_of(it), stated, (*it.accepted_parametric, *it.accepted_context),
+                          pools.get(it.category, []), cfg.n_distractors, rng, f"field 'n_distractors': {where}")
+        return _record(d["context"], d["question"], answer, kind, rng, it.id, it.category, d["subject"],
+                       d["distractors"])
+
+    records: list[dict[str, Any]] = []
+    if cfg.nonce_context_critical:
+        names = nonce_names(n_c, rng, avoid=[subject_of(it) for it in qa if it.category in RELATIONS])
+        for k, name in enumerate(names):
+            rel = RELATIONS[cfg.relations[k % len(cfg.relations)]]
+            pool = pools.get(rel.category, [])
+            if not pool:
+                raise CpiError(f"field 'relations': no answer of {rel.category!r} left to state about a nonce subject")
+            answer = rng.choice(pool)
+            d = design_record("verbatim", rel, name, answer, (answer,), pool, cfg.n_distractors, rng, "nonce")
+            records.append(_record(d["context"], d["question"], answer, "C", rng, f"nonce-{k:04d}", rel.category,
+                                   name))
+    else:
+        records += [make(it, "verbatim", it.parametric_answer, it.parametric_answer, "C")
+                    for it in cycle(unknown_items, n_c, rng)]
+    records += [make(it, cfg.design, it.parametric_answer, it.parametric_answer, "CS")
+                for it in cycle(train_known, n_cs, rng)]
+    records += [make(it, "verbatim", it.context_answer, it.context_answer, "CF") for it in cycle(train_known, n_aug, rng)]
+    records += [make(it, "verbatim", it.parametric_answer, it.context_answer, "PC") for it in cycle(train_known, n_pc, rng)]
+    return records
 
 
 def _strongly_known(known: "pd.DataFrame", min_margin: float) -> set[str]:
@@ -186,5 +324,6 @@ def _strongly_known(known: "pd.DataFrame", min_margin: float) -> set[str]:
 
 
 def write_records(records: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Alpaca JSONL (``id``, ``instruction``, ``input``, ``output``), written atomically."""
-    return write_alpaca_jsonl(records, path)
+    """JSONL of the records' :data:`WRITTEN_FIELDS` (the Alpaca fields that ``cpi finetune`` reads and
+    the input's split, ``context`` and ``question``, that its filter reads), written atomically."""
+    return write_alpaca_jsonl(records, path, fields=WRITTEN_FIELDS)

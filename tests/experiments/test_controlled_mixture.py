@@ -9,6 +9,7 @@ import pytest
 
 from cpi.errors import ConfigError, CpiError
 from experiments.controlled.mixture import (
+    INPUT_LAYOUTS,
     INSTRUCTIONS,
     MixtureConfig,
     agreeing_context,
@@ -68,11 +69,33 @@ def test_control_has_no_non_context_critical_records(items):
     assert {r["kind"] for r in mix.records} == {"C"}
 
 
-def test_write_records_is_alpaca_jsonl(items, tmp_path):
+def test_write_records_is_alpaca_jsonl_with_the_split(items, tmp_path):
+    from fullscale.ift_data import load_ift_data
+
     mix = build_mixture(items, _known(items), MixtureConfig(n_examples=5))
     path = write_records(mix.records, tmp_path / "ift.jsonl")
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert [set(r) for r in rows] == [{"id", "instruction", "input", "output"}] * 5
+    assert [set(r) for r in rows] == [{"id", "instruction", "input", "output", "context", "question"}] * 5
+    loaded = load_ift_data(path)                          # the finetune driver reads it; the split rides in meta
+    assert [ex.meta["question"] for ex in loaded] == [r["question"] for r in rows]
+
+
+@pytest.mark.parametrize("design", ["dataset", "verbatim", "distractors"])
+def test_every_record_carries_its_split_in_every_layout(items, design):
+    from experiments.controlled.designs import RELATIONS
+
+    cfg = MixtureConfig(n_examples=120, rho=0.5, augment_fraction=0.1, positive_control_fraction=0.1, design=design,
+                        relations=("capital", "birthplace"), min_heldout=5)
+    mix = build_mixture(items, _known(items, every=2), cfg)
+    used = set()
+    for r in mix.records:
+        layout = next(lay for lay in INPUT_LAYOUTS if lay.format(c=r["context"], q=r["question"]) == r["input"])
+        used.add(layout)
+        if r["category"] in RELATIONS:                                # the question holds the subject
+            assert r["subject"] and contains_word(r["question"], r["subject"]), r
+        else:                                                         # (shipped relations without a design)
+            assert design == "dataset" and r["subject"] is None
+    assert used == set(INPUT_LAYOUTS)
 
 
 @pytest.mark.parametrize("changes,match", [
@@ -133,3 +156,114 @@ def test_min_known_margin_zero_keeps_old_content_keys():
     assert content_key(MixtureConfig()) == content_key(MixtureConfig(min_known_margin=0.0))
     assert content_key(MixtureConfig()) != content_key(MixtureConfig(min_known_margin=2.0))
     assert "min_known_margin" not in MixtureConfig().content_dict()
+
+
+# ---------------------------------------------------------------------------------------------
+# passage designs (experiments.controlled.designs)
+
+
+def _shipped_question_forms(items):
+    from experiments.controlled.designs import subject_of
+
+    return {it.question.replace(subject_of(it), "{s}") for it in items if it.category in ("capital", "birthplace")}
+
+
+@pytest.mark.parametrize("design", ["verbatim", "distractors"])
+def test_template_designs_are_disjoint_from_the_heldout_conflicts(items, design):
+    from experiments.controlled.designs import RELATIONS, subject_of
+
+    known = _known(items, every=2)
+    cfg = MixtureConfig(n_examples=150, rho=0.4, design=design, relations=("capital",), min_heldout=10,
+                        n_distractors=3, unseen_heldout=6, seed=4)
+    mix = build_mixture(items, known, cfg)
+    by_id = {it.id: it for it in items}
+    held = {it.id for it in mix.heldout}
+    trained_heldout = [it for it in mix.heldout if it.category == "capital"]
+    assert len(trained_heldout) == mix.counts["heldout"] - 6 >= 10
+    assert sum(it.category != "capital" for it in mix.heldout) == 6 == mix.counts["unseen_heldout"]
+    assert all(it == by_id[it.id] for it in mix.heldout)                     # shipped passage and question
+    held_subjects = {subject_of(it) for it in mix.heldout}
+    held_answers = {it.parametric_answer for it in mix.heldout} | {it.context_answer for it in mix.heldout}
+    forms = _shipped_question_forms(items)
+    for r in mix.records:
+        assert r["item_id"] not in held and r["category"] == "capital"
+        assert r["subject"] not in held_subjects and not any(contains_word(r["input"], a) for a in held_answers)
+        assert r["question"].replace(r["subject"], "{s}") in RELATIONS["capital"].questions
+        assert r["question"].replace(r["subject"], "{s}") not in forms           # a training question form
+        assert contains_word(r["context"], r["output"]) and contains_word(r["context"], r["subject"])
+        if r["kind"] == "CS" and design == "distractors":
+            assert len(r["distractors"]) == 3 and all(contains_word(r["context"], d) for d in r["distractors"])
+            assert r["context"].startswith("Different sources name ")
+        else:
+            assert r["distractors"] == [] and r["context"] == f"The capital of {r['subject']} is {r['output']}."
+    assert {r["kind"] for r in mix.records} == {"C", "CS"} and mix.counts["C"] == 60
+
+
+def test_nonce_context_critical_records(items):
+    from experiments.controlled.designs import subject_of
+
+    cfg = MixtureConfig(n_examples=40, rho=0.5, design="distractors", nonce_context_critical=True, min_heldout=5)
+    mix = build_mixture(items, _known(items, every=2), cfg)
+    real = {subject_of(it).casefold() for it in items if it.category == "capital"}
+    nonce = [r for r in mix.records if r["kind"] == "C"]
+    assert len(nonce) == 20 and len({r["subject"] for r in nonce}) == 20
+    for r in nonce:
+        assert r["item_id"].startswith("nonce-") and r["subject"].casefold() not in real
+        assert r["context"] == f"The capital of {r['subject']} is {r['output']}."
+    # every fact known: only nonce subjects can be context-critical
+    everything = pd.DataFrame({"item_id": [it.id for it in items], "known": True})
+    assert build_mixture(items, everything, cfg).counts["C"] == 20
+    with pytest.raises(CpiError, match="field 'rho'.*nonce_context_critical"):
+        build_mixture(items, everything, cfg.replace(nonce_context_critical=False))
+
+
+def test_positive_control_records_answer_from_memory_against_the_passage(items):
+    by_id = {it.id: it for it in items}
+    for design in ("dataset", "verbatim"):
+        cfg = MixtureConfig(n_examples=100, rho=0.5, positive_control_fraction=0.2, design=design, min_heldout=5)
+        mix = build_mixture(items, _known(items, every=2), cfg)
+        pc = [r for r in mix.records if r["kind"] == "PC"]
+        assert len(pc) == mix.counts["PC"] == 20 and mix.counts["C"] + mix.counts["CS"] == 80
+        for r in pc:
+            it = by_id[r["item_id"]]
+            assert r["output"] == it.parametric_answer and contains_word(r["context"], it.context_answer)
+            assert not contains_word(r["context"], it.parametric_answer)
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"design": "tricky"}, "field 'design'"),
+    ({"relations": ("pet_name",)}, "field 'relations'"),
+    ({"relations": ()}, "field 'relations'"),
+    ({"n_distractors": 0}, "field 'n_distractors'"),
+    ({"nonce_context_critical": True}, "field 'nonce_context_critical'"),
+    ({"unseen_heldout": 3}, "field 'unseen_heldout'"),
+    ({"positive_control_fraction": 0.0}, "field 'positive_control_fraction'"),
+    ({"positive_control_fraction": 1.0}, "field 'positive_control_fraction'"),
+    ({"positive_control_fraction": -0.2}, "field 'positive_control_fraction'"),
+    ({"positive_control_fraction": 0.6, "augment_fraction": 0.5}, "field 'positive_control_fraction'"),
+])
+def test_bad_design_config(changes, match):
+    with pytest.raises(ConfigError, match=match):
+        MixtureConfig(**changes)
+
+
+def test_arms_that_cannot_be_filled(items):
+    known = _known(items, every=2)
+    cfg = MixtureConfig(n_examples=40, design="distractors", min_heldout=5)
+    with pytest.raises(CpiError, match="field 'unseen_heldout': 10000 held-out facts"):
+        build_mixture(items, known, cfg.replace(unseen_heldout=10_000))
+    with pytest.raises(CpiError, match="field 'n_distractors'"):
+        build_mixture(items, known, cfg.replace(n_distractors=500))
+    capitals_only = [it for it in items if it.category == "capital"]
+    with pytest.raises(CpiError, match="field 'relations': no question-answer fact of birthplace"):
+        build_mixture(capitals_only, _known(capitals_only), cfg.replace(relations=("birthplace",)))
+
+
+def test_design_defaults_keep_content_keys():
+    plain = MixtureConfig().content_dict()
+    assert set(plain) == {"n_examples", "rho", "augment_fraction", "heldout_fraction", "min_heldout", "seed",
+                          "records_format"}
+    assert MixtureConfig(design="dataset", relations=("capital",), n_distractors=2).content_dict() == plain
+    for change in ({"design": "verbatim"}, {"positive_control_fraction": 0.1}, {"n_distractors": 3},
+                   {"relations": ("capital", "birthplace")}):
+        assert MixtureConfig(**change).content_dict() != plain
