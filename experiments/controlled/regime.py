@@ -343,21 +343,22 @@ def prediction_line(row: Mapping[str, Any], by: str = "arm") -> str:
 #: same context-critical dose (nonce subjects, verbatim passages) inside and outside the regime, the
 #: rho = 1 control, and the positive control at two strengths (not the paper's mechanism). What the arms
 #: share (strong knowledge, ``mixture.min_known_margin``; sizes) belongs to the experiment they change.
-ARMS: dict[str, dict[str, Any]] = {
-    "inside": {"mixture.design": "distractors", "mixture.nonce_context_critical": True},
-    "inside_d1": {"mixture.design": "distractors", "mixture.nonce_context_critical": True, "mixture.n_distractors": 1},
-    "outside": {"mixture.design": "verbatim", "mixture.nonce_context_critical": True},
-    "control": {"mixture.design": "verbatim", "mixture.nonce_context_critical": True, "mixture.rho": 1.0},
-    "positive_control_10": {"mixture.design": "verbatim", "mixture.nonce_context_critical": True,
-                            "mixture.positive_control_fraction": 0.1},
-    "positive_control_20": {"mixture.design": "verbatim", "mixture.nonce_context_critical": True,
-                            "mixture.positive_control_fraction": 0.25},
-}
+#: the regime arms, rows of the conditions file (``experiments/controlled/conditions.yaml``)
+REGIME_ARMS = ("inside", "inside_d1", "outside", "control", "positive_control_10", "positive_control_20")
+
+
+def arm_changes(arm: str) -> dict[str, Any]:
+    """The dotted changes that make ``arm`` (its ``set`` row in the conditions file)."""
+    from experiments.controlled.conditions import load_conditions
+
+    return dict(load_conditions()[arm].set)
+
+
 
 
 @dataclass(frozen=True)
 class RegimeConfig(Config):
-    """Measure the theory's parameters of ``arms`` (names of :data:`ARMS`) before any training: each
+    """Measure the theory's parameters of ``arms`` (names of :data:`REGIME_ARMS`, rows of the conditions file) before any training: each
     arm is ``experiment`` with the arm's changes, every seed's mixture is built exactly as the
     controlled experiment builds it, and its records (at most ``max_records`` per seed, the first ones)
     and evaluated held-out conflicts are measured on the base in ``dtype`` over ``n_candidates``
@@ -380,8 +381,8 @@ class RegimeConfig(Config):
         from cpi.errors import ConfigError
 
         for arm in self.arms:
-            if arm not in ARMS:
-                raise ConfigError(f"field 'arms': unknown arm {arm!r} (known: {', '.join(ARMS)})")
+            if arm not in REGIME_ARMS:
+                raise ConfigError(f"field 'arms': unknown arm {arm!r} (known: {', '.join(REGIME_ARMS)})")
         if not self.arms:
             raise ConfigError("field 'arms': give at least one arm")
         if self.dtype not in ("float32", "bfloat16"):
@@ -390,7 +391,7 @@ class RegimeConfig(Config):
 
     def arm_config(self, arm: str) -> Any:
         """The :class:`~experiments.controlled.experiment.ControlledConfig` of one arm."""
-        return self.experiment.replace(**ARMS[arm])
+        return self.experiment.replace(**arm_changes(arm))
 
 
 @dataclass
@@ -447,6 +448,6 @@ def run_regime(config: RegimeConfig) -> RegimeResult:
     return RegimeResult(out=out, table=table, summary=summary, prediction=prediction, lines=lines)
 
 
-__all__ = ["ARMS", "CLOSED_INSTRUCTION", "Probe", "RegimeConfig", "RegimeResult", "run_regime", "THEORY_CLASSES", "candidate_logprobs", "heldout_probes", "measure_regime",
+__all__ = ["REGIME_ARMS", "arm_changes", "CLOSED_INSTRUCTION", "Probe", "RegimeConfig", "RegimeResult", "run_regime", "THEORY_CLASSES", "candidate_logprobs", "heldout_probes", "measure_regime",
            "prediction_line", "probe_prompts", "record_probes", "regime_summary", "replace_subject", "softmax_at",
            "theory_class", "theory_m", "theory_prediction"]

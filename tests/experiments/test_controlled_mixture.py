@@ -76,8 +76,9 @@ def test_write_records_is_alpaca_jsonl_with_the_split(items, tmp_path):
     path = write_records(mix.records, tmp_path / "ift.jsonl")
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert [set(r) for r in rows] == [{"id", "instruction", "input", "output", "context", "question"}] * 5
-    loaded = load_ift_data(path)                          # the finetune driver reads it; the split rides in meta
-    assert [ex.meta["question"] for ex in loaded] == [r["question"] for r in rows]
+    loaded = load_ift_data(path)                          # the finetune driver reads the split explicitly
+    assert [ex.question for ex in loaded] == [r["question"] for r in rows]
+    assert [ex.passage for ex in loaded] == [r["context"] for r in rows]
 
 
 @pytest.mark.parametrize("design", ["dataset", "verbatim", "distractors"])
