@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
 
-from cpi.config import Config, check_at_least
+from cpi.config import Config, check_at_least, check_finite
 from cpi.errors import ConfigError, CpiError
 from mechinterp.trajectory import ItemSettings, load_items
 
@@ -45,6 +45,7 @@ class HeadIntervention(Config):
         for lh in self.heads:
             if len(lh) != 2 or min(lh) < 0:
                 raise ConfigError(f"field 'heads': {lh!r} is not a (layer, head) pair of non-negative ints")
+        check_finite(self, "", "scale")
         check_at_least(self, scale=0)
 
 
@@ -67,6 +68,7 @@ class InterveneConfig(ItemSettings):
 
     def validate(self) -> None:
         super().validate()
+        check_finite(self, "", "scale")
         check_at_least(self, scale=0)
 
 

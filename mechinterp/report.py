@@ -53,16 +53,20 @@ def run_link(config: LinkConfig) -> "dict[str, pd.DataFrame]":
     """
     import pandas as pd
 
-    from cpi.io import check_out_dir, save_run
+    from cpi.io import check_input_file, check_out_dir, save_run
     from mechinterp import link, plots
     from mechinterp.trajectory import read_probe_table
 
     out = check_out_dir(config.out)
-    table = read_probe_table(config.probe)
-    ev = None
+    probe = Path(config.probe)
+    check_input_file(probe / "probe.csv" if probe.is_dir() else probe, "probe table")
     if config.eval_summary is not None:
         if not Path(config.eval_summary).is_file():
             raise CpiError(f"{config.eval_summary}: evaluation summary not found")
+        check_input_file(config.eval_summary, "evaluation summary")
+    table = read_probe_table(config.probe)
+    ev = None
+    if config.eval_summary is not None:
         ev = pd.read_csv(config.eval_summary, keep_default_na=False, na_values=[""])
     where = {"dataset": config.dataset_name, "category": config.category}
     tables: dict[str, pd.DataFrame] = {}

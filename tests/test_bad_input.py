@@ -437,10 +437,6 @@ XFAIL: dict[str, str] = {
     "evaluate/n-boot-1e12": "fullscale/evaluate.py (helper B): EvalConfig.validate must call "
                             "check_at_most(self, n_boot=fullscale.stats.MAX_N_BOOT) so it is refused before scoring "
                             "(now: refused by bootstrap_ci after the items table is written)",
-    "probe-intervene/scale-inf": "mechinterp (probe-intervene's config): check_finite(self, '', 'scale') in its "
-                                 "validate (now: exit 0 with a NaN logit difference)",
-    "probe-link/binary-probe-table": "mechinterp/link.py: check_input_file on --probe tables (now: a pandas "
-                                     "ParserError traceback)",
 }
 
 
