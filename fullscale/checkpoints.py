@@ -292,6 +292,34 @@ def _resolve_base(adapter_dir: Path, base: str) -> str:
     return str(cand)
 
 
+def checkpoint_tokenizer(name: str, folder: Path, base_path: str | None, tokenizer: str | Path | None,
+                         model: Any = None) -> "PreTrainedTokenizerBase":
+    """The tokenizer of checkpoint ``name``: its folder's, else its base model's, else ``tokenizer``
+    (CpiError if none); checked against ``model``'s embedding when given."""
+    tok_sources = [folder] + ([Path(base_path)] if base_path and Path(base_path).is_dir() else [])
+    tok_dir = next((s for s in tok_sources if _has_tokenizer(s)), None)
+    if tok_dir is not None:
+        tok = load_tokenizer(tok_dir, what=f"checkpoint {name}")
+    elif tokenizer is not None:
+        log.info("checkpoint %s has no tokenizer; using %s", name, tokenizer)
+        tok = load_tokenizer(tokenizer, what=f"--tokenizer for checkpoint {name}")
+    else:
+        raise CpiError(f"checkpoint {name}: no tokenizer files in {folder}; pass --tokenizer PATH")
+    if model is not None:
+        check_vocab(name, tok, model)
+    return tok
+
+
+def check_vocab(name: str, tok: Any, model: Any) -> None:
+    """CpiError when the tokenizer has more tokens than the model's embedding has rows."""
+    n_emb = model.get_input_embeddings().num_embeddings
+    if len(tok) > n_emb:
+        raise CpiError(
+            f"checkpoint {name}: tokenizer has {len(tok)} tokens but the model's embedding has {n_emb} rows "
+            f"(wrong --tokenizer?)"
+        )
+
+
 @contextlib.contextmanager
 def peft_deprecations_silenced() -> Any:
     """Hide the FutureWarning peft raises by reading transformers' deprecated ``is_gradient_checkpointing``
@@ -342,21 +370,16 @@ def load_checkpoint(
         _check_weights(name, folder, adapter=True)
         if Path(base_path).is_dir():
             _check_weights(f"{name} (base model {base_path})", Path(base_path), adapter=False)
+            from fullscale.adapters import check_adapter_base
+
+            check_adapter_base(name, folder, base_path)
     else:
         if not (folder / "config.json").is_file():
             raise CpiError(f"checkpoint {name}: no config.json in {folder}")
         _check_weights(name, folder, adapter=False)
 
     # tokenizer first: cheap, and a missing one should fail before loading weights
-    tok_sources = [folder] + ([Path(base_path)] if base_path and Path(base_path).is_dir() else [])
-    tok_dir = next((s for s in tok_sources if _has_tokenizer(s)), None)
-    if tok_dir is not None:
-        tok = load_tokenizer(tok_dir, what=f"checkpoint {name}")
-    elif tokenizer is not None:
-        log.info("checkpoint %s has no tokenizer; using %s", name, tokenizer)
-        tok = load_tokenizer(tokenizer, what=f"--tokenizer for checkpoint {name}")
-    else:
-        raise CpiError(f"checkpoint {name}: no tokenizer files in {folder}; pass --tokenizer PATH")
+    tok = checkpoint_tokenizer(name, folder, base_path, tokenizer)
 
     load_errors = (OSError, ValueError, RuntimeError, KeyError, EnvironmentError)
     try:
@@ -366,7 +389,9 @@ def load_checkpoint(
     except ImportError:  # pragma: no cover
         pass
     try:
-        model = AutoModelForCausalLM.from_pretrained(base_path or str(folder), dtype=dt)
+        # straight onto an accelerator (no CPU copy of the weights); on the CPU the safetensors stay memory-mapped
+        placement = {} if dev.type == "cpu" else {"device_map": str(dev)}
+        model = AutoModelForCausalLM.from_pretrained(base_path or str(folder), dtype=dt, **placement)
     except load_errors as exc:
         first = str(exc).splitlines()[0] if str(exc) else repr(exc)
         where = f"base model {base_path}" if base_path else str(folder)
@@ -380,14 +405,7 @@ def load_checkpoint(
         except load_errors as exc:
             first = str(exc).splitlines()[0] if str(exc) else repr(exc)
             raise CpiError(f"checkpoint {name}: cannot load the LoRA adapter: {first}") from exc
-    n_emb = model.get_input_embeddings().num_embeddings
-    if len(tok) > n_emb:
-        raise CpiError(
-            f"checkpoint {name}: tokenizer has {len(tok)} tokens but the model's embedding has {n_emb} rows "
-            f"(wrong --tokenizer?)"
-        )
-    if getattr(model.config, "pad_token_id", None) is None and tok.pad_token_id is not None:
-        model.config.pad_token_id = tok.pad_token_id
+    check_vocab(name, tok, model)
     model.to(dev)
     model.eval()
     return model, tok
