@@ -235,6 +235,8 @@ def run_evaluate(config: EvalConfig) -> Path:
         todo = [ck for ck in ckpts if not part_done(items_dir, ck.name, fp, weights[ck.name], cfg.overwrite,
                                                     "evaluated")]
         batch_size = _plan_batch(cfg, todo, all_items, device, dtype) if todo else 0
+        if todo:
+            meta["batch_size"] = batch_size
         models = checkpoint_models(todo, device=device, dtype=dtype, tokenizer=cfg.tokenizer)
         for ck, model, tok in progress(models, desc="checkpoints", total=len(todo)):
             try:
