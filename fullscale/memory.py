@@ -125,7 +125,8 @@ def activation_bytes(cfg: dict[str, Any], batch: int, seq: int, itemsize: int, a
     mlp = 3 * tokens * d_mlp
     per_layer = (stream + qkv + scores + mlp) * itemsize
     n_logits = tokens if all_logits else batch
-    logits = n_logits * vocab * (itemsize + 4 + 4)  # model dtype, float32 upcast, log-softmax
+    upcast = 4 if itemsize < 4 else 0
+    logits = n_logits * vocab * (itemsize + upcast + 4)  # model dtype, its float32 copy, the log-softmax
     return int(per_layer + logits)
 
 
