@@ -240,12 +240,33 @@ def _swap(args: argparse.Namespace, res: dict) -> dict:
     return res
 
 
+def _available_gib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / (1 << 20)
+    return 0.0
+
+
+def _wait_for_memory(gib: float, timeout_s: float) -> bool:
+    """On a shared machine: wait until ``gib`` GiB are available (True), or give up after ``timeout_s``."""
+    t0 = time.monotonic()
+    while _available_gib() < gib:
+        if time.monotonic() - t0 > timeout_s:
+            return False
+        time.sleep(15)
+    return True
+
+
 def _measure(args: argparse.Namespace) -> None:
     rows = []
     for what in args.what.split(","):
+        if args.min_available_gib and not _wait_for_memory(args.min_available_gib, args.wait_s):
+            print(json.dumps({"what": what, "skipped": f"less than {args.min_available_gib} GiB available for "
+                                                      f"{args.wait_s} s"}), flush=True)
+            continue
         cmd = [sys.executable, __file__, "measure", "--worker", what] + [
             f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-            if k not in ("func", "worker", "what") and v is not None]
+            if k not in ("func", "worker", "what", "min_available_gib", "wait_s", "log") and v is not None]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -288,6 +309,9 @@ def main() -> None:
     m.add_argument("--device", default="cpu")
     m.add_argument("--dtype", default="bfloat16")
     m.add_argument("--log", default=None)
+    m.add_argument("--min-available-gib", type=float, default=0.0,
+                   help="start each command only once this much memory is available (shared machines)")
+    m.add_argument("--wait-s", type=float, default=1800.0)
     m.set_defaults(func=_measure)
     args = ap.parse_args()
     if getattr(args, "worker", None):

@@ -194,29 +194,49 @@ class SwappedBase:
         self.touched.clear()
 
     def apply(self, ckpt: "Checkpoint", plan: AdapterPlan) -> None:
-        """Restore the base, then ``W = W_base + transpose(B @ A) * scaling`` for every module of ``plan``."""
+        """``W = W_base + transpose(B @ A) * scaling`` for every module of ``plan``; the base weights of
+        modules only the previous adapter changed are restored first.
+
+        ``W_base`` is read from the base's safetensors file (memory-mapped), so a module that every
+        adapter targets is rewritten once per checkpoint, with no separate restore. The float32
+        arithmetic is peft's: ``delta = (B @ A) * scaling``, then ``float(W_base) + delta`` rounded once.
+        """
         from safetensors import safe_open
 
         import torch
 
-        self.restore()
         missing = [m for m in plan.modules if m + ".weight" not in self.params or m + ".weight" not in self.files]
         if missing:
             raise CpiError(f"checkpoint {ckpt.name}: the adapter targets {missing[0]}, which the base model "
                            f"{self.base_dir} does not have (adapter of another base?)")
-        with torch.no_grad(), safe_open(str(plan.folder / "adapter_model.safetensors"), framework="pt") as fh:
-            for module, prefix in plan.modules.items():
-                a = fh.get_tensor(prefix + ".lora_A.weight")
-                b = fh.get_tensor(prefix + ".lora_B.weight")
-                w = self.params[module + ".weight"]
-                if a.ndim != 2 or b.ndim != 2 or (b.shape[0], a.shape[1]) != tuple(w.shape) or b.shape[1] != a.shape[0]:
-                    raise CpiError(f"checkpoint {ckpt.name}: adapter matrices of {module} ({tuple(b.shape)} @ "
-                                   f"{tuple(a.shape)}) do not fit the base weight {tuple(w.shape)} of {self.base_dir} "
-                                   "(adapter of another base?)")
-                dev = w.device
-                delta = (b.to(dev, torch.float32) @ a.to(dev, torch.float32)) * plan.scaling
-                self.touched.add(module + ".weight")
-                w.copy_(w.to(torch.float32).add_(delta))
+        targets = {m + ".weight" for m in plan.modules}
+        self.touched -= targets
+        self.restore()
+        handles: dict[Path, Any] = {}
+        try:
+            with torch.no_grad(), safe_open(str(plan.folder / "adapter_model.safetensors"), framework="pt") as fh:
+                for module, prefix in plan.modules.items():
+                    a = fh.get_tensor(prefix + ".lora_A.weight")
+                    b = fh.get_tensor(prefix + ".lora_B.weight")
+                    pname = module + ".weight"
+                    w = self.params[pname]
+                    if a.ndim != 2 or b.ndim != 2 or (b.shape[0], a.shape[1]) != tuple(w.shape) \
+                            or b.shape[1] != a.shape[0]:
+                        raise CpiError(f"checkpoint {ckpt.name}: adapter matrices of {module} ({tuple(b.shape)} @ "
+                                       f"{tuple(a.shape)}) do not fit the base weight {tuple(w.shape)} of "
+                                       f"{self.base_dir} (adapter of another base?)")
+                    f = self.files[pname]
+                    if f not in handles:
+                        handles[f] = safe_open(str(f), framework="pt").__enter__()
+                    dev = w.device
+                    delta = torch.mm(b.to(dev, torch.float32), a.to(dev, torch.float32)).mul_(plan.scaling)
+                    delta.add_(handles[f].get_tensor(pname).to(dev))  # float(W_base) + delta (addition commutes)
+                    w.copy_(delta)
+                    self.touched.add(pname)
+                    del delta
+        finally:
+            for h in handles.values():
+                h.__exit__(None, None, None)
 
 
 def _free(model: Any) -> None:
