@@ -61,12 +61,14 @@ class ItemSettings(ModelSettings):
     "use only the first N items"
     max_length: Optional[int] = None
     "cut contexts from the left to fit N tokens"
-    batch_size: Union[int, Literal["auto"]] = 8
-    "items per forward pass, or auto: the largest batch whose memory estimate fits the device"
+    batch_size: int = 8
+    "items per forward pass"
 
     def validate(self) -> None:
         super().validate()
-        if self.batch_size != "auto":
+        if self.batch_size == "auto" and not isinstance(self, ProbeConfig):
+            raise ConfigError(f"field 'batch_size': auto is not available for {type(self).__name__}; give a number")
+        if self.batch_size != "auto":  # ProbeConfig also takes "auto"
             check_at_least(self, batch_size=1)
         check_at_least(self, max_items=1, max_length=2)
 
@@ -77,6 +79,8 @@ class ProbeConfig(ItemSettings):
 
     checkpoints: str = ""
     "trainer output folder (checkpoint-<step>/), a model folder, or a comma-separated list"
+    batch_size: Union[int, Literal["auto"]] = 8
+    "items per forward pass, or auto: the largest batch whose memory estimate fits the device"
     compatibility_mode: bool = False
     "use TransformerLens enable_compatibility_mode() weights (off: raw HF weights)"
     per_item: bool = False
