@@ -18,7 +18,8 @@ Measure (each command in a fresh worker process, so its peak memory is its own):
   Hugging Face model is recorded (inputs and keyword arguments; for generation the ``generate`` calls);
   the **bare baseline replays exactly those calls** on the same model (``model(**kwargs)`` /
   ``model.generate(**kwargs)`` under ``torch.inference_mode``). Ratio = command time / replay time, paired in
-  one process after a warm-up forward (``--repeats`` alternations).
+  one process: the first (recording) call of the command is its warm-up, then ``--repeats`` pairs of
+  (replay, command), each timed.
 - ``swap``: per LoRA checkpoint, the time to apply an adapter in place (:class:`fullscale.adapters.SwappedBase`)
   against a full load + merge of the same checkpoint (``load_checkpoint``: the previous path).
 
@@ -175,18 +176,17 @@ def _worker(args: argparse.Namespace) -> dict:
         raise SystemExit(f"unknown --what {what}")
     rec = _Recorder(model, generate=what == "generate")
     t0 = time.perf_counter()
-    command()
-    cmd_times = [time.perf_counter() - t0]
+    command()  # records the calls; also the warm-up of the command's own shapes (reported, not compared)
+    res["first_call_s"] = time.perf_counter() - t0
     rec.stop()
-    rep_times = []
-    for k in range(args.repeats):
+    cmd_times, rep_times = [], []
+    for _ in range(args.repeats):  # paired: replay, then the command, each after the other is warm
         t0 = time.perf_counter()
         rec.replay()
         rep_times.append(time.perf_counter() - t0)
-        if k + 1 < args.repeats:
-            t0 = time.perf_counter()
-            command()
-            cmd_times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        command()
+        cmd_times.append(time.perf_counter() - t0)
     res.update(calls=len(rec.calls), command_s=statistics.median(cmd_times), bare_s=statistics.median(rep_times),
                command_per_item_s=statistics.median(cmd_times) / len(items),
                bare_per_item_s=statistics.median(rep_times) / len(items),
