@@ -54,9 +54,9 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_m
 def _config(shape: str | dict[str, Any], vocab_size: int, dtype: str, bos: int | None, eos: int | None) -> Any:
     from transformers import AutoConfig
 
-    fields = dict(SHAPES[shape]) if isinstance(shape, str) else dict(shape)
     if isinstance(shape, str) and shape not in SHAPES:
         raise CpiError(f"shape {shape!r}: not one of {', '.join(SHAPES)}")
+    fields = dict(SHAPES[shape]) if isinstance(shape, str) else dict(shape)
     model_type = fields.pop("model_type")
     return AutoConfig.for_model(model_type, vocab_size=vocab_size, dtype=dtype, bos_token_id=bos, eos_token_id=eos,
                                 pad_token_id=eos, **fields)
