@@ -230,7 +230,8 @@ class SwappedBase:
                         handles[f] = safe_open(str(f), framework="pt").__enter__()
                     dev = w.device
                     delta = torch.mm(b.to(dev, torch.float32), a.to(dev, torch.float32)).mul_(plan.scaling)
-                    delta.add_(handles[f].get_tensor(pname).to(dev))  # float(W_base) + delta (addition commutes)
+                    # float(W_base) + delta (addition commutes); W_base as loaded: rounded to the model's dtype first
+                    delta.add_(handles[f].get_tensor(pname).to(dev, w.dtype))
                     w.copy_(delta)
                     self.touched.add(pname)
                     del delta
