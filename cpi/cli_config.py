@@ -131,6 +131,13 @@ def _flag_kwargs(tp: Any) -> dict[str, Any] | None:
     """argparse keyword arguments for a field of type ``tp``; None if it has no flag (nested, dict)."""
     tp, _ = _unwrap_optional(tp)
     origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):  # a number or a named setting: Union[int, Literal["auto"]]
+        args = typing.get_args(tp)
+        words = [w for a in args if typing.get_origin(a) is Literal for w in typing.get_args(a)]
+        numbers = [a for a in args if a in (int, float)]
+        if len(numbers) == 1 and words and all(a in numbers or typing.get_origin(a) is Literal for a in args):
+            return {"type": _number_or(numbers[0], words)}
+        return None
     if tp is bool:
         return {"action": argparse.BooleanOptionalAction}
     if origin is Literal:
@@ -152,6 +159,21 @@ def _number(tp: type):
             raise argparse.ArgumentTypeError(f"expected {'an integer' if tp is int else 'a number'}, "
                                              f"got {text!r}") from None
     convert.__name__ = tp.__name__
+    return convert
+
+
+def _number_or(tp: type, words: Sequence[str]):
+    number = _number(tp)
+
+    def convert(text: str):
+        if text in words:
+            return text
+        try:
+            return number(text)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"expected {' or '.join(words)} or "
+                                             f"{'an integer' if tp is int else 'a number'}, got {text!r}") from None
+    convert.__name__ = f"{tp.__name__} or {'/'.join(words)}"
     return convert
 
 

@@ -39,7 +39,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-_STEP_RE = re.compile(r"^checkpoint[-_](\d+)$")
+#: The one checkpoint-folder name rule (the Trainer's, and ``cpi finetune``'s): ``checkpoint-<step>``.
+CHECKPOINT_PREFIX = "checkpoint"
+_STEP_RE = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)$")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
@@ -91,10 +93,21 @@ def _is_model_dir(p: Path) -> bool:
     )
 
 
+def checkpoint_dir_name(step: int) -> str:
+    """The folder name of the checkpoint at ``step``: ``checkpoint-<step>``."""
+    return f"{CHECKPOINT_PREFIX}-{int(step)}"
+
+
+def checkpoint_step(name: str) -> int | None:
+    """The step of a folder named by :func:`checkpoint_dir_name` (``checkpoint-<step>``), else None."""
+    m = _STEP_RE.match(name)
+    return int(m.group(1)) if m else None
+
+
 def _step_of(p: Path) -> int | None:
-    m = _STEP_RE.match(p.name)
-    if m:
-        return int(m.group(1))
+    step = checkpoint_step(p.name)
+    if step is not None:
+        return step
     state = p / "trainer_state.json"
     if state.is_file():
         try:
@@ -124,11 +137,11 @@ def _expand(path: Path) -> list[Path]:
                        f"{', '.join(known_names())})")
     if not path.is_dir():
         raise CpiError(f"checkpoint path {path}: not a folder")
-    subs = [d for d in path.iterdir() if d.is_dir() and _STEP_RE.match(d.name)]
+    subs = [d for d in path.iterdir() if d.is_dir() and checkpoint_step(d.name) is not None]
     if subs:
         if _is_model_dir(path):
             log.info("%s holds checkpoint-<step>/ folders; the model in the folder itself is not evaluated", path)
-        return sorted(subs, key=lambda d: int(_STEP_RE.match(d.name).group(1)))
+        return sorted(subs, key=lambda d: checkpoint_step(d.name))
     if _is_model_dir(path):
         return [path]
     raise CpiError(
@@ -292,6 +305,34 @@ def _resolve_base(adapter_dir: Path, base: str) -> str:
     return str(cand)
 
 
+def checkpoint_tokenizer(name: str, folder: Path, base_path: str | None, tokenizer: str | Path | None,
+                         model: Any = None) -> "PreTrainedTokenizerBase":
+    """The tokenizer of checkpoint ``name``: its folder's, else its base model's, else ``tokenizer``
+    (CpiError if none); checked against ``model``'s embedding when given."""
+    tok_sources = [folder] + ([Path(base_path)] if base_path and Path(base_path).is_dir() else [])
+    tok_dir = next((s for s in tok_sources if _has_tokenizer(s)), None)
+    if tok_dir is not None:
+        tok = load_tokenizer(tok_dir, what=f"checkpoint {name}")
+    elif tokenizer is not None:
+        log.info("checkpoint %s has no tokenizer; using %s", name, tokenizer)
+        tok = load_tokenizer(tokenizer, what=f"--tokenizer for checkpoint {name}")
+    else:
+        raise CpiError(f"checkpoint {name}: no tokenizer files in {folder}; pass --tokenizer PATH")
+    if model is not None:
+        check_vocab(name, tok, model)
+    return tok
+
+
+def check_vocab(name: str, tok: Any, model: Any) -> None:
+    """CpiError when the tokenizer has more tokens than the model's embedding has rows."""
+    n_emb = model.get_input_embeddings().num_embeddings
+    if len(tok) > n_emb:
+        raise CpiError(
+            f"checkpoint {name}: tokenizer has {len(tok)} tokens but the model's embedding has {n_emb} rows "
+            f"(wrong --tokenizer?)"
+        )
+
+
 @contextlib.contextmanager
 def peft_deprecations_silenced() -> Any:
     """Hide the FutureWarning peft raises by reading transformers' deprecated ``is_gradient_checkpointing``
@@ -299,6 +340,26 @@ def peft_deprecations_silenced() -> Any:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         yield
+
+
+def check_checkpoint_files(ckpt: Checkpoint) -> str | None:
+    """CpiError naming ``ckpt`` when its files cannot load (config, weights, shards, truncation; for an
+    adapter also its base model's, and the base's content fingerprint); returns the base folder of an
+    adapter (None for a full model). Reads headers only."""
+    name, folder = ckpt.name, Path(ckpt.path)
+    if not ckpt.adapter:
+        if not (folder / "config.json").is_file():
+            raise CpiError(f"checkpoint {name}: no config.json in {folder}")
+        _check_weights(name, folder, adapter=False)
+        return None
+    from fullscale.adapters import check_adapter_base, read_adapter_config
+
+    base_path = _resolve_base(folder, read_adapter_config(name, folder)["base_model_name_or_path"])
+    _check_weights(name, folder, adapter=True)
+    if Path(base_path).is_dir():
+        _check_weights(f"{name} (base model {base_path})", Path(base_path), adapter=False)
+        check_adapter_base(name, folder, base_path)
+    return base_path
 
 
 def load_checkpoint(
@@ -329,34 +390,10 @@ def load_checkpoint(
         raise CpiError(f"checkpoint {name}: folder {folder} does not exist")
     dev, dt = resolve_device_dtype(device if not hasattr(device, "type") else str(device), dtype)
 
-    base_path: str | None = None
-    if ckpt.adapter:
-        try:
-            acfg = json.loads((folder / "adapter_config.json").read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CpiError(f"checkpoint {name}: unreadable adapter_config.json: {exc}") from exc
-        base = acfg.get("base_model_name_or_path")
-        if not base:
-            raise CpiError(f"checkpoint {name}: adapter_config.json has no base_model_name_or_path")
-        base_path = _resolve_base(folder, base)
-        _check_weights(name, folder, adapter=True)
-        if Path(base_path).is_dir():
-            _check_weights(f"{name} (base model {base_path})", Path(base_path), adapter=False)
-    else:
-        if not (folder / "config.json").is_file():
-            raise CpiError(f"checkpoint {name}: no config.json in {folder}")
-        _check_weights(name, folder, adapter=False)
+    base_path = check_checkpoint_files(ckpt)
 
     # tokenizer first: cheap, and a missing one should fail before loading weights
-    tok_sources = [folder] + ([Path(base_path)] if base_path and Path(base_path).is_dir() else [])
-    tok_dir = next((s for s in tok_sources if _has_tokenizer(s)), None)
-    if tok_dir is not None:
-        tok = load_tokenizer(tok_dir, what=f"checkpoint {name}")
-    elif tokenizer is not None:
-        log.info("checkpoint %s has no tokenizer; using %s", name, tokenizer)
-        tok = load_tokenizer(tokenizer, what=f"--tokenizer for checkpoint {name}")
-    else:
-        raise CpiError(f"checkpoint {name}: no tokenizer files in {folder}; pass --tokenizer PATH")
+    tok = checkpoint_tokenizer(name, folder, base_path, tokenizer)
 
     load_errors = (OSError, ValueError, RuntimeError, KeyError, EnvironmentError)
     try:
@@ -366,7 +403,9 @@ def load_checkpoint(
     except ImportError:  # pragma: no cover
         pass
     try:
-        model = AutoModelForCausalLM.from_pretrained(base_path or str(folder), dtype=dt)
+        # straight onto an accelerator (no CPU copy of the weights); on the CPU the safetensors stay memory-mapped
+        placement = {} if dev.type == "cpu" else {"device_map": str(dev)}
+        model = AutoModelForCausalLM.from_pretrained(base_path or str(folder), dtype=dt, **placement)
     except load_errors as exc:
         first = str(exc).splitlines()[0] if str(exc) else repr(exc)
         where = f"base model {base_path}" if base_path else str(folder)
@@ -380,14 +419,7 @@ def load_checkpoint(
         except load_errors as exc:
             first = str(exc).splitlines()[0] if str(exc) else repr(exc)
             raise CpiError(f"checkpoint {name}: cannot load the LoRA adapter: {first}") from exc
-    n_emb = model.get_input_embeddings().num_embeddings
-    if len(tok) > n_emb:
-        raise CpiError(
-            f"checkpoint {name}: tokenizer has {len(tok)} tokens but the model's embedding has {n_emb} rows "
-            f"(wrong --tokenizer?)"
-        )
-    if getattr(model.config, "pad_token_id", None) is None and tok.pad_token_id is not None:
-        model.config.pad_token_id = tok.pad_token_id
+    check_vocab(name, tok, model)
     model.to(dev)
     model.eval()
     return model, tok

@@ -31,17 +31,16 @@ Example::
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 from cpi.config import check_at_least
 from cpi.errors import ConfigError, CpiError
-from cpi.io import atomic_save_figure, atomic_write_json, atomic_write_table, save_run
+from cpi.io import atomic_save_figure, save_run
 from cpi.progress import progress
 from fullscale.checkpoints import ModelSettings
 from fullscale.prompts import MODES
@@ -66,8 +65,8 @@ class EvalConfig(ModelSettings):
     "results folder (resumable)"
     modes: tuple[str, ...] = MODES
     "subset of generate, logprob, closed_book"
-    batch_size: int = 16
-    "items per forward pass"
+    batch_size: Union[int, Literal["auto"]] = 16
+    "items per forward pass, or auto: the largest batch whose memory estimate fits the device"
     max_items: Optional[int] = None
     "a seeded random subset of N items per dataset (original order kept)"
     max_new_tokens: int = 24
@@ -92,7 +91,9 @@ class EvalConfig(ModelSettings):
         bad = [m for m in self.modes if m not in MODES]
         if bad or not self.modes:
             raise ConfigError(f"field 'modes': {bad[0] if bad else '(empty)'!r} is not one of {', '.join(MODES)}")
-        check_at_least(self, batch_size=1, max_items=1, max_new_tokens=1, max_length=8, n_boot=0)
+        if self.batch_size != "auto":
+            check_at_least(self, batch_size=1)
+        check_at_least(self, max_items=1, max_new_tokens=1, max_length=8, n_boot=0)
 
 
 def _load_datasets(cfg: EvalConfig) -> dict[str, list]:
@@ -140,29 +141,6 @@ def _marker(items_dir: Path, name: str) -> dict[str, Any] | None:
     return read_marker(items_dir / f"{name}.csv", items_dir / f"{name}.json")
 
 
-def _done(items_dir: Path, name: str, fp: str, weights: str, overwrite: bool) -> bool:
-    """Whether checkpoint ``name``'s stored rows were made from these weights with these settings and data.
-
-    A marker from other weights (the same folder name, retrained or another run) or other
-    settings/data is recomputed with ``overwrite`` and refused without it; never reused.
-    """
-    from cpi.fingerprint import marker_differences
-
-    meta = _marker(items_dir, name)
-    if meta is None:
-        return False
-    differs = marker_differences(meta, fp, weights)
-    if not differs:
-        log.warning("checkpoint %s: skipped, already evaluated from the same weights (%s), settings and data "
-                    "(%s)", name, weights, items_dir / f"{name}.json")
-        return True
-    if overwrite:
-        log.warning("checkpoint %s: stored results differ in %s; recomputing (--overwrite)", name, " and ".join(differs))
-        return False
-    raise CpiError(f"{items_dir / (name + '.json')}: stored results of checkpoint {name} differ in "
-                   f"{' and '.join(differs)}; use a fresh --out or --overwrite")
-
-
 def _read_items(items_dir: Path, names: list[str], fp: str, weights: dict[str, str]) -> "pd.DataFrame":
     """The stored rows of ``names`` whose markers match this run (fingerprint and weights); others are left out."""
     import pandas as pd
@@ -181,6 +159,22 @@ def _read_items(items_dir: Path, names: list[str], fp: str, weights: dict[str, s
         return pd.DataFrame()
     table = pd.concat(frames, ignore_index=True)
     return table.drop_duplicates(subset=list(ITEM_KEY), keep="last")
+
+
+def _plan_batch(cfg: EvalConfig, todo: list, items: list, device: Any, dtype: Any) -> int:
+    """``cfg.batch_size`` checked against the memory of ``device`` (or chosen, for ``auto``), before loading."""
+    from fullscale.checkpoints import checkpoint_tokenizer, check_checkpoint_files
+    from fullscale.memory import plan_batch
+
+    ck = todo[0]
+    base = check_checkpoint_files(ck)
+    tok = checkpoint_tokenizer(ck.name, ck.path, base, cfg.tokenizer)
+    extra = cfg.max_new_tokens if "generate" in cfg.modes else 0
+    try:
+        return plan_batch(ck.path, tok, items, cfg.template, cfg.max_length, cfg.batch_size, dtype, device,
+                          extra=extra)
+    except CpiError as exc:
+        raise CpiError(f"checkpoint {ck.name}: {exc}") from exc
 
 
 def _write_combined(cfg: EvalConfig, out: Path, names: list[str], meta: dict[str, Any],
@@ -214,12 +208,13 @@ def run_evaluate(config: EvalConfig) -> Path:
     (:class:`cpi.lock.FolderLock`) while the run writes into it.
     """
     import pandas as pd
-    import torch
 
     from cpi.fingerprint import checkpoint_fingerprint
     from cpi.io import check_out_dir
     from cpi.lock import FolderLock
-    from fullscale.checkpoints import discover_checkpoints, load_checkpoint, resolve_device_dtype
+    from fullscale.adapters import checkpoint_models
+    from fullscale.checkpoints import discover_checkpoints, resolve_device_dtype
+    from fullscale.resume import part_done, write_part
     from fullscale.scoring import score_items
 
     cfg = config
@@ -237,29 +232,27 @@ def run_evaluate(config: EvalConfig) -> Path:
             "n_items": {k: len(v) for k, v in data.items()}}
     all_items = [it for name in data for it in data[name]]
     with FolderLock(out, "cpi evaluate"):
-        todo = [ck for ck in ckpts if not _done(items_dir, ck.name, fp, weights[ck.name], cfg.overwrite)]
-        for ck in progress(todo, desc="checkpoints", total=len(todo)):
-            model, tok = load_checkpoint(ck, device=str(device), dtype=dtype, tokenizer=cfg.tokenizer)
+        todo = [ck for ck in ckpts if not part_done(items_dir, ck.name, fp, weights[ck.name], cfg.overwrite,
+                                                    "evaluated")]
+        batch_size = _plan_batch(cfg, todo, all_items, device, dtype) if todo else 0
+        if todo:
+            meta["batch_size"] = batch_size
+        models = checkpoint_models(todo, device=device, dtype=dtype, tokenizer=cfg.tokenizer)
+        for ck, model, tok in progress(models, desc="checkpoints", total=len(todo)):
             try:
                 table = score_items(model, tok, all_items, template=cfg.template, modes=cfg.modes,
-                                    batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+                                    batch_size=batch_size, max_new_tokens=cfg.max_new_tokens,
                                     max_length=cfg.max_length)
             except CpiError as exc:
                 raise CpiError(f"checkpoint {ck.name}: {exc}") from exc
             finally:
                 del model
-                gc.collect()
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
             table.insert(0, "checkpoint", ck.name)
             table.insert(1, "step", pd.array([ck.step] * len(table), dtype="Int64"))
             table.insert(2, "template", cfg.template)
             # rows first, then the marker that says they are complete
-            items_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_table(table, items_dir / f"{ck.name}.csv")
-            atomic_write_json(items_dir / f"{ck.name}.json", {"checkpoint": ck.name, "path": str(ck.path),
-                                                              "step": ck.step, "fingerprint": fp,
-                                                              "weights": weights[ck.name], "n_rows": len(table)})
+            write_part(items_dir, ck.name, table, {"checkpoint": ck.name, "path": str(ck.path), "step": ck.step,
+                                                   "fingerprint": fp, "weights": weights[ck.name]})
             _write_combined(cfg, out, names, meta, weights)
         items, summary = _write_combined(cfg, out, names, meta, weights)
         if cfg.plot and len(summary) and "cf_acc" in summary:

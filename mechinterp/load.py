@@ -11,7 +11,10 @@ True``) but off by default, and every probe result records which one was used
 LoRA adapters are merged onto their base model first by
 :func:`fullscale.checkpoints.load_checkpoint`; the merged model is handed to
 ``TransformerBridge.boot_transformers(path, hf_model=...)`` so nothing is
-downloaded (everything works offline).
+downloaded (everything works offline). Over a trajectory, :func:`iter_bridges`
+loads a LoRA trajectory's base once and builds one bridge over it; each adapter
+is applied in place (:func:`fullscale.adapters.checkpoint_models`), so the
+bridge sees the new weights without being rebuilt.
 """
 
 from __future__ import annotations
@@ -184,3 +187,29 @@ def _precheck_architecture(ckpt: Any, name: str) -> None:
     if "model_type" in raw:
         cfg.model_type = raw["model_type"]
     check_architecture(cfg, name)
+
+
+def iter_bridges(ckpts: Any, device: Any = None, dtype: Any = None, tokenizer: str | Path | None = None,
+                 compatibility_mode: bool = False) -> Any:
+    """``(checkpoint, bridge, tokenizer)`` for each checkpoint, one model in memory at a time.
+
+    A LoRA trajectory over one base reuses one model and one bridge (adapters applied in place:
+    use each bridge before asking for the next). ``compatibility_mode`` rewrites weights, so there
+    every checkpoint is loaded and merged afresh.
+    """
+    from fullscale.adapters import checkpoint_models
+    from fullscale.checkpoints import resolve_device_dtype
+
+    dev, dt = resolve_device_dtype(None if device is None else str(device), _dtype_name(dtype))
+    bridge, wrapped = None, None
+    for ck in ckpts:
+        _precheck_architecture(ck, str(ck.path))
+    for ck, model, tok in checkpoint_models(ckpts, device=dev, dtype=dt, tokenizer=tokenizer,
+                                            swap=not compatibility_mode):
+        if model is not wrapped:
+            bridge = None
+            bridge = bridge_from_model(model, tok, name=str(ck.path), compatibility_mode=compatibility_mode)
+            wrapped = model
+        yield ck, bridge, tok
+        del model
+    bridge = wrapped = None

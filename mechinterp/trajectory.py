@@ -1,7 +1,8 @@
 """The probe over a finetuning trajectory: one checkpoint at a time, resumable.
 
 :func:`run_probe` (``ProbeConfig`` -> table; :func:`probe_trajectory` is its keyword form)
-loads each checkpoint (LoRA merged), probes the
+loads each checkpoint (a LoRA trajectory: its base once, adapters applied in place, see
+:mod:`fullscale.adapters`), probes the
 knowledge-conflict items, aggregates over items (mean/std/n per dataset ×
 category, plus ``category="ALL"``) and writes
 
@@ -21,7 +22,8 @@ category, plus ``category="ALL"``) and writes
 A rerun skips a checkpoint only when its marker matches both fingerprints (said
 at WARNING level); a part made from other weights, settings or item contents is
 refused with a one-line error naming what differs (nothing is overwritten or
-reused). ``config.json`` is written only once a checkpoint is done, so a run that
+reused), or recomputed with ``overwrite``: the policy of ``cpi evaluate``
+(:mod:`fullscale.resume`). ``config.json`` is written only once a checkpoint is done, so a run that
 fails before computing anything leaves nothing behind. The folder is locked
 (:class:`cpi.lock.FolderLock`) while the run writes. The model of one checkpoint
 is freed before the next is loaded.
@@ -30,11 +32,10 @@ is freed before the next is loaded.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence, Union
 
 from cpi.config import check_at_least
 from cpi.errors import ConfigError, CpiError
@@ -65,7 +66,11 @@ class ItemSettings(ModelSettings):
 
     def validate(self) -> None:
         super().validate()
-        check_at_least(self, batch_size=1, max_items=1, max_length=2)
+        if self.batch_size == "auto" and not isinstance(self, ProbeConfig):
+            raise ConfigError(f"field 'batch_size': auto is not available for {type(self).__name__}; give a number")
+        if self.batch_size != "auto":  # ProbeConfig also takes "auto"
+            check_at_least(self, batch_size=1)
+        check_at_least(self, max_items=1, max_length=2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,12 +79,16 @@ class ProbeConfig(ItemSettings):
 
     checkpoints: str = ""
     "trainer output folder (checkpoint-<step>/), a model folder, or a comma-separated list"
+    batch_size: Union[int, Literal["auto"]] = 8
+    "items per forward pass, or auto: the largest batch whose memory estimate fits the device"
     compatibility_mode: bool = False
     "use TransformerLens enable_compatibility_mode() weights (off: raw HF weights)"
     per_item: bool = False
     "also write items/<checkpoint>.csv (per-item rows)"
     out: str = "probe"
     "output folder (resumable)"
+    overwrite: bool = False
+    "recompute checkpoints whose stored parts were made from other weights, settings or items"
     figures: bool = True
     "draw the figures into <out>/figures/ (run_probe only; probe_trajectory never draws)"
 
@@ -132,22 +141,6 @@ def _check_resume(out: Path, config: ProbeConfig) -> None:
     if diff:
         raise CpiError(f"{out}: already holds a probe run with different {', '.join(diff)} "
                        f"({', '.join(f'{k}={old.get(k)!r}' for k in diff)}); use a fresh --out folder")
-
-
-def _part_done(parts_dir: Path, ck: Any, fp: str, weights: str) -> bool:
-    from cpi.fingerprint import marker_differences, read_marker
-
-    part, marker = parts_dir / _part_name(ck), parts_dir / f"{ck.name}.json"
-    meta = read_marker(part, marker)
-    if meta is None:
-        return False
-    differs = marker_differences(meta, fp, weights)
-    if differs:
-        raise CpiError(f"{marker}: the stored probe of checkpoint {ck.name} differs in {' and '.join(differs)}; "
-                       "use a fresh --out folder")
-    log.warning("checkpoint %s: skipped, already probed from the same weights (%s), settings and items (%s)",
-                ck.name, weights, part)
-    return True
 
 
 #: ``probe_trajectory``'s keyword arguments that a ``config`` also sets, with their defaults.
@@ -221,11 +214,12 @@ def _run(config: ProbeConfig, checkpoints: Any, items: Any) -> "pd.DataFrame":
     import pandas as pd
 
     from cpi.fingerprint import checkpoint_fingerprint
-    from cpi.io import atomic_write_json, atomic_write_table, check_out_dir, save_run
+    from cpi.io import atomic_write_table, check_out_dir, save_run
     from cpi.lock import FolderLock
     from cpi.progress import progress
     from fullscale.checkpoints import Checkpoint, discover_checkpoints
-    from mechinterp.load import load_bridge
+    from fullscale.resume import part_done, write_part
+    from mechinterp.load import iter_bridges
     from mechinterp.probe import aggregate, probe_items, targets_table
 
     out = check_out_dir(config.out)
@@ -244,19 +238,22 @@ def _run(config: ProbeConfig, checkpoints: Any, items: Any) -> "pd.DataFrame":
     frames: list[pd.DataFrame] = []
     with FolderLock(out, "cpi probe"):
         _check_resume(out, config)
-        for pos, ck in enumerate(progress(ckpts, desc="checkpoints", total=len(ckpts))):
-            part = parts_dir / _part_name(ck)
-            if _part_done(parts_dir, ck, fp, weights[ck.name]):
-                frames.append(pd.read_csv(part, keep_default_na=False, na_values=[""]))
-                continue
-            bridge, tok = load_bridge(ck, device=config.device, dtype=config.dtype, tokenizer=config.tokenizer,
-                                      compatibility_mode=config.compatibility_mode)
+        todo = [ck for ck in ckpts if not part_done(parts_dir, ck.name, fp, weights[ck.name], config.overwrite,
+                                                    "probed")]
+        batch_size = _plan_batch(config, todo[0], item_list) if todo else 0
+        for ck in ckpts:
+            if ck not in todo:
+                frames.append(pd.read_csv(parts_dir / _part_name(ck), keep_default_na=False, na_values=[""]))
+        for ck, bridge, tok in progress(iter_bridges(todo, device=config.device, dtype=config.dtype,
+                                                     tokenizer=config.tokenizer,
+                                                     compatibility_mode=config.compatibility_mode),
+                                        desc="checkpoints", total=len(todo)):
             try:
-                table = probe_items(bridge, tok, item_list, template=config.template, batch_size=config.batch_size,
-                              max_length=config.max_length)
+                table = probe_items(bridge, tok, item_list, template=config.template, batch_size=batch_size,
+                                    max_length=config.max_length)
             finally:
                 del bridge
-                gc.collect()
+            pos = ckpts.index(ck)
             step = ck.step if ck.step is not None else pos
             atomic_write_table(targets_table(item_list, tok, template=config.template, max_length=config.max_length),
                                out / "targets" / _part_name(ck))
@@ -265,10 +262,8 @@ def _run(config: ProbeConfig, checkpoints: Any, items: Any) -> "pd.DataFrame":
             agg = aggregate(table)
             agg.insert(0, "checkpoint", ck.name)
             agg.insert(1, "step", step)
-            atomic_write_table(agg, part)
-            atomic_write_json(parts_dir / f"{ck.name}.json", {"checkpoint": ck.name, "path": str(ck.path),
-                                                              "step": step, "fingerprint": fp,
-                                                              "weights": weights[ck.name], "n_rows": len(agg)})
+            write_part(parts_dir, ck.name, agg, {"checkpoint": ck.name, "path": str(ck.path), "step": step,
+                                                 "fingerprint": fp, "weights": weights[ck.name]})
             frames.append(agg)
             # config.json beside the first finished part, so that a resumed run can be checked
             save_run(out, config, tables={"probe": pd.concat(frames, ignore_index=True)}, weights=weights_mode,
@@ -278,6 +273,21 @@ def _run(config: ProbeConfig, checkpoints: Any, items: Any) -> "pd.DataFrame":
                  checkpoints=[{"name": c.name, "path": str(c.path), "step": c.step, "weights": weights[c.name]}
                               for c in ckpts])
     return combined
+
+
+def _plan_batch(config: ProbeConfig, ck: Any, items: list) -> int:
+    """``config.batch_size`` checked against the device's memory (or chosen, for ``auto``), before loading."""
+    from fullscale.checkpoints import check_checkpoint_files, checkpoint_tokenizer, resolve_device_dtype
+    from fullscale.memory import plan_batch
+
+    device, dtype = resolve_device_dtype(config.device, config.dtype)
+    base = check_checkpoint_files(ck)
+    tok = checkpoint_tokenizer(ck.name, ck.path, base, config.tokenizer)
+    try:
+        return plan_batch(ck.path, tok, items, config.template, config.max_length, config.batch_size, dtype, device,
+                          extra=0, all_logits=False)
+    except CpiError as exc:
+        raise CpiError(f"checkpoint {ck.name}: {exc}") from exc
 
 
 def read_probe_table(path: str | Path) -> "pd.DataFrame":
