@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from cpi.config import Config
 from cpi.errors import ConfigError, CpiError
+# the one checkpoint-folder name rule (the Trainer's and ``cpi finetune``'s) lives in the run-folder protocol
+from fullscale.run_folder import CHECKPOINT_PREFIX, checkpoint_dir_name, checkpoint_step
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -39,9 +41,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-#: The one checkpoint-folder name rule (the Trainer's, and ``cpi finetune``'s): ``checkpoint-<step>``.
-CHECKPOINT_PREFIX = "checkpoint"
-_STEP_RE = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)$")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
@@ -91,17 +90,6 @@ def _is_model_dir(p: Path) -> bool:
         or any((p / f).exists() for f in WEIGHT_FILES + ADAPTER_WEIGHT_FILES)
         or any(p.glob("*.safetensors"))
     )
-
-
-def checkpoint_dir_name(step: int) -> str:
-    """The folder name of the checkpoint at ``step``: ``checkpoint-<step>``."""
-    return f"{CHECKPOINT_PREFIX}-{int(step)}"
-
-
-def checkpoint_step(name: str) -> int | None:
-    """The step of a folder named by :func:`checkpoint_dir_name` (``checkpoint-<step>``), else None."""
-    m = _STEP_RE.match(name)
-    return int(m.group(1)) if m else None
 
 
 def _step_of(p: Path) -> int | None:

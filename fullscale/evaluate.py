@@ -38,12 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
-from cpi.config import check_at_least
+from cpi.config import check_at_least, check_at_most
 from cpi.errors import ConfigError, CpiError
 from cpi.io import atomic_save_figure, save_run
 from cpi.progress import progress
 from fullscale.checkpoints import ModelSettings
 from fullscale.prompts import MODES
+from fullscale.stats import MAX_N_BOOT
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -75,6 +76,8 @@ class EvalConfig(ModelSettings):
     "token budget of prompt + answer (None: the model's context length; longer contexts are cut from the left and flagged)"
     n_boot: int = 1000
     "bootstrap resamples for the confidence bands"
+    on_invalid: Literal["raise", "skip"] = "raise"
+    "an invalid record in a dataset: raise (stop, naming it) or skip (drop each, one WARNING with the count)"
     seed: int = 0
     "seed of the item subset and the bootstrap"
     plot: bool = True
@@ -94,6 +97,7 @@ class EvalConfig(ModelSettings):
         if self.batch_size != "auto":
             check_at_least(self, batch_size=1)
         check_at_least(self, max_items=1, max_new_tokens=1, max_length=8, n_boot=0)
+        check_at_most(self, n_boot=MAX_N_BOOT)
 
 
 def _load_datasets(cfg: EvalConfig) -> dict[str, list]:
@@ -104,7 +108,7 @@ def _load_datasets(cfg: EvalConfig) -> dict[str, list]:
 
     out: dict[str, list] = {}
     for source in cfg.datasets:
-        items = load_conflicts(source)
+        items = load_conflicts(source, on_invalid=cfg.on_invalid)
         names = sorted({it.dataset for it in items})
         for name in names:
             if name in out:
@@ -122,6 +126,9 @@ def _fingerprint(cfg: EvalConfig, data: dict[str, list], dtype: str) -> str:
     h = hashlib.sha256()
     spec = {k: getattr(cfg, k) for k in ("template", "modes", "max_new_tokens", "max_length", "max_items", "seed")}
     spec["dtype"] = dtype
+    from fullscale.scoring import scorer_fingerprint
+
+    spec["scorer"] = scorer_fingerprint()  # the answer matching, aliases and margin columns
     if cfg.tokenizer:  # used for checkpoints without their own tokenizer
         from cpi.fingerprint import source_fingerprint
 

@@ -53,8 +53,8 @@ from fullscale.finetune_data import prepare_examples, tracking_items
 from fullscale.finetune_model import hold_frozen_in, hold_frozen_weights, load_base, prepare_model, resolved_dtype
 from fullscale.finetune_resume import (already_complete, check_inputs, input_fingerprints, recorded_dtype,
                                        resume_differences)
-from fullscale.run_folder import (CHECKPOINT_PREFIX, CONFIG_FILE, INTERRUPTED_PREFIX, STAGING_PREFIX, checkpoint_step,
-                                  finished, is_complete_checkpoint, last_complete_checkpoint, list_checkpoints,
+from fullscale.run_folder import (CHECKPOINT_PREFIX, CONFIG_FILE, INTERRUPTED_PREFIX, STAGING_PREFIX, checkpoint_dir_name,
+                                  checkpoint_step, finished, is_complete_checkpoint, last_complete_checkpoint, list_checkpoints,
                                   list_interrupted, prune_optimizer_states, publish_checkpoint, read_record,
                                   read_train_log, remove_stale_staging, remove_superseded_interrupts, resume_point,
                                   segment_start)
@@ -179,7 +179,7 @@ def _resume_plan(config: FinetuneConfig, out: Path, inputs: dict[str, Any], is_m
         if is_main and resume_from.name.startswith(INTERRUPTED_PREFIX) and done_step == config.max_steps:
             # an interrupt landed on the final step: an uninterrupted run saves its final step as a
             # checkpoint, so the resume point becomes that checkpoint
-            publish_checkpoint(resume_from, out / f"{CHECKPOINT_PREFIX}-{done_step}")
+            publish_checkpoint(resume_from, out / checkpoint_dir_name(done_step))
         return None
     if is_main:
         remove_stale_staging(out)
@@ -267,7 +267,7 @@ def _run_locked(config: FinetuneConfig, args: Any, out: Path, inputs: dict[str, 
     step = trainer.state.global_step
     if is_main and interrupted and step % config.save_steps != 0:
         # an off-cadence save is a resume point only: the trajectory keeps its save_steps cadence
-        saved = out / f"{CHECKPOINT_PREFIX}-{step}"
+        saved = out / checkpoint_dir_name(step)
         if saved.is_dir() and trainer.state.best_model_checkpoint != str(saved):
             publish_checkpoint(saved, out / f"{INTERRUPTED_PREFIX}-{step}")
     if is_main:

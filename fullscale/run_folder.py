@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("fullscale.finetune")  # the run's log lines keep the runner's logger name
 
-__all__ = ["CHECKPOINT_PREFIX", "CONFIG_FILE", "INTERRUPTED_PREFIX", "STAGING_PREFIX", "checkpoint_step", "finished",
+__all__ = ["CHECKPOINT_PREFIX", "CONFIG_FILE", "INTERRUPTED_PREFIX", "STAGING_PREFIX", "checkpoint_dir_name", "checkpoint_step", "finished",
            "is_complete_checkpoint", "last_complete_checkpoint", "list_checkpoints", "list_interrupted",
            "prune_optimizer_states", "publish_checkpoint", "read_record", "read_train_log",
            "remove_stale_staging", "remove_superseded_interrupts", "resume_point", "segment_start"]
@@ -41,11 +41,16 @@ STAGING_PREFIX = ".tmp-checkpoint"
 INTERRUPTED_PREFIX = "interrupted-checkpoint"
 _INTERRUPTED_RE = re.compile(r"^interrupted-checkpoint-(\d+)$")
 CONFIG_FILE = "finetune_config.json"
-_CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
+_CKPT_RE = re.compile(rf"^{CHECKPOINT_PREFIX}-(\d+)$")
+
+
+def checkpoint_dir_name(step: int) -> str:
+    """The folder name of the checkpoint at ``step``: ``checkpoint-<step>`` (the one naming rule)."""
+    return f"{CHECKPOINT_PREFIX}-{int(step)}"
 
 
 def checkpoint_step(name: str) -> int | None:
-    """The step of a ``checkpoint-<step>`` folder name (None for any other name): the one naming rule."""
+    """The step of a :func:`checkpoint_dir_name` folder name (None for any other name)."""
     m = _CKPT_RE.match(name)
     return int(m.group(1)) if m else None
 

@@ -30,7 +30,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from cpi.io import atomic_write_json, atomic_write_table
 from fullscale.finetune_config import TrackingSettings
-from fullscale.run_folder import CHECKPOINT_PREFIX, STAGING_PREFIX, prune_optimizer_states, publish_checkpoint
+from fullscale.run_folder import STAGING_PREFIX, checkpoint_dir_name, prune_optimizer_states, publish_checkpoint
 from fullscale.scoring import score_logprob, summarize_reliance
 
 log = logging.getLogger("fullscale.finetune")  # the run's log lines keep the runner's logger name
@@ -278,7 +278,7 @@ class RelianceTracker(TrainerCallback):
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._pending_best is None or self._pending_best != state.global_step:
             return
-        path = self.output_dir / f"{CHECKPOINT_PREFIX}-{state.global_step}"
+        path = self.output_dir / checkpoint_dir_name(state.global_step)
         state.best_model_checkpoint = str(path)
         if state.is_world_process_zero:
             atomic_write_json(self.output_dir / "best_reliance.json", {

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cpi.errors import CpiError
+from fullscale.architectures import probe_verified_architectures
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -36,8 +37,8 @@ log = logging.getLogger(__name__)
 #: Gemma-3: (1 + w) RMSNorm, sandwich norms, scaled embeddings, QK-norm). Others supported
 #: by TransformerLens are attempted with a warning; in float32 a reconciliation gap
 #: above 1e-3 then stops the probe (:func:`mechinterp.probe.check_reconciliation`).
-PROBE_VERIFIED_ARCHITECTURES: tuple[str, ...] = ("LlamaForCausalLM", "MistralForCausalLM", "GPTNeoXForCausalLM",
-                                                 "GPT2LMHeadModel", "Gemma3ForCausalLM")
+#: (read from the per-architecture facts table, ``fullscale/data/architectures.csv``: its ``probe_verified`` column)
+PROBE_VERIFIED_ARCHITECTURES: tuple[str, ...] = tuple(probe_verified_architectures())
 
 
 def supported_architectures() -> list[str]:

@@ -434,9 +434,6 @@ CASES += [
 
 #: cases whose fix lives in a file another helper owns: case -> reason naming the owner and the wiring
 XFAIL: dict[str, str] = {
-    "evaluate/n-boot-1e12": "fullscale/evaluate.py (helper B): EvalConfig.validate must call "
-                            "check_at_most(self, n_boot=fullscale.stats.MAX_N_BOOT) so it is refused before scoring "
-                            "(now: refused by bootstrap_ci after the items table is written)",
 }
 
 

@@ -20,6 +20,7 @@ from cpi.io import atomic_write_json, atomic_write_table, save_run
 from experiments.controlled.config import ControlledConfig, KnowledgeSettings
 from experiments.controlled.keys import content_key, items_key, safe_name
 from experiments.controlled.mixture import build_mixture, write_records
+from fullscale.run_folder import finished
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -110,15 +111,6 @@ def stage_mixture(cfg: ControlledConfig, seed: int, items: Sequence[Any], known:
         random.Random(seed).sample(heldout, n), key=lambda it: it.id)
     counts = {**json.loads(done.read_text()), "evaluated": len(evaluated)}
     return SeedData(folder=folder, key=key, counts=counts, heldout=heldout, evaluated=evaluated)
-
-
-def finished(ft_dir: Path, steps: int) -> bool:
-    """Whether ``ft_dir`` holds a complete checkpoint at step ``steps`` or later (the one run-folder
-    check of this experiment; ``fullscale``'s run-folder protocol will provide it)."""
-    from fullscale.finetune import is_complete_checkpoint, list_checkpoints
-
-    done = [s for s, p in list_checkpoints(ft_dir) if is_complete_checkpoint(p)] if ft_dir.is_dir() else []
-    return bool(done) and done[-1] >= steps
 
 
 def stage_finetune(cfg: ControlledConfig, seed: int, model_dir: Path, model_fp: str, data: SeedData,

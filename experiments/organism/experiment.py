@@ -40,8 +40,8 @@ from experiments.organism.world import build_tokenizer, build_world, WorldConfig
 from fullscale import prompts
 from fullscale.checkpoints import discover_checkpoints
 from fullscale.evaluate import EvalConfig, evaluate_trajectory, load_results
-from fullscale.finetune import (CONFIG_FILE, FinetuneConfig, input_fingerprints, is_complete_checkpoint,
-                                list_checkpoints, resume_differences, run_finetune)
+from fullscale.finetune import CONFIG_FILE, FinetuneConfig, input_fingerprints, resume_differences, run_finetune
+from fullscale.run_folder import finished
 from mechinterp.trajectory import load_items, probe_trajectory
 
 
@@ -280,17 +280,11 @@ def _stage_pretrain(cfg: OrganismConfig, out: Path, world: Any,
     return base, recall, reading, done.get("tokens_per_s")
 
 
-def _finetuned(cfg: OrganismConfig, ft_dir: Path) -> bool:
-    """Whether ``ft_dir`` holds a complete checkpoint at step ``cfg.ft_steps`` (or later)."""
-    done = [step for step, path in list_checkpoints(ft_dir) if is_complete_checkpoint(path)]
-    return bool(done) and done[-1] >= cfg.ft_steps
-
-
 def _stage_finetune(cfg: OrganismConfig, out: Path, base: Path) -> Path:
     scores = out / "data" / "filter_scores.csv"
     ft_cfg = cfg.finetune_config(base, out / "data" / "ift.jsonl", out / "finetune",
                                  filter_scores=scores if scores.is_file() else None)
-    if _finetuned(cfg, out / "finetune") and _same_finetune(ft_cfg):
+    if finished(out / "finetune", cfg.ft_steps) and _same_finetune(ft_cfg):
         # finished with the same settings and inputs: the driver would do nothing either, but only
         # after loading the model and data
         log.warning("stage finetune: reusing %s (same content: %d steps, settings and input contents)",
@@ -357,7 +351,7 @@ def _run_stages(cfg: OrganismConfig, out: Path, probe: bool, stages: tuple[str, 
     later = set(stages)
     if "pretrain" not in later and later & {"finetune", "evaluate", "probe"} and not (base / "config.json").is_file():
         raise CpiError(f"{base}: no pretrained base model; run the 'pretrain' stage first")
-    if "finetune" not in later and later & {"evaluate", "probe"} and not _finetuned(cfg, ft_dir):
+    if "finetune" not in later and later & {"evaluate", "probe"} and not finished(ft_dir, cfg.ft_steps):
         raise CpiError(f"{ft_dir}: no finished finetuning ({cfg.ft_steps} steps); run the 'finetune' stage first")
     out.mkdir(parents=True, exist_ok=True)
     prev = out / "organism_config.json"
