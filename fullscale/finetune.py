@@ -139,6 +139,7 @@ def run_finetune(config: FinetuneConfig, callbacks: Sequence[Any] = ()) -> Path:
         logging_first_step=True,
         seed=config.seed,
         data_seed=config.seed,
+        train_sampling_strategy="sequential" if config.data_order == "sequential" else "random",
         report_to=list(config.report_to) or "none",
         disable_tqdm=not progress_enabled(),
         dataloader_num_workers=config.dataloader_num_workers,

@@ -156,6 +156,9 @@ class FinetuneConfig(Config):
     - ``force_resume``: resume even though such settings or inputs changed; every
       segment's settings and start step are kept in ``finetune_config.json``.
     - ``seed``: seeds model init (LoRA), data order and dropout.
+    - ``data_order``: ``shuffle`` (a seeded reshuffle every epoch, the default) or ``sequential`` (the data
+      file's order, every epoch: a curriculum, e.g. the controlled experiment's second-phase positive
+      control).
     - ``report_to``: Trainer reporting integrations (e.g. ``["wandb"]``; default none).
 
     Paper mitigations
@@ -208,6 +211,7 @@ class FinetuneConfig(Config):
     resume: bool = True
     force_resume: bool = False
     seed: int = 0
+    data_order: Literal["shuffle", "sequential"] = "shuffle"
     report_to: tuple[str, ...] = ()
     filter_fraction: float = 0.0
     filter_scores: str | None = None

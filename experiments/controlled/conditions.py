@@ -141,8 +141,8 @@ def compose(base: ControlledConfig, names: Sequence[str], conditions: Mapping[st
     for name in names:
         cond = conditions[name]
         defaults = {k: v for k, v in cond.defaults.items() if k not in mine}
-        replaced = {k: (mine[k], v) for k, v in cond.set.items() if k in mine and mine[k] != _leaves(
-            ControlledConfig().replace(**{k: v}))[k]}
+        as_set = _leaves(ControlledConfig().replace(**cond.set, **cond.defaults))  # the row's values, normalised
+        replaced = {k: (mine[k], v) for k, v in cond.set.items() if k in mine and mine[k] != as_set[k]}
         kept = {k: (mine[k], v) for k, v in cond.defaults.items() if k in mine}
         cfg = base.replace(**defaults, **cond.set, knowledge_cache=base.knowledge_cache or knowledge_cache)
         out[name] = ComposedCondition(name, cfg, replaced, kept)

@@ -52,7 +52,8 @@ class TrainSettings(Config):
     (the paper's rule: the response's loss without its context, i.e. answerable without it) or ``gap``
     (loss without minus with context: the context helps least);
     ``gradient_checkpointing`` recomputes activations in the backward pass (less memory, more time;
-    the same numbers)."""
+    the same numbers); ``data_order``: ``shuffle`` (each epoch reshuffled) or ``sequential`` (the
+    mixture's written order: a second phase such as ``mixture.positive_control_start`` needs it)."""
 
     method: Literal["lora", "full", "qk_only"] = "lora"
     steps: int = 60
@@ -67,9 +68,10 @@ class TrainSettings(Config):
     filter_fraction: float = 0.0
     gradient_checkpointing: bool = False
     filter_criterion: Literal["gap", "loss_without_context"] = "gap"
+    data_order: Literal["shuffle", "sequential"] = "shuffle"
 
     #: added after the first runs: at these values they leave the finetune folder's content key as it was
-    ADDED_LATER = {"gradient_checkpointing": False, "filter_criterion": "gap"}
+    ADDED_LATER = {"gradient_checkpointing": False, "filter_criterion": "gap", "data_order": "shuffle"}
 
     def validate(self) -> None:
         for name in ("steps", "save_steps", "batch_size", "lora_rank", "max_seq_length"):
@@ -155,6 +157,9 @@ class ControlledConfig(Config):
             raise ConfigError(f"field 'threads': must be >= 0, got {self.threads}")
         if self.workers < 1:
             raise ConfigError(f"field 'workers': must be >= 1, got {self.workers}")
+        if self.mixture.positive_control_start is not None and self.finetune.data_order != "sequential":
+            raise ConfigError("field 'finetune.data_order': mixture.positive_control_start is a second training "
+                              "phase, which only data_order: sequential keeps (shuffle would mix it in everywhere)")
 
     def replace(self, **changes: Any) -> "ControlledConfig":
         """As :meth:`Config.replace`; an error in a nested field names it with its dotted key."""
@@ -163,7 +168,8 @@ class ControlledConfig(Config):
         except ConfigError as exc:
             msg = str(exc)
             heads = {k.split(".", 1)[0] for k in changes if "." in k}
-            if len(heads) == 1 and msg.startswith("field '") and not msg.startswith(f"field '{next(iter(heads))}."):
+            named = msg[len("field '"):].split("'", 1)[0] if msg.startswith("field '") else ""
+            if len(heads) == 1 and named and "." not in named:  # a nested config's own field: give its dotted key
                 raise ConfigError(msg.replace("field '", f"field '{next(iter(heads))}.", 1)) from None
             raise
 
@@ -195,6 +201,7 @@ class ControlledConfig(Config):
             dtype="float32", output_dir=str(output_dir), save_steps=t.save_steps,
             logging_steps=max(1, t.save_steps // 2), seed=seed, filter_fraction=t.filter_fraction,
             filter_method="loss", filter_criterion=t.filter_criterion, gradient_checkpointing=t.gradient_checkpointing,
+            data_order=t.data_order,
         )
 
 

@@ -84,6 +84,10 @@ class MixtureConfig(Config):
     * ``positive_control_fraction``: a fraction in (0, 1) of all records that are known facts with a
       *contradicting* passage and the **memory** answer as target (``kind = "PC"``): a planted push
       away from the context, to check that the pipeline sees a fall. Not the paper's mechanism.
+    * ``positive_control_start``: a fraction in (0, 1): the positive-control records come only after
+      this share of the records, in the written order (the first part holds none of them; the rest
+      holds all of them, shuffled with the remaining records): a **second phase**, which the finetuning
+      driver keeps only with ``finetune.data_order: sequential``. None (default): mixed in everywhere.
     """
 
     n_examples: int = 400
@@ -99,9 +103,11 @@ class MixtureConfig(Config):
     nonce_context_critical: bool = False
     unseen_heldout: int = 0
     positive_control_fraction: Optional[float] = None
+    positive_control_start: Optional[float] = None
 
     ADDED_LATER = {"min_known_margin": 0.0, "design": "dataset", "relations": ("capital",), "n_distractors": 2,
-                   "nonce_context_critical": False, "unseen_heldout": 0, "positive_control_fraction": None}
+                   "nonce_context_critical": False, "unseen_heldout": 0, "positive_control_fraction": None,
+                   "positive_control_start": None}
 
     def validate(self) -> None:
         check_in_interval(self, rho="(0, 1]")
@@ -124,6 +130,14 @@ class MixtureConfig(Config):
             if self.positive_control_fraction + self.augment_fraction >= 1:
                 raise ConfigError(f"field 'positive_control_fraction': with augment_fraction "
                                   f"{self.augment_fraction} it leaves no main records")
+        if self.positive_control_start is not None:
+            check_in_interval(self, positive_control_start="(0, 1)")
+            if self.positive_control_fraction is None:
+                raise ConfigError("field 'positive_control_start': needs positive_control_fraction")
+            if self.positive_control_fraction > 1 - self.positive_control_start:
+                raise ConfigError(f"field 'positive_control_start': {self.positive_control_start} leaves "
+                                  f"{1 - self.positive_control_start:.3g} of the records for the second phase, less "
+                                  f"than positive_control_fraction {self.positive_control_fraction}")
 
     @classmethod
     def content_of(cls, data: Any) -> dict[str, Any]:
@@ -260,6 +274,8 @@ def build_mixture(items: Sequence[ConflictItem], known: "pd.DataFrame", cfg: Mix
         records += [_dataset_record(it, it.context, it.parametric_answer, "PC", rng)
                     for it in cycle(train_known, n_pc, rng)]
     rng.shuffle(records)
+    if cfg.positive_control_start is not None:
+        records = _second_phase(records, cfg.positive_control_start, rng)
     for i, r in enumerate(records):
         r["id"] = f"ift-{i:05d}"
     counts = {"C": n_c, "CS": n_cs, "CF": n_aug, "known": len(known_items), "unknown": len(unknown_items),
@@ -321,6 +337,17 @@ def _strongly_known(known: "pd.DataFrame", min_margin: float) -> set[str]:
     margin = known["logp_true"].astype(float) - known["logp_best_other"].astype(float)
     keep = known["known"].astype(bool) & (margin >= min_margin)
     return set(known.loc[keep, "item_id"].astype(str))
+
+
+def _second_phase(records: list[dict[str, Any]], start: float, rng: random.Random) -> list[dict[str, Any]]:
+    """``records`` reordered so that the positive-control ones (``kind == "PC"``) all come after the first
+    ``round(start * len(records))``: the first part is other records in their order, the rest the
+    remaining records and every positive-control record, shuffled."""
+    first = round(start * len(records))
+    others = [r for r in records if r["kind"] != "PC"]
+    rest = others[first:] + [r for r in records if r["kind"] == "PC"]
+    rng.shuffle(rest)
+    return others[:first] + rest
 
 
 def write_records(records: Sequence[dict[str, Any]], path: str | Path) -> Path:

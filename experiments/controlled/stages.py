@@ -130,12 +130,14 @@ def stage_finetune(cfg: ControlledConfig, seed: int, model_dir: Path, model_fp: 
 def stage_evaluate(cfg: ControlledConfig, seed: int, base_link: Path, ft_dir: Path,
                    data: SeedData, seed_dir: Path) -> "tuple[pd.DataFrame, pd.DataFrame]":
     """Every checkpoint (the base as step 0) on the seed's evaluated held-out conflicts."""
-    from fullscale.evaluate import EvalConfig, evaluate_trajectory, load_results
-
     from fullscale.conflicts import items_to_jsonl
+    from fullscale.evaluate import EvalConfig, evaluate_trajectory, load_results
+    from fullscale.scoring import scorer_fingerprint
 
     e = cfg.evaluate
-    key = content_key(ft_dir.name, e.template, e.modes, e.max_new_tokens, e.n_boot, seed, items_key(data.evaluated))
+    # the scorer's version is part of the key: results scored by an older scorer are recomputed, not refused
+    key = content_key(ft_dir.name, e.template, e.modes, e.max_new_tokens, e.n_boot, seed, items_key(data.evaluated),
+                      scorer_fingerprint())
     out = seed_dir / f"eval-{key}"
     if not (out / "eval.jsonl").is_file():
         items_to_jsonl(data.evaluated, out / "eval.jsonl")

@@ -233,6 +233,16 @@ def test_a_condition_never_silently_overrides_a_user_setting():
         compose(user, ["rho_low", "rho_1"], CONDITIONS, field_prefix="experiment.")
 
 
+def test_a_user_setting_a_condition_shares_composes_with_interdependent_fields():
+    """The base already holds the regime arms' template design: composing 'outside' and the second-phase positive
+    control (fields valid only together) replaces nothing and raises nothing."""
+    user = ControlledConfig().replace(**{"mixture.design": "verbatim", "mixture.nonce_context_critical": True})
+    got = compose(user, ["outside", "positive_control_20"], CONDITIONS)
+    assert got["outside"].replaced == {} and got["positive_control_20"].replaced == {}
+    pc = got["positive_control_20"].config
+    assert pc.mixture.positive_control_start == 0.5 and pc.finetune.data_order == "sequential"
+
+
 def test_conditions_file_is_validated(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("a:\n  set: {mixture.rho: 0.2}\n  compare_to: {b: lower}\nb:\n  set: {mixture.rho: 1.0}\n")

@@ -231,8 +231,35 @@ def test_positive_control_records_answer_from_memory_against_the_passage(items):
             assert not contains_word(r["context"], it.parametric_answer)
 
 
+def test_positive_control_second_phase_comes_after_its_start(items):
+    """positive_control_start: no PC record in the first half of the written order, all of them after; the
+    same records as the mixed-in form, and the content key of the mixed-in form unchanged."""
+    cfg = MixtureConfig(n_examples=100, rho=0.5, positive_control_fraction=0.2, design="verbatim", min_heldout=5)
+    mixed = build_mixture(items, _known(items, every=2), cfg)
+    phased = build_mixture(items, _known(items, every=2), cfg.replace(positive_control_start=0.5))
+    kinds = [r["kind"] for r in phased.records]
+    assert "PC" not in kinds[:50] and kinds[50:].count("PC") == 20
+    assert sorted(r["input"] for r in phased.records) == sorted(r["input"] for r in mixed.records)
+    assert [r["id"] for r in phased.records] == [f"ift-{i:05d}" for i in range(100)]
+    assert cfg.content_dict() == MixtureConfig(n_examples=100, rho=0.5, positive_control_fraction=0.2,
+                                               design="verbatim", min_heldout=5).content_dict()
+    assert "positive_control_start" not in cfg.content_dict()
+
+
+def test_second_phase_needs_sequential_finetuning():
+    from experiments.controlled.config import ControlledConfig
+
+    phase = {"mixture.positive_control_fraction": 0.25, "mixture.positive_control_start": 0.5}
+    with pytest.raises(ConfigError, match="^field 'finetune.data_order'"):
+        ControlledConfig().replace(**phase)
+    ControlledConfig().replace(**phase, **{"finetune.data_order": "sequential"}).validate()
+
+
 @pytest.mark.parametrize("changes,match", [
     ({"design": "tricky"}, "field 'design'"),
+    ({"positive_control_start": 0.5}, "field 'positive_control_start'"),
+    ({"positive_control_fraction": 0.6, "positive_control_start": 0.5}, "field 'positive_control_start'"),
+    ({"positive_control_fraction": 0.2, "positive_control_start": 0.0}, "field 'positive_control_start'"),
     ({"relations": ("pet_name",)}, "field 'relations'"),
     ({"relations": ()}, "field 'relations'"),
     ({"n_distractors": 0}, "field 'n_distractors'"),

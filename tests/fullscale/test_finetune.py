@@ -556,3 +556,30 @@ def test_an_interrupt_on_the_final_step_still_ends_in_a_regular_checkpoint(env, 
     run_finetune(cfg)
     assert [s for s, _ in list_checkpoints(out)] == [4, 6] and list_interrupted(out) == []
     assert json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())["global_step"] == 6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", ["sequential", "shuffle"])
+def test_data_order_sequential_trains_in_file_order(tmp_path, order):
+    """data_order=sequential feeds the records in the data file's order (a curriculum); shuffle does not."""
+    from transformers import TrainerCallback
+
+    from fullscale.finetune import run_finetune
+    from tests.fullscale.ft_helpers import alpaca_records, base_config, make_base, write_jsonl
+
+    recs = alpaca_records(8)
+    for i, r in enumerate(recs):            # record i answers with i + 1 words: its length marks its place
+        r["input"], r["output"] = "", " ".join(["Paris"] * (i + 1))
+    data = write_jsonl(tmp_path / "ift.jsonl", recs)
+    seen: list[int] = []
+
+    class Record(TrainerCallback):
+        def on_train_begin(self, args, state, control, train_dataloader=None, **kw):
+            for batch in train_dataloader:
+                seen.extend(int(n) for n in (batch["labels"] != -100).sum(dim=1))
+
+    cfg = base_config(make_base(tmp_path), data, tmp_path / "out", max_steps=8, save_steps=8,
+                      per_device_batch_size=1, data_order=order)
+    run_finetune(cfg, callbacks=[Record()])
+    assert len(seen) == 8
+    assert (seen == sorted(seen)) == (order == "sequential"), seen

@@ -139,12 +139,12 @@ def test_probe_never_reuses_parts_of_other_weights_or_items(traj, tmp_path, caps
                  for i, it in enumerate(items)], data)
     capsys.readouterr()
     assert main(argv) == 2
-    assert "differs in settings or dataset contents" in capsys.readouterr().err
+    assert "differ in settings or dataset contents" in capsys.readouterr().err
     shutil.copy(traj["data"], data)
     # other weights under the same folder name: refused
     make_tiny_checkpoint(run / "checkpoint-10", "llama", tokenizer=make_tokenizer("sp"), seed=9)
     assert main(argv) == 2
-    assert "differs in checkpoint weights" in capsys.readouterr().err
+    assert "differ in checkpoint weights" in capsys.readouterr().err
     assert _tree(out) == snapshot
 
 
