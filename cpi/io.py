@@ -16,7 +16,7 @@ import re
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 if TYPE_CHECKING:  # pandas is imported lazily: `import theory` stays light
     import pandas as pd
@@ -279,6 +279,29 @@ def check_out_file(path: str | Path, what: str = "--out") -> Path:
         raise CpiError(f"{what} {path}: is a folder; give a file name")
     check_out_dir(path.parent, what=f"{what} {path}: parent folder")
     return path
+
+
+def read_csv_rows(path: str | Path, columns: Sequence[str], what: str) -> list[tuple[int, dict[str, str]]]:
+    """``(line number, row)`` of every data row of the CSV table ``path`` (the header is line 1).
+
+    Raises :class:`CpiError` ``"WHAT PATH: ..."`` when the file cannot be read, lacks one of ``columns``
+    or is malformed CSV, so every table reader names its file the same way.
+    """
+    import csv
+
+    from cpi.errors import CpiError
+
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in columns if c not in (reader.fieldnames or [])]
+            if missing:
+                raise CpiError(f"{what} {path}: missing column(s) {', '.join(missing)}")
+            return list(enumerate(reader, start=2))
+    except OSError as exc:
+        raise CpiError(f"{what} {path}: cannot read: {exc.strerror or exc}") from exc
+    except csv.Error as exc:
+        raise CpiError(f"{what} {path}: malformed CSV: {exc}") from exc
 
 
 def check_input_file(path: str | Path, what: str) -> Path:

@@ -30,13 +30,13 @@ The facts are checked against the ``transformers`` implementation of every row b
 
 from __future__ import annotations
 
-import csv
 import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cpi.errors import CpiError
+from cpi.io import read_csv_rows
 
 ARCHITECTURES_FILE = Path(__file__).resolve().parent / "data" / "architectures.csv"
 COLUMNS = ("architecture", "model_type", "gguf_architecture", "norm", "rmsnorm_offset", "sandwich_norms",
@@ -93,27 +93,17 @@ def load_architectures(path: str | Path | None = None) -> dict[str, Architecture
     """The table as ``{architecture: Architecture}`` in file order, validated (a bad file raises
     :class:`CpiError` naming the file, line and field). ``path`` defaults to the shipped table."""
     p = Path(path) if path is not None else ARCHITECTURES_FILE
-    try:
-        with open(p, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise CpiError(f"architecture table {p}: missing column(s) {', '.join(missing)}")
-            rows: dict[str, Architecture] = {}
-            seen: dict[tuple[str, str], int] = {}
-            for lineno, row in enumerate(reader, start=2):
-                arch = _parse_row(p, lineno, row)
-                for key in ("architecture", "model_type", "gguf_architecture"):
-                    value = getattr(arch, key)
-                    if value and (key, value) in seen:
-                        raise CpiError(f"architecture table {p}, line {lineno}: {key} {value!r} already on line "
-                                       f"{seen[(key, value)]}")
-                    seen[(key, value)] = lineno
-                rows[arch.architecture] = arch
-    except OSError as exc:
-        raise CpiError(f"architecture table {p}: cannot read: {exc.strerror or exc}") from exc
-    except csv.Error as exc:
-        raise CpiError(f"architecture table {p}: malformed CSV: {exc}") from exc
+    rows: dict[str, Architecture] = {}
+    seen: dict[tuple[str, str], int] = {}
+    for lineno, row in read_csv_rows(p, COLUMNS, "architecture table"):
+        arch = _parse_row(p, lineno, row)
+        for key in ("architecture", "model_type", "gguf_architecture"):
+            value = getattr(arch, key)
+            if value and (key, value) in seen:
+                raise CpiError(f"architecture table {p}, line {lineno}: {key} {value!r} already on line "
+                               f"{seen[(key, value)]}")
+            seen[(key, value)] = lineno
+        rows[arch.architecture] = arch
     return rows
 
 

@@ -36,7 +36,6 @@ Heavy imports (torch, transformers, pandas) happen inside functions.
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime as _dt
 import hashlib
 import logging
@@ -53,6 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from cpi.errors import CpiError
+from cpi.io import read_csv_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -135,22 +135,12 @@ def _parse_row(path: Path, lineno: int, row: dict[str, str]) -> ModelSpec:
 def load_registry(registry: str | Path | None = None) -> dict[str, ModelSpec]:
     """The registry as ``{name: ModelSpec}``, validated (a bad file raises :class:`CpiError` naming it)."""
     path = registry_path(registry)
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise CpiError(f"model registry {path}: missing column(s) {', '.join(missing)}")
-            specs: dict[str, ModelSpec] = {}
-            for lineno, row in enumerate(reader, start=2):
-                spec = _parse_row(path, lineno, row)
-                if spec.name in specs:
-                    raise CpiError(f"model registry {path}, line {lineno}: name {spec.name!r} listed twice")
-                specs[spec.name] = spec
-    except OSError as exc:
-        raise CpiError(f"model registry {path}: cannot read: {exc.strerror or exc}") from exc
-    except csv.Error as exc:
-        raise CpiError(f"model registry {path}: malformed CSV: {exc}") from exc
+    specs: dict[str, ModelSpec] = {}
+    for lineno, row in read_csv_rows(path, COLUMNS, "model registry"):
+        spec = _parse_row(path, lineno, row)
+        if spec.name in specs:
+            raise CpiError(f"model registry {path}, line {lineno}: name {spec.name!r} listed twice")
+        specs[spec.name] = spec
     return specs
 
 
