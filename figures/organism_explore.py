@@ -43,7 +43,8 @@ VARIANTS = {"default": {}, "qk": dict(qk_only=True), "steps2x": dict(ft_steps=60
 BASE_FIELDS = ("pretrain_steps", "pretrain_lr", "d_model", "d_mlp")  # variants changing these need their own base
 # the short names above (kept: they name the cached bases) -> OrganismConfig's nested fields
 NESTED = {"pretrain_steps": "pretrain.steps", "pretrain_lr": "pretrain.lr", "d_model": "pretrain.d_model",
-          "d_mlp": "pretrain.d_mlp"}
+          "d_mlp": "pretrain.d_mlp", "ft_steps": "finetune.steps", "ft_lr": "finetune.learning_rate",
+          "ft_scheduler": "finetune.lr_scheduler", "qk_only": "finetune.method"}
 PROBED = {"default", "qk", "cosine", "cosine_lr3x", "qk_lr3x", "qk_lr10x", "pretrain2x", "pretrain2x_qk", "d256", "d256_qk",
           "d256_plr1e-3", "d256_plr1e-3_qk", "d256_plr1e-3_steps2x"}
 
@@ -118,7 +119,7 @@ if __name__ == "__main__":
     rows = []
     for seed in seeds:
         for name in names:
-            cfg = OrganismConfig(seed=seed).replace(**{"ift.rho": 0.3}, **{NESTED.get(k, k): v for k, v in VARIANTS[name].items()})
+            cfg = OrganismConfig(seed=seed).replace(**{"ift.rho": 0.3}, **{NESTED.get(k, k): ("qk_only" if k == "qk_only" else v) for k, v in VARIANTS[name].items()})
             cache = base_cache(name, seed)
             if not (cache / "pretrain" / "done.json").is_file():
                 assert cache.parent != sweep / "_base", f"no pretrained base in {cache}: run section 3's sweep first"

@@ -20,7 +20,7 @@ for seed in [int(s) for s in sys.argv[1].split(",")]:
     while not (cache / "pretrain" / "done.json").is_file():
         time.sleep(10)
     cell = out / "random_drop_rho=0.3" / f"seed{seed}"
-    cfg = OrganismConfig(seed=seed, filter_fraction=0.25, out=str(cell))
+    cfg = OrganismConfig(seed=seed, out=str(cell)).replace(**{"finetune.filter_fraction": 0.25})
     cell.mkdir(parents=True, exist_ok=True)
     share_base(cache, cell)
     if not (cell / "data" / "filter_scores.csv").is_file():

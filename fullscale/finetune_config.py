@@ -1,5 +1,10 @@
 """The settings of an instruction-finetuning run: :class:`FinetuneConfig` and its ``lora`` / ``tracking`` blocks.
 
+An experiment that finetunes (the controlled experiment, the organism) nests a
+:class:`FinetuneSettings`: the knobs an experiment varies, each with one meaning, one check and one
+mapping onto the driver's :class:`FinetuneConfig` (:meth:`FinetuneSettings.finetune_config`). Its
+defaults are the driver's; an experiment that needs other values subclasses it with its own defaults.
+
 Only the config layer (``cpi.config``) is imported; the run is :func:`fullscale.finetune.run_finetune`.
 """
 
@@ -13,7 +18,7 @@ from typing import Any, Literal, Sequence
 from cpi.config import Config, check_at_least, check_in_interval
 from cpi.errors import ConfigError
 
-__all__ = ["FinetuneConfig", "LoraSettings", "TrackingSettings"]
+__all__ = ["FinetuneConfig", "FinetuneSettings", "LoraSettings", "METHODS", "TrackingSettings"]
 
 _EXP_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 _SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -295,3 +300,90 @@ class FinetuneConfig(Config):
         check_in_interval(self, filter_fraction="[0, 1)", augment_fraction="[0, 1)")
         if self.augment_fraction > 0 and not self.augment_sources:
             raise ConfigError("field 'augment_sources': needed when augment_fraction > 0 (conflict sets to swap)")
+
+
+#: how an experiment's finetuning trains: LoRA adapters, every weight, or only the query/key projections
+METHODS = ("lora", "full", "qk_only")
+Method = Literal["lora", "full", "qk_only"]
+_DRIVER = {f.name: f.default for f in dataclasses.fields(FinetuneConfig)}
+_LORA = {f.name: f.default for f in dataclasses.fields(LoraSettings)}
+
+
+@dataclass(frozen=True)
+class FinetuneSettings(Config):
+    """The finetuning knobs an experiment varies, mapped onto :class:`FinetuneConfig` by
+    :meth:`finetune_config` (the one mapping; what it fixes is listed there).
+
+    ``method`` = ``lora`` (rank ``lora_rank``, scaling ``lora_alpha``, on every linear layer), ``full`` or
+    ``qk_only`` (the paper's mitigation: only query/key projections train); ``steps`` optimizer steps of
+    ``batch_size`` records (no accumulation), a checkpoint every ``save_steps`` (the base is step 0);
+    ``learning_rate`` and ``lr_scheduler`` (no warm-up, no weight decay); ``max_seq_length`` tokens per record,
+    prompt ``template``; ``filter_fraction`` > 0 drops that fraction of the records with the lowest
+    ``cpi data score-context`` score ``filter_criterion``, scored by the base: ``loss_without_context``
+    (the paper's rule: the response's loss without its context, i.e. answerable without it) or ``gap``
+    (loss without minus with context: the context helps least); ``gradient_checkpointing`` recomputes
+    activations in the backward pass (less memory, more time; the same numbers); ``data_order``:
+    ``shuffle`` (each epoch reshuffled) or ``sequential`` (the data file's order: a second training phase
+    needs it).
+
+    The defaults are the driver's (:class:`FinetuneConfig`, :class:`LoraSettings`), except ``steps``,
+    which the driver counts in epochs; an experiment states its own values in a subclass
+    (``experiments.controlled.config.TrainSettings``, ``experiments.organism.experiment.OrganismFinetune``).
+    Messages name the fields ``finetune.<name>``: every experiment nests this block as ``finetune``.
+
+    >>> s = FinetuneSettings(method="lora", steps=4, save_steps=2, lora_rank=8)
+    >>> ft = s.finetune_config("base", "ift.jsonl", "out", seed=1)
+    >>> ft.lora.rank, ft.max_steps, ft.per_device_batch_size, ft.logging_steps, ft.learning_rate
+    (8, 4, 8, 1, 2e-05)
+    """
+
+    method: Method = "full"
+    steps: int = 100
+    save_steps: int = _DRIVER["save_steps"]
+    batch_size: int = _DRIVER["per_device_batch_size"]
+    learning_rate: float = _DRIVER["learning_rate"]
+    lr_scheduler: str = _DRIVER["lr_scheduler"]
+    lora_rank: int = _LORA["rank"]
+    lora_alpha: float = _LORA["alpha"]
+    max_seq_length: int = _DRIVER["max_seq_length"]
+    template: str = _DRIVER["template"]
+    filter_fraction: float = _DRIVER["filter_fraction"]
+    gradient_checkpointing: bool = _DRIVER["gradient_checkpointing"]
+    filter_criterion: Literal["gap", "loss_without_context"] = _DRIVER["filter_criterion"]
+    data_order: Literal["shuffle", "sequential"] = _DRIVER["data_order"]
+
+    def validate(self) -> None:
+        for name in ("steps", "save_steps", "batch_size", "lora_rank", "max_seq_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"field 'finetune.{name}': must be >= 1, got {getattr(self, name)}")
+        if self.save_steps > self.steps:
+            raise ConfigError(f"field 'finetune.save_steps': must be <= finetune.steps={self.steps}, "
+                              f"got {self.save_steps}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"field 'finetune.learning_rate': must be > 0, got {self.learning_rate}")
+        if not 0.0 <= self.filter_fraction < 1.0:
+            raise ConfigError(f"field 'finetune.filter_fraction': must be in [0, 1), got {self.filter_fraction}")
+        if self.lr_scheduler not in _SCHEDULES:
+            raise ConfigError(f"field 'finetune.lr_scheduler': unknown schedule {self.lr_scheduler!r} "
+                              f"(known: {', '.join(_SCHEDULES)})")
+        _check_template_field("finetune.template", self.template)
+
+    def finetune_config(self, base_model: Any, data: Any, output_dir: Any, seed: int, *, dtype: str = "float32",
+                        filter_scores: Any = None) -> FinetuneConfig:
+        """The driver's config of one run: these settings, plus what every experiment fixes: Alpaca-format
+        records, no warm-up, no weight decay, no gradient accumulation, LoRA dropout 0, the loss filter
+        (``filter_method: loss``; ``filter_scores``, a ``score-context`` table, is passed only when
+        filtering), the loss logged every ``save_steps // 2`` steps."""
+        lora = (LoraSettings(rank=self.lora_rank, alpha=self.lora_alpha, dropout=0.0)
+                if self.method == "lora" else None)
+        return FinetuneConfig(
+            base_model=str(base_model), data=str(data), data_format="alpaca", template=self.template,
+            max_seq_length=self.max_seq_length, lora=lora, qk_only=self.method == "qk_only",
+            learning_rate=self.learning_rate, lr_scheduler=self.lr_scheduler, warmup_ratio=0.0, weight_decay=0.0,
+            per_device_batch_size=self.batch_size, gradient_accumulation_steps=1, max_steps=self.steps,
+            dtype=dtype, output_dir=str(output_dir), save_steps=self.save_steps,
+            logging_steps=max(1, self.save_steps // 2), seed=seed, filter_fraction=self.filter_fraction,
+            filter_method="loss", filter_criterion=self.filter_criterion,
+            filter_scores=str(filter_scores) if (filter_scores is not None and self.filter_fraction > 0) else None,
+            gradient_checkpointing=self.gradient_checkpointing, data_order=self.data_order,
+        )

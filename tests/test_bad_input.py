@@ -406,7 +406,7 @@ CASES += [
                                      str(e["root"] / "osw_new")], lambda e: e["root"] / "osw_new", "--rhos"),
     ("organism/sweep-figures-is-file", lambda e: ["organism", "sweep", "--quick", "--out", str(e["root"] / "osw_new"),
                                                   "--figures", str(e["afile"])], lambda e: e["afile"], "--figures"),
-    ("organism/unknown-scheduler", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set", "ft_scheduler=cosinus"],
+    ("organism/unknown-scheduler", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set", "finetune.lr_scheduler=cosinus"],
      lambda e: e["root"] / "org_new", "unknown schedule 'cosinus'"),
     ("organism/unknown-eval-mode", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set", "eval_modes=[guess]"],
      lambda e: e["root"] / "org_new", "eval_modes"),
@@ -419,7 +419,7 @@ CASES += [
      "n_examples"),
     ("organism/world-too-big", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set",
                                           "world.n_cities=10000000000"], lambda e: e["root"] / "org_new", "n_cities"),
-    ("organism/save-steps-over-steps", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set", "save_steps=100000"],
+    ("organism/save-steps-over-steps", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set", "finetune.save_steps=100000"],
      lambda e: e["root"] / "org_new", "save_steps"),
     # fixed in files owned elsewhere (XFAIL lists those still failing, with the wiring they need)
     ("probe-intervene/scale-inf", lambda e: _iv(e, out=e["root"] / "iv_inf", extra=["--scale", "inf"]),

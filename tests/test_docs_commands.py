@@ -299,7 +299,7 @@ def smoke_data_augment(tiny, tmp_path, capsys):
 
 
 TINY_ORGANISM = ["--quick", "--set", "pretrain.steps=30", "--set", "pretrain.warmup=3", "--set", "ift.n_examples=60",
-                 "--set", "ft_steps=4", "--set", "save_steps=2"]
+                 "--set", "finetune.steps=4", "--set", "finetune.save_steps=2"]
 
 
 def smoke_organism_run(tiny, tmp_path, capsys, monkeypatch):

@@ -14,8 +14,7 @@ from typing import Any, Literal, Optional
 from cpi.config import Config
 from cpi.errors import ConfigError
 from experiments.controlled.mixture import MixtureConfig
-
-METHODS = ("lora", "full", "qk_only")
+from fullscale.finetune_config import METHODS, FinetuneSettings, Method
 
 
 @dataclass(frozen=True)
@@ -43,19 +42,13 @@ class KnowledgeSettings(Config):
 
 
 @dataclass(frozen=True)
-class TrainSettings(Config):
-    """Finetuning with the ``cpi finetune`` driver: ``method`` = ``lora`` (rank ``lora_rank`` on every
-    linear layer), ``full`` or ``qk_only`` (the paper's mitigation: only query/key projections train);
-    ``steps`` optimizer steps of ``batch_size`` records, a checkpoint every ``save_steps`` (the base is
-    step 0); ``filter_fraction`` > 0 drops that fraction of the records with the lowest
-    ``cpi data score-context`` score ``filter_criterion``, scored by the base: ``loss_without_context``
-    (the paper's rule: the response's loss without its context, i.e. answerable without it) or ``gap``
-    (loss without minus with context: the context helps least);
-    ``gradient_checkpointing`` recomputes activations in the backward pass (less memory, more time;
-    the same numbers); ``data_order``: ``shuffle`` (each epoch reshuffled) or ``sequential`` (the
-    mixture's written order: a second phase such as ``mixture.positive_control_start`` needs it)."""
+class TrainSettings(FinetuneSettings):
+    """The controlled experiment's finetuning: :class:`~fullscale.finetune_config.FinetuneSettings` (the
+    knobs, their checks and the one mapping onto the ``cpi finetune`` driver) with this experiment's own
+    defaults: LoRA rank 16 (alpha 32) on every linear layer, 60 steps of 8 records at a constant 3e-4, a
+    checkpoint every 10, 256 tokens per record (the driver's: full finetuning, 2e-5 linear, 1024 tokens)."""
 
-    method: Literal["lora", "full", "qk_only"] = "lora"
+    method: Method = "lora"
     steps: int = 60
     save_steps: int = 10
     batch_size: int = 8
@@ -64,26 +57,9 @@ class TrainSettings(Config):
     lora_rank: int = 16
     lora_alpha: float = 32.0
     max_seq_length: int = 256
-    template: str = "alpaca"
-    filter_fraction: float = 0.0
-    gradient_checkpointing: bool = False
-    filter_criterion: Literal["gap", "loss_without_context"] = "gap"
-    data_order: Literal["shuffle", "sequential"] = "shuffle"
 
     #: added after the first runs: at these values they leave the finetune folder's content key as it was
     ADDED_LATER = {"gradient_checkpointing": False, "filter_criterion": "gap", "data_order": "shuffle"}
-
-    def validate(self) -> None:
-        for name in ("steps", "save_steps", "batch_size", "lora_rank", "max_seq_length"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"field 'finetune.{name}': must be >= 1, got {getattr(self, name)}")
-        if self.save_steps > self.steps:
-            raise ConfigError(f"field 'finetune.save_steps': must be <= finetune.steps={self.steps}, "
-                              f"got {self.save_steps}")
-        if self.learning_rate <= 0:
-            raise ConfigError(f"field 'finetune.learning_rate': must be > 0, got {self.learning_rate}")
-        if not 0.0 <= self.filter_fraction < 1.0:
-            raise ConfigError(f"field 'finetune.filter_fraction': must be in [0, 1), got {self.filter_fraction}")
 
 
 @dataclass(frozen=True)
@@ -189,19 +165,9 @@ class ControlledConfig(Config):
 
     def finetune_config(self, base_model: str, data: Path, output_dir: Path, seed: int) -> Any:
         """The :class:`fullscale.finetune.FinetuneConfig` of one seed of this condition."""
-        from fullscale.finetune import FinetuneConfig, LoraSettings
-
-        t = self.finetune
-        lora = (LoraSettings(rank=t.lora_rank, alpha=t.lora_alpha, dropout=0.0) if t.method == "lora" else None)
-        return FinetuneConfig(
-            base_model=base_model, data=str(data), data_format="alpaca", template=t.template,
-            max_seq_length=t.max_seq_length, lora=lora, qk_only=t.method == "qk_only",
-            learning_rate=t.learning_rate, lr_scheduler=t.lr_scheduler, warmup_ratio=0.0, weight_decay=0.0,
-            per_device_batch_size=t.batch_size, gradient_accumulation_steps=1, max_steps=t.steps,
-            dtype="float32", output_dir=str(output_dir), save_steps=t.save_steps,
-            logging_steps=max(1, t.save_steps // 2), seed=seed, filter_fraction=t.filter_fraction,
-            filter_method="loss", filter_criterion=t.filter_criterion, gradient_checkpointing=t.gradient_checkpointing,
-            data_order=t.data_order,
+        return self.finetune.finetune_config(
+            base_model, data, output_dir, seed,
+            dtype="float32",
         )
 
 

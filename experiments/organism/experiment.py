@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM
 
-from cpi.config import Config, check_at_least, check_in_interval
+from cpi.config import Config, check_at_least
 from cpi.errors import ConfigError, CpiError
 from cpi.io import atomic_write_json, atomic_write_table, save_run
 from cpi.timing import StageTimer
@@ -41,11 +41,58 @@ from fullscale import prompts
 from fullscale.checkpoints import discover_checkpoints
 from fullscale.evaluate import EvalConfig, evaluate_trajectory, load_results
 from fullscale.finetune import CONFIG_FILE, FinetuneConfig, input_fingerprints, resume_differences, run_finetune
+from fullscale.finetune_config import FinetuneSettings, Method
 from fullscale.run_folder import finished
 from mechinterp.trajectory import load_items, probe_trajectory
 
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OrganismFinetune(FinetuneSettings):
+    """The organism's finetuning: :class:`~fullscale.finetune_config.FinetuneSettings` (the same knobs,
+    checks and driver mapping as the controlled experiment) with the organism's own defaults: full
+    finetuning of the tiny Llama-style model (no LoRA: it has about a million weights), 300 steps of 16
+    records at a constant 1e-3 (a from-scratch model this small needs a large rate; measured in
+    docs/organism.md), a checkpoint every 25, 256 tokens, and the paper's filter criterion."""
+
+    method: Method = "full"
+    steps: int = 300
+    save_steps: int = 25
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    lr_scheduler: str = "constant"
+    max_seq_length: int = 256
+    filter_criterion: Literal["gap", "loss_without_context"] = "loss_without_context"
+
+
+#: the flat fields of earlier versions -> their place in the ``finetune`` block
+FLAT_FINETUNE = {"ft_lr": "learning_rate", "ft_steps": "steps", "ft_batch_size": "batch_size",
+                 "ft_scheduler": "lr_scheduler", "save_steps": "save_steps", "qk_only": "method",
+                 "filter_fraction": "filter_fraction", "filter_criterion": "filter_criterion"}
+
+
+def _refuse_flat_finetune(keys: Any) -> None:
+    for key in keys:
+        head = str(key).split(".", 1)[0]
+        if head in FLAT_FINETUNE:
+            new = "method: qk_only" if head == "qk_only" else FLAT_FINETUNE[head]
+            raise ConfigError(f"field '{head}': moved into the finetune block: finetune.{new}")
+
+
+def _nest_flat_finetune(data: Any) -> Any:
+    """A stored config with flat finetuning fields -> the same settings as a ``finetune`` block."""
+    if not isinstance(data, dict) or not set(data) & set(FLAT_FINETUNE):
+        return data
+    data = dict(data)
+    block = dict(OrganismFinetune().to_dict(), **(data.get("finetune") or {}))
+    for old, new in FLAT_FINETUNE.items():
+        if old in data:
+            value = data.pop(old)
+            block[new] = ("qk_only" if value else "full") if old == "qk_only" else value
+    data["finetune"] = block
+    return data
 
 
 @dataclass(frozen=True)
@@ -62,9 +109,11 @@ class OrganismConfig(Config):
     ``ift`` (:class:`IFTConfig`): ``n_examples`` records, ``rho`` = fraction context-critical among
     context-bearing ones, ``recall_fraction`` no-context recall records, ``augment_fraction``
     counterfactual records (mitigation).
-    Finetuning (``fullscale.finetune``): full finetuning (or ``qk_only``), ``ft_lr``,
-    ``ft_steps`` optimizer steps of ``ft_batch_size``, checkpoint every ``save_steps``,
-    ``filter_fraction`` = the paper's filter (base-model loss without context, driver's rule).
+    ``finetune`` (:class:`OrganismFinetune`, the shared
+    :class:`~fullscale.finetune_config.FinetuneSettings` with the organism's defaults): full finetuning
+    (or ``finetune.method: qk_only``), ``finetune.learning_rate``, ``finetune.steps`` optimizer steps of
+    ``finetune.batch_size``, a checkpoint every ``finetune.save_steps``, ``finetune.filter_fraction`` =
+    the paper's filter (base-model loss without context, driver's rule).
     Evaluation: ``eval_modes`` of ``cpi evaluate``; probing on ``probe_items`` items (0 = all).
     ``out``: the run folder (where, not what: left out of the check that a folder holds this run).
 
@@ -73,22 +122,14 @@ class OrganismConfig(Config):
     ``world.seed``. Nested fields are reached with dotted keys: ``--set ift.rho=0.5``,
     ``cfg.replace(**{"pretrain.steps": 3000})``.
 
-    >>> cfg = OrganismConfig().replace(**{"ift.rho": 0.5}, seed=2)
-    >>> cfg.ift.rho, cfg.ift.seed, cfg.world.seed, cfg.pretrain.copy_fraction
-    (0.5, 2, 2, 0.3)
+    >>> cfg = OrganismConfig().replace(**{"ift.rho": 0.5, "finetune.learning_rate": 3e-3}, seed=2)
+    >>> cfg.ift.rho, cfg.ift.seed, cfg.world.seed, cfg.pretrain.copy_fraction, cfg.finetune.learning_rate
+    (0.5, 2, 2, 0.3, 0.003)
     """
     world: WorldConfig = field(default_factory=WorldConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     ift: IFTConfig = field(default_factory=IFTConfig)
-    # finetuning
-    ft_lr: float = 1e-3
-    ft_steps: int = 300
-    ft_batch_size: int = 16
-    ft_scheduler: str = "constant"
-    save_steps: int = 25
-    qk_only: bool = False
-    filter_fraction: float = 0.0
-    filter_criterion: Literal["gap", "loss_without_context"] = "loss_without_context"
+    finetune: OrganismFinetune = field(default_factory=OrganismFinetune)
     # evaluation / probing
     eval_modes: tuple[str, ...] = ("generate", "logprob", "closed_book")
     eval_batch_size: int = 64
@@ -111,20 +152,27 @@ class OrganismConfig(Config):
                     object.__setattr__(self, sub, getattr(self, sub).replace(**{name: getattr(self, name)}))
         super().__post_init__()
 
+    @classmethod
+    def _from_dict(cls, data: Any, prefix: str) -> "OrganismConfig":
+        if isinstance(data, dict) or hasattr(data, "keys"):
+            _refuse_flat_finetune(data.keys())
+        return super()._from_dict(data, prefix)
+
     def replace(self, **changes: Any) -> "OrganismConfig":
+        _refuse_flat_finetune(changes)
         for name, subs in self.SHARED.items():
             for sub in subs:
                 if f"{sub}.{name}" in changes:
                     raise ConfigError(f"field '{sub}.{name}': set by the run's '{name}'; set '{name}' instead")
         return super().replace(**changes)
 
+    @classmethod
+    def content_of(cls, data: Any) -> dict[str, Any]:
+        """As :meth:`Config.content_of`; a config stored before the ``finetune`` block (flat ``ft_lr``,
+        ``ft_steps``, ... fields) reads as that block, so such a folder still compares as the same run."""
+        return super().content_of(_nest_flat_finetune(data))
+
     def validate(self) -> None:
-        check_at_least(self, ft_steps=1, save_steps=1, ft_batch_size=1)
-        if self.save_steps > self.ft_steps:
-            raise ConfigError(f"field 'save_steps': must be <= ft_steps={self.ft_steps}, got {self.save_steps}")
-        if self.ft_lr <= 0:
-            raise ConfigError(f"field 'ft_lr': must be > 0, got {self.ft_lr}")
-        check_in_interval(self, filter_fraction="[0, 1)")
         check_at_least(self, probe_items=0, eval_batch_size=1, probe_batch_size=1)
         from fullscale.prompts import MODES
 
@@ -135,7 +183,7 @@ class OrganismConfig(Config):
         try:  # every stage's settings are checked before the first stage runs
             self.finetune_config(Path("base"), Path("data.jsonl"), Path("finetune"))
         except ConfigError as exc:
-            raise ConfigError(f"{exc} (from this run's ft_* settings)") from None
+            raise ConfigError(f"{exc} (from this run's finetune settings)") from None
 
     @classmethod
     def quick(cls, **changes: Any) -> "OrganismConfig":
@@ -152,21 +200,14 @@ class OrganismConfig(Config):
             # (measured: 100 % here; with the default's 30 % copy + 30 % QA documents only 44 %)
             "pretrain": PretrainConfig(steps=500, warmup=50, copy_fraction=0.2, qa_fraction=0.0, copy_filler=2),
             "ift": IFTConfig(n_examples=600),
-            "ft_steps": 120, "save_steps": 20, "eval_modes": ("generate", "logprob"), "out": "runs/organism_quick",
+            "finetune": OrganismFinetune(steps=120, save_steps=20), "eval_modes": ("generate", "logprob"), "out": "runs/organism_quick",
         }
         return cls(**base).replace(**changes)
 
     def finetune_config(self, base_model: Path, data: Path, output_dir: Path, filter_scores: Path | None = None):
         """The ``fullscale.finetune`` config of this run (``filter_scores``: a ``score-context`` table)."""
-        return FinetuneConfig(
-            base_model=str(base_model), data=str(data), data_format="alpaca", template="alpaca",
-            max_seq_length=256, learning_rate=self.ft_lr, lr_scheduler=self.ft_scheduler, warmup_ratio=0.0,
-            weight_decay=0.0, per_device_batch_size=self.ft_batch_size, gradient_accumulation_steps=1,
-            max_steps=self.ft_steps, dtype="float32", output_dir=str(output_dir), save_steps=self.save_steps,
-            logging_steps=max(1, self.save_steps // 2), seed=self.seed, qk_only=self.qk_only,
-            filter_fraction=self.filter_fraction, filter_method="loss", filter_criterion=self.filter_criterion,
-            filter_scores=str(filter_scores) if (filter_scores is not None and self.filter_fraction > 0) else None,
-        )
+        return self.finetune.finetune_config(base_model, data, output_dir, self.seed, dtype="float32",
+                                             filter_scores=filter_scores)
 
 
 @dataclass
@@ -284,11 +325,11 @@ def _stage_finetune(cfg: OrganismConfig, out: Path, base: Path) -> Path:
     scores = out / "data" / "filter_scores.csv"
     ft_cfg = cfg.finetune_config(base, out / "data" / "ift.jsonl", out / "finetune",
                                  filter_scores=scores if scores.is_file() else None)
-    if finished(out / "finetune", cfg.ft_steps) and _same_finetune(ft_cfg):
+    if finished(out / "finetune", cfg.finetune.steps) and _same_finetune(ft_cfg):
         # finished with the same settings and inputs: the driver would do nothing either, but only
         # after loading the model and data
         log.warning("stage finetune: reusing %s (same content: %d steps, settings and input contents)",
-                    out / "finetune", cfg.ft_steps)
+                    out / "finetune", cfg.finetune.steps)
         return out / "finetune"
     return Path(run_finetune(ft_cfg))  # resumes, or refuses a finished run made with other settings
 
@@ -351,8 +392,8 @@ def _run_stages(cfg: OrganismConfig, out: Path, probe: bool, stages: tuple[str, 
     later = set(stages)
     if "pretrain" not in later and later & {"finetune", "evaluate", "probe"} and not (base / "config.json").is_file():
         raise CpiError(f"{base}: no pretrained base model; run the 'pretrain' stage first")
-    if "finetune" not in later and later & {"evaluate", "probe"} and not finished(ft_dir, cfg.ft_steps):
-        raise CpiError(f"{ft_dir}: no finished finetuning ({cfg.ft_steps} steps); run the 'finetune' stage first")
+    if "finetune" not in later and later & {"evaluate", "probe"} and not finished(ft_dir, cfg.finetune.steps):
+        raise CpiError(f"{ft_dir}: no finished finetuning ({cfg.finetune.steps} steps); run the 'finetune' stage first")
     out.mkdir(parents=True, exist_ok=True)
     prev = out / "organism_config.json"
     if prev.is_file():  # the same run: the same content (not the same folder name: `out` is not content)

@@ -147,7 +147,7 @@ def make_organism_figures(run: Any, out_dir: str | Path, prefix: str = "organism
         heads = mechinterp.head_change_table(run.probe)
         paths += _save(mechinterp.plot_attention_change(heads), out, f"{prefix}_probe_heads")
     try:
-        theory_table = theory_reference_table(quick=run.config.ft_steps < 200)
+        theory_table = theory_reference_table(quick=run.config.finetune.steps < 200)
     except Exception as exc:  # the overlay is optional: the theory package may be unavailable
         log.warning("theory overlay skipped: %s", exc)
         return paths

@@ -61,9 +61,9 @@ def variants(base: "OrganismConfig", sweep: SweepConfig) -> dict[str, "OrganismC
     out = {f"rho={r:g}": base.replace(**{"ift.rho": float(r)}) for r in sweep.rhos}
     rho = base.ift.rho
     if sweep.mitigations:
-        out[f"filter (rho={rho:g})"] = base.replace(filter_fraction=sweep.filter_fraction)
+        out[f"filter (rho={rho:g})"] = base.replace(**{"finetune.filter_fraction": sweep.filter_fraction})
         out[f"augment (rho={rho:g})"] = base.replace(**{"ift.augment_fraction": sweep.augment_fraction})
-        out[f"qk_only (rho={rho:g})"] = base.replace(qk_only=True)
+        out[f"qk_only (rho={rho:g})"] = base.replace(**{"finetune.method": "qk_only"})
     return out
 
 
@@ -122,7 +122,7 @@ def run_sweep(base: "OrganismConfig", sweep: SweepConfig, out_dir: str | Path) -
         cell.mkdir(parents=True, exist_ok=True)
         share_base(cache, cell)
         cfg = cfg.replace(out=str(cell))
-        if cfg.filter_fraction > 0 and not (cell / "data" / "filter_scores.csv").is_file():
+        if cfg.finetune.filter_fraction > 0 and not (cell / "data" / "filter_scores.csv").is_file():
             run_organism(cfg, probe=False, stages=("data",))
             scores = context_criticality_scores(cell / "base" / "checkpoint-0", cell / "data" / "ift.jsonl")
             atomic_write_table(scores, cell / "data" / "filter_scores.csv")

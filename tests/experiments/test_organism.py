@@ -130,18 +130,18 @@ def test_organism_config_nests_the_stage_configs_with_the_numbers_the_organism_r
     assert (cfg.pretrain.steps, cfg.pretrain.warmup, cfg.pretrain.lr, cfg.pretrain.threads) == (1500, 100, 3e-3, 1)
     assert cfg.pretrain == PretrainConfig(threads=1)
     assert (cfg.world.n_known_countries, cfg.world.n_known_people, cfg.world.n_cities) == (40, 80, 100)
-    assert (cfg.ift.n_examples, cfg.ift.rho, cfg.ft_steps, cfg.save_steps) == (2000, 0.3, 300, 25)
+    assert (cfg.ift.n_examples, cfg.ift.rho, cfg.finetune.steps, cfg.finetune.save_steps) == (2000, 0.3, 300, 25)
     quick = OrganismConfig.quick()
     assert (quick.pretrain.steps, quick.pretrain.warmup, quick.pretrain.copy_fraction, quick.pretrain.qa_fraction,
             quick.pretrain.copy_filler) == (500, 50, 0.2, 0.0, 2)
-    assert (quick.world.n_known_countries, quick.ift.n_examples, quick.ft_steps) == (16, 600, 120)
+    assert (quick.world.n_known_countries, quick.ift.n_examples, quick.finetune.steps) == (16, 600, 120)
 
 
 def test_organism_config_dotted_overrides_one_seed_and_round_trip(tmp_path):
     from experiments.organism.experiment import OrganismConfig
 
-    cfg = OrganismConfig.quick().with_overrides(["ift.rho=0.5", "pretrain.steps=40", "seed=3", "ft_lr=2e-3"])
-    assert (cfg.ift.rho, cfg.pretrain.steps, cfg.ft_lr) == (0.5, 40, 2e-3)
+    cfg = OrganismConfig.quick().with_overrides(["ift.rho=0.5", "pretrain.steps=40", "seed=3", "finetune.learning_rate=2e-3"])
+    assert (cfg.ift.rho, cfg.pretrain.steps, cfg.finetune.learning_rate) == (0.5, 40, 2e-3)
     assert cfg.world.seed == cfg.pretrain.seed == cfg.ift.seed == 3  # one seed for every stage
     assert cfg.world == OrganismConfig.quick().world.replace(seed=3)  # the rest of the world unchanged
     for suffix in (".json", ".yaml"):
@@ -153,8 +153,10 @@ def test_organism_config_dotted_overrides_one_seed_and_round_trip(tmp_path):
         cfg.with_overrides(["ift.rho=1.5"])
     with pytest.raises(ConfigError, match="unknown field 'nope'"):
         cfg.with_overrides(["ift.nope=1"])
-    with pytest.raises(ConfigError, match="'ft_lr' is not a nested config"):
-        cfg.with_overrides(["ft_lr.x=1"])
+    with pytest.raises(ConfigError, match="'eval_modes' is not a nested config"):
+        cfg.with_overrides(["eval_modes.x=1"])
+    with pytest.raises(ConfigError, match=r"field 'ft_lr': moved into the finetune block: finetune\.learning_rate"):
+        cfg.with_overrides(["ft_lr=1e-3"])
     with pytest.raises(ConfigError, match="unknown field 'rho' for OrganismConfig"):
         cfg.with_overrides(["rho=0.5"])
 
@@ -197,8 +199,8 @@ def test_run_folder_is_the_configs_out_and_not_part_of_its_content(tmp_path):
     saved.write_text(json.dumps(record))
     run = run_organism(cfg.replace(out=str(tmp_path / "b")), stages=("data",))
     assert run.out == tmp_path / "b"
-    with pytest.raises(CpiError, match=r"different config \(fields ft_lr\)"):
-        run_organism(cfg.replace(out=str(tmp_path / "b"), ft_lr=5e-3), stages=("data",))
+    with pytest.raises(CpiError, match=r"different config \(fields finetune\)"):
+        run_organism(cfg.replace(out=str(tmp_path / "b"), **{"finetune.learning_rate": 5e-3}), stages=("data",))
 
 
 def test_run_sets_its_threads_then_restores_them(tmp_path, monkeypatch):

@@ -258,8 +258,8 @@ def test_interrupt_mid_finetune_in_cpi_organism_run_keeps_the_cadence(tmp_path):
     """SIGTERM while `cpi organism run --quick` finetunes: exit 130, one line saying how to resume; the rerun's
     checkpoints, evaluation and probe have exactly the uninterrupted run's steps (no off-cadence step)."""
     out = tmp_path / "org"
-    sets = ["--set", "pretrain.steps=60", "--set", "pretrain.warmup=6", "--set", "ft_steps=30",
-            "--set", "save_steps=10", "--set", "ift.n_examples=200"]
+    sets = ["--set", "pretrain.steps=60", "--set", "pretrain.warmup=6", "--set", "finetune.steps=30",
+            "--set", "finetune.save_steps=10", "--set", "ift.n_examples=200"]
     argv = [sys.executable, "-m", "cpi.cli", "organism", "run", "--quick", "--out", str(out), "--figures",
             str(tmp_path / "fig"), *sets]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
