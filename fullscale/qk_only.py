@@ -1,18 +1,21 @@
 """QK-only finetuning (the paper's mitigation) and LoRA target-module checks.
 
 :func:`apply_qk_only` freezes every parameter of a causal LM except its
-attention query and key projections:
+attention query and key projections. Which modules those are, and how they are laid out, is the
+model's row of the architecture table (:mod:`fullscale.architectures`: columns ``attention`` and
+``qk_params``), so a new architecture with a known layout is one row there:
 
-- separate projections (Llama, Mistral, Qwen, Gemma, OPT, ...): the
-  ``q_proj``/``k_proj`` (or ``query``/``key``) weights and biases train;
-- GPT-NeoX / Pythia fused ``query_key_value`` (an ``nn.Linear`` with
+- ``separate`` projections (Llama, Mistral, Gemma, ...): the modules named in ``qk_params``
+  (``q_proj``/``k_proj``) train, weights and biases. An architecture without a row (Qwen, OPT, ...)
+  is treated as ``separate`` with the names of the table's separate rows;
+- ``fused_neox``, GPT-NeoX / Pythia fused ``query_key_value`` (an ``nn.Linear`` with
   ``3 * d_model`` output rows): in ``GPTNeoXAttention.forward`` the output is
   viewed as ``(batch, pos, head_index, 3 * d_head)`` and chunked into q, k, v,
   so the rows are laid out ``[head_index, 3, d_head]`` (interleaved per head,
   *not* ``[q | k | v]``). The whole matrix has ``requires_grad`` but a
   gradient hook zeroes the value rows' gradient, so only the Q and K slices
   update;
-- GPT-2 fused ``c_attn`` (``Conv1D``, weight ``(d_model, 3 * d_model)``):
+- ``fused_gpt2``, GPT-2 fused ``c_attn`` (``Conv1D``, weight ``(d_model, 3 * d_model)``):
   columns ``[q | k | v]``; the value columns' gradient is zeroed.
 
 With a zero gradient Adam/AdamW leave a slice bit-identical *only without
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from cpi.errors import CpiError
+from fullscale.architectures import architectures, lookup
 
 log = logging.getLogger(__name__)
 
@@ -56,32 +60,38 @@ def neox_qk_row_mask(n_heads: int, d_head: int):
     return einops.rearrange(mask, "head_index three d_head -> (head_index three d_head)")
 
 
+def _qk_layout(model: Any) -> tuple[str, tuple[str, ...], str]:
+    """(attention layout, query/key leaf names, what the names come from) of ``model``'s table row; an
+    architecture without a row: ``separate`` with the names of every separate row."""
+    arch = lookup(getattr(model, "config", None))
+    if arch is not None:
+        return arch.attention, arch.qk_params, f"architecture {arch.architecture}"
+    names = tuple(dict.fromkeys(n for a in architectures() if a.attention == "separate" for n in a.qk_params))
+    return "separate", names, "an architecture with no row in architectures.csv"
+
+
 def plan_qk_only(model: Any) -> QKPlan:
     """Find the query/key parameters of ``model`` (see module docstring); CpiError if none."""
     import torch
 
+    layout, qk_names, source = _qk_layout(model)
     names = dict(model.named_parameters())
     modules = dict(model.named_modules())
     full: list[str] = []
     masked: list[tuple[str, int, Any]] = []
     for mname, module in modules.items():
-        leaf = mname.rsplit(".", 1)[-1]
-        if leaf in ("q_proj", "k_proj") or (leaf in ("query", "key") and hasattr(module, "weight")):
+        if mname.rsplit(".", 1)[-1] not in qk_names or not hasattr(module, "weight"):
+            continue
+        if layout == "separate":
             full += [f"{mname}.{p}" for p, _ in module.named_parameters(recurse=False)]
-        elif leaf == "query_key_value" and type(module).__name__ == "Linear":
+        elif layout == "fused_neox":
             parent = modules[mname.rsplit(".", 1)[0]] if "." in mname else model
-            model_type = getattr(getattr(model, "config", None), "model_type", "")
-            if model_type != "gpt_neox" and "GPTNeoX" not in type(parent).__name__:
-                raise CpiError(
-                    f"qk_only: fused '{mname}' of model type {model_type!r} is not supported "
-                    "(supported fused layouts: gpt_neox query_key_value, gpt2 c_attn)"
-                )
             d_head = int(getattr(parent, "head_size"))
             n_heads = module.out_features // (3 * d_head)
             rows = neox_qk_row_mask(n_heads, d_head)
             for p, _ in module.named_parameters(recurse=False):
                 masked.append((f"{mname}.{p}", 0, rows))
-        elif leaf == "c_attn" and type(module).__name__ == "Conv1D":
+        elif layout == "fused_gpt2":
             d3 = module.weight.shape[1]
             cols = torch.zeros(d3, dtype=torch.bool)
             cols[: 2 * d3 // 3] = True
@@ -93,8 +103,9 @@ def plan_qk_only(model: Any) -> QKPlan:
         candidates = sorted({n.rsplit(".", 1)[-1] for n, m in modules.items() if "attn" in n.lower() or "attention" in n.lower()})
         raise CpiError(
             f"qk_only: cannot find query/key projections in {type(model).__name__} "
-            f"(looked for q_proj/k_proj, query/key, fused gpt_neox query_key_value, gpt2 c_attn; "
-            f"attention modules seen: {', '.join(candidates[:20]) or 'none'})"
+            f"(looked for {layout} {'/'.join(qk_names)}, from {source}; "
+            f"attention modules seen: {', '.join(candidates[:20]) or 'none'}; a new architecture is a row of "
+            f"fullscale/data/architectures.csv)"
         )
     kind = "fused" if masked and not full else ("separate" if full and not masked else "mixed")
     return QKPlan(tuple(full), tuple(masked), kind)
