@@ -46,6 +46,7 @@ _LAZY = {
     "plot_inversion": "fullscale.plots",
     # finetuning
     "FinetuneConfig": "fullscale.finetune",
+    "FinetuneSettings": "fullscale.finetune_config",
     "run_finetune": "fullscale.finetune",
     # IFT-data curation
     "ScoreContextConfig": "fullscale.curation",

@@ -96,7 +96,7 @@ def generate_counterfactual_examples(sources: Sequence[str], exclude: Sequence[s
     skipped. Ids are ``aug-<item id>-<k>``; ``meta`` records the source item,
     its original answer and the swapped-in answer. Deterministic in ``seed``.
     """
-    from fullscale.conflicts import find_word_spans
+    from fullscale.conflicts import answer_spans
     from fullscale.ift_data import IFTExample
     from fullscale.prompts import QA_INSTRUCTION
 
@@ -115,7 +115,7 @@ def generate_counterfactual_examples(sources: Sequence[str], exclude: Sequence[s
     skipped = 0
     for it in usable:
         own = {_norm(a) for a in (*it.accepted_context, *it.accepted_parametric)}
-        spans = sorted({s for a in it.accepted_context for s in find_word_spans(it.context, a)})
+        spans = answer_spans(it.context, it.accepted_context)
         # drop overlapping spans (an alias inside the main answer)
         merged: list[tuple[int, int]] = []
         for a, b in spans:

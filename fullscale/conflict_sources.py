@@ -43,7 +43,8 @@ from collections import defaultdict, namedtuple
 from pathlib import Path
 from typing import Any, Sequence
 
-from fullscale.conflicts import ConflictItem, contains_word, find_word_spans, items_to_jsonl, validate_items
+from fullscale.conflicts import (ConflictItem, assemble_item, contains_word, find_word_spans, items_to_jsonl,
+                                 validate_items)
 
 VERSION = "1.0"
 SEED = 20250101
@@ -112,13 +113,6 @@ def _article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
-def _spans(context: str, answers: Sequence[str]) -> tuple[tuple[int, int], ...]:
-    out: set[tuple[int, int]] = set()
-    for a in answers:
-        out.update(find_word_spans(context, a))
-    return tuple(sorted(out))
-
-
 def _clashes(a: str, b: str) -> bool:
     """Whether two surface forms could be confused: equal, or one a whole word inside the other."""
     return a.casefold() == b.casefold() or contains_word(a, b) or contains_word(b, a)
@@ -137,21 +131,9 @@ def _item(
 ) -> ConflictItem:
     cf_alias = tuple(a for a in cf_alias if a.casefold() != cf.casefold() and not any(_clashes(a, t) for t in (true, *true_alias)))
     true_alias = tuple(a for a in true_alias if a.casefold() != true.casefold())
-    return ConflictItem(
-        id=f"{prefix}-{category}-{idx:04d}",
-        dataset=dataset,
-        category=category,
-        context=context,
-        question=question,
-        context_answer=cf,
-        parametric_answer=true,
-        context_aliases=cf_alias,
-        parametric_aliases=true_alias,
-        context_answer_spans=_spans(context, (cf, *cf_alias)),
-        task=task,
-        parametric_in_context=False,
-        version=VERSION,
-    )
+    return assemble_item(id=f"{prefix}-{category}-{idx:04d}", dataset=dataset, category=category, context=context,
+                         question=question, context_answer=cf, parametric_answer=true, context_aliases=cf_alias,
+                         parametric_aliases=true_alias, task=task, version=VERSION)
 
 
 def build_world_facts(seed: int = SEED) -> list[ConflictItem]:

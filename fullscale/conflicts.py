@@ -49,6 +49,8 @@ __all__ = [
     "items_to_jsonl",
     "contains_word",
     "find_word_spans",
+    "answer_spans",
+    "assemble_item",
     "check_file",
     "ON_INVALID",
 ]
@@ -139,6 +141,33 @@ def contains_word(text: str, phrase: str) -> bool:
 
 
 # ---------------------------------------------------------------- parsing
+
+
+def answer_spans(text: str, answers: Iterable[str]) -> tuple[tuple[int, int], ...]:
+    """Every whole-word occurrence of any of ``answers`` in ``text``, as sorted distinct half-open spans.
+
+    >>> answer_spans("Paris, not paris-nord: PARIS.", ["Paris", "PARIS"])
+    ((0, 5), (11, 16), (23, 28))
+    """
+    return tuple(sorted({span for a in answers for span in find_word_spans(text, a)}))
+
+
+def assemble_item(*, id: str, dataset: str, category: str, context: str, question: str, context_answer: str,
+                  parametric_answer: str, context_aliases: Sequence[str] = (), parametric_aliases: Sequence[str] = (),
+                  task: str = "qa", version: str = "1") -> ConflictItem:
+    """A :class:`ConflictItem` whose derived fields come from its text: ``context_answer_spans`` (every
+    whole-word occurrence of an accepted context answer, :func:`answer_spans`) and ``parametric_in_context``
+    (an accepted parametric answer occurs in the context as a whole word). Used by every producer of items
+    (the shipped sets' generator, authors' files), so the two fields always mean the same."""
+    context_aliases, parametric_aliases = tuple(context_aliases), tuple(parametric_aliases)
+    return ConflictItem(
+        id=id, dataset=dataset, category=category, context=context, question=question,
+        context_answer=context_answer, parametric_answer=parametric_answer, context_aliases=context_aliases,
+        parametric_aliases=parametric_aliases,
+        context_answer_spans=answer_spans(context, (context_answer, *context_aliases)), task=task,
+        parametric_in_context=any(contains_word(context, a) for a in (parametric_answer, *parametric_aliases)),
+        version=version,
+    )
 
 
 def _type_name(v: Any) -> str:

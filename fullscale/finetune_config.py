@@ -97,7 +97,7 @@ def _refuse_renamed(keys: Any) -> None:
 
 
 def _check_template_field(name: str, value: str) -> None:
-    from fullscale.ift_data import TEMPLATES
+    from fullscale.prompts import TEMPLATES
 
     if value not in TEMPLATES:
         raise ConfigError(f"field '{name}': unknown template {value!r} (known templates: {', '.join(TEMPLATES)})")

@@ -33,10 +33,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from cpi.errors import CpiError
 from cpi.io import jsonl_lines
+from fullscale.prompts import ALPACA_HEADER_INPUT, ALPACA_HEADER_NO_INPUT, check_template
 
 log = logging.getLogger(__name__)
 
-TEMPLATES = ("plain", "alpaca", "chat")
 DATA_FORMATS = ("auto", "alpaca", "tulu", "ultrachat")
 IGNORE_INDEX = -100
 QA_BACKGROUND = "Background: "
@@ -383,12 +383,6 @@ def write_ift_jsonl(examples: Iterable[IFTExample], path: str | Path) -> Path:
 # formatting
 
 
-def check_template(template: str) -> str:
-    if template not in TEMPLATES:
-        raise CpiError(f"unknown template {template!r} (known templates: {', '.join(TEMPLATES)})")
-    return template
-
-
 def render_segments(example: IFTExample, tokenizer: Any, template: str, add_eos: bool = True
                     ) -> list[tuple[str, bool]]:
     """The example as text segments ``(text, is_response)`` in ``template``.
@@ -399,8 +393,6 @@ def render_segments(example: IFTExample, tokenizer: Any, template: str, add_eos:
     appended to each response when ``add_eos`` (the model learns to stop); for
     ``chat`` the template decides.
     """
-    from fullscale.prompts import ALPACA_HEADER_INPUT, ALPACA_HEADER_NO_INPUT
-
     check_template(template)
     eos = (getattr(tokenizer, "eos_token", None) or "") if add_eos else ""
     if template == "chat":

@@ -52,6 +52,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
+#: the prompt templates, one set for conflict items (:func:`format_prompt`) and finetuning examples
+#: (:func:`fullscale.ift_data.render_segments`)
 TEMPLATES = ("plain", "alpaca", "chat")
 #: How :func:`fullscale.scoring.score_items` asks: the open-book prompt answered by generation or
 #: scored by log-probability, and the closed-book form of the same question. Defined here, beside the
@@ -68,6 +70,13 @@ ALPACA_HEADER_NO_INPUT = (
 QA_INSTRUCTION = "Answer the question based on the background."
 QA_INSTRUCTION_CLOSED = "Answer the question."
 QUOTE_INSTRUCTION_CLOSED = "Complete the quote."
+
+
+def check_template(template: str) -> str:
+    """``template`` if it is one of :data:`TEMPLATES`, else a one-line :class:`CpiError` listing them."""
+    if template not in TEMPLATES:
+        raise CpiError(f"unknown template {template!r} (known templates: {', '.join(TEMPLATES)})")
+    return template
 
 
 @dataclass(frozen=True)
@@ -261,8 +270,7 @@ def format_prompt(item: "ConflictItem", tokenizer: Any, template: str = "alpaca"
     ``max_length``, the context is cut from the left until the prompt fits
     (``truncated=True``); a prompt that cannot fit raises :class:`CpiError`.
     """
-    if template not in TEMPLATES:
-        raise CpiError(f"unknown template {template!r} (choose from: {', '.join(TEMPLATES)})")
+    check_template(template)
     if max_length is not None and max_length < 1:
         raise CpiError(f"max_length must be positive, got {max_length}")
     context = item.context if with_context else ""

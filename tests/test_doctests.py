@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["fullscale.batching", "fullscale.architectures", "fullscale.finetune_config", "mechinterp.hooks", "experiments.organism.experiment",
+MODULES = ["fullscale.batching", "fullscale.architectures", "fullscale.finetune_config", "fullscale.conflicts", "mechinterp.hooks", "experiments.organism.experiment",
            "cpi.config", "cpi.cli_config", "theory.run"]
 
 
