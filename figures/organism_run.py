@@ -24,7 +24,7 @@ def main(argv: list[str]) -> None:
     if cfg_file.is_file():
         import json
 
-        cfg = OrganismConfig.from_dict(json.loads(cfg_file.read_text())["config"])
+        cfg = OrganismConfig.from_stored(json.loads(cfg_file.read_text())["config"], source=str(cfg_file))
     else:
         cfg = OrganismConfig()
     run = run_organism(cfg.replace(out=str(run_dir)))  # resumes: finished stages are read back

@@ -167,6 +167,12 @@ class OrganismConfig(Config):
         return super().replace(**changes)
 
     @classmethod
+    def from_stored(cls, data: Any, source: str = "config") -> "OrganismConfig":
+        """:meth:`from_dict` of a run folder's stored config, also one stored before the ``finetune`` block
+        (flat ``ft_lr``, ``ft_steps``, ... fields: read as that block)."""
+        return cls.from_dict(_nest_flat_finetune(data), source=source)
+
+    @classmethod
     def content_of(cls, data: Any) -> dict[str, Any]:
         """As :meth:`Config.content_of`; a config stored before the ``finetune`` block (flat ``ft_lr``,
         ``ft_steps``, ... fields) reads as that block, so such a folder still compares as the same run."""

@@ -91,5 +91,6 @@ def test_an_organism_folder_stored_with_flat_fields_is_the_same_run():
     stored.update(ft_lr=3e-3, ft_steps=120, ft_batch_size=16, ft_scheduler="constant", save_steps=20, qk_only=True,
                   filter_fraction=0.0, filter_criterion="loss_without_context")  # as the earlier version saved it
     assert OrganismConfig.content_of(stored) == cfg.content_dict()
+    assert OrganismConfig.from_stored(dict(stored, out=cfg.out)) == cfg  # figures/organism_run.py reads it back
     stored["ft_lr"] = 1e-3
     assert OrganismConfig.content_of(stored) != cfg.content_dict()
