@@ -18,6 +18,9 @@ folder) and ``ADDED_LATER`` (fields added after runs keyed by the class existed,
 value that reproduces the earlier behaviour: at that value the field is left out, so folders made
 before it keep their names; any other value enters the key). Record a new field in
 ``ADDED_LATER`` whenever a config that keys folders grows one.
+
+A field renamed or moved is listed in ``RENAMED`` (old name -> what to write now): reading a file or
+mapping with it, and ``replace`` / ``--set`` of it, are refused with that hint, never ignored.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ class Config:
     #: fields added after folders keyed by this class existed -> the value that behaves as before the
     #: field existed; at that value the field is left out of the content key (earlier folders keep their names)
     ADDED_LATER: ClassVar[Mapping[str, Any]] = types.MappingProxyType({})
+    #: fields of earlier versions -> what to write now; refused with that hint (``field 'old': hint``)
+    RENAMED: ClassVar[Mapping[str, str]] = types.MappingProxyType({})
 
     def __post_init__(self) -> None:
         self.validate()
@@ -59,6 +64,7 @@ class Config:
 
         A dotted key changes a field of a nested config: ``replace(**{"ift.rho": 0.5})``.
         """
+        self._refuse_renamed(changes)
         known = {f.name for f in dataclasses.fields(self)}
         nested: dict[str, dict[str, Any]] = {}
         for key in [k for k in changes if "." in k]:
@@ -133,10 +139,18 @@ class Config:
             raise ConfigError(f"{source}: {exc}") from exc
 
     @classmethod
+    def _refuse_renamed(cls, keys: Any) -> None:
+        for key in keys:
+            head = str(key).split(".", 1)[0]
+            if head in cls.RENAMED:
+                raise ConfigError(f"field '{head}': {cls.RENAMED[head]}")
+
+    @classmethod
     def _from_dict(cls: type[C], data: Mapping[str, Any], prefix: str) -> C:
         if not isinstance(data, Mapping):
             where = f"field '{prefix.rstrip('.')}': " if prefix else ""
             raise ConfigError(f"{where}expected a mapping of fields, got {type(data).__name__}")
+        cls._refuse_renamed(data)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(map(str, data)) - set(fields))
         if unknown:

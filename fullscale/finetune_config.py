@@ -85,17 +85,6 @@ class TrackingSettings(Config):
             _check_template_field("tracking.template", self.template)
 
 
-#: fields of earlier versions -> how to say the same with ``dtype``
-_RENAMED = {"precision": "precision fp32/bf16/fp16 is dtype float32/bfloat16/float16",
-            "model_dtype": "the frozen weights follow dtype now"}
-
-
-def _refuse_renamed(keys: Any) -> None:
-    for key in keys:
-        if key in _RENAMED:
-            raise ConfigError(f"field '{key}': replaced by 'dtype' (auto, float32, bfloat16; {_RENAMED[key]})")
-
-
 def _check_template_field(name: str, value: str) -> None:
     from fullscale.prompts import TEMPLATES
 
@@ -227,6 +216,11 @@ class FinetuneConfig(Config):
     augment_exclude: tuple[str, ...] = ()
     tracking: TrackingSettings | None = None
 
+    #: fields of earlier versions -> how to say the same with ``dtype``
+    RENAMED = {"precision": "replaced by 'dtype' (auto, float32, bfloat16; precision fp32/bf16/fp16 is dtype "
+                            "float32/bfloat16/float16)",
+               "model_dtype": "replaced by 'dtype' (auto, float32, bfloat16; the frozen weights follow dtype now)"}
+
     def __post_init__(self) -> None:
         # accept plain mappings/lists from Python callers too (from_dict/replace already convert them)
         if isinstance(self.lora, dict):
@@ -239,17 +233,11 @@ class FinetuneConfig(Config):
                 object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
         super().__post_init__()
 
-    @classmethod
-    def _from_dict(cls, data: Any, prefix: str) -> "FinetuneConfig":
-        if isinstance(data, dict) or hasattr(data, "keys"):
-            _refuse_renamed(data.keys())
-        return super()._from_dict(data, prefix)
-
     def with_overrides(self, assignments: Sequence[str]) -> "FinetuneConfig":
         """``Config.with_overrides``, plus: ``1e-4``-style numbers count as floats (YAML 1.1 reads
         them as strings), and ``lora.rank=16`` / ``tracking.every_steps=10`` set one field of a block
         (a missing block starts from its defaults)."""
-        _refuse_renamed(item.partition("=")[0].strip() for item in assignments)
+        self._refuse_renamed(item.partition("=")[0].strip() for item in assignments)
         fixed, nested = [], {}
         for item in assignments:
             key, sep, raw = item.partition("=")

@@ -73,14 +73,6 @@ FLAT_FINETUNE = {"ft_lr": "learning_rate", "ft_steps": "steps", "ft_batch_size":
                  "filter_fraction": "filter_fraction", "filter_criterion": "filter_criterion"}
 
 
-def _refuse_flat_finetune(keys: Any) -> None:
-    for key in keys:
-        head = str(key).split(".", 1)[0]
-        if head in FLAT_FINETUNE:
-            new = "method: qk_only" if head == "qk_only" else FLAT_FINETUNE[head]
-            raise ConfigError(f"field '{head}': moved into the finetune block: finetune.{new}")
-
-
 def _nest_flat_finetune(data: Any) -> Any:
     """A stored config with flat finetuning fields -> the same settings as a ``finetune`` block."""
     if not isinstance(data, dict) or not set(data) & set(FLAT_FINETUNE):
@@ -142,6 +134,9 @@ class OrganismConfig(Config):
 
     #: where the run goes, not what it computes: a moved folder, or a sweep cell, is the same run
     NOT_CONTENT = ("out",)
+    #: the flat finetuning fields of earlier versions, refused with their key in the ``finetune`` block
+    RENAMED = {old: f"moved into the finetune block: finetune.{'method: qk_only' if old == 'qk_only' else new}"
+               for old, new in FLAT_FINETUNE.items()}
     #: nested fields that follow the run's own field (name in the nested config -> field here)
     SHARED: ClassVar[dict[str, tuple[str, ...]]] = {"seed": ("world", "pretrain", "ift"), "threads": ("pretrain",)}
 
@@ -152,14 +147,7 @@ class OrganismConfig(Config):
                     object.__setattr__(self, sub, getattr(self, sub).replace(**{name: getattr(self, name)}))
         super().__post_init__()
 
-    @classmethod
-    def _from_dict(cls, data: Any, prefix: str) -> "OrganismConfig":
-        if isinstance(data, dict) or hasattr(data, "keys"):
-            _refuse_flat_finetune(data.keys())
-        return super()._from_dict(data, prefix)
-
     def replace(self, **changes: Any) -> "OrganismConfig":
-        _refuse_flat_finetune(changes)
         for name, subs in self.SHARED.items():
             for sub in subs:
                 if f"{sub}.{name}" in changes:

@@ -105,3 +105,20 @@ def test_content_dict_leaves_out_where_and_fields_added_later_at_their_earlier_v
     # a stored dict from before the fields existed reads as the same content
     assert Keyed.content_of({"steps": 3, "inner": {"lr": 0.1}}) == Keyed().content_dict()
     assert Keyed.content_of({"steps": 4, "inner": {"lr": 0.1}}) != Keyed().content_dict()
+
+
+@dataclasses.dataclass(frozen=True)
+class Moved(Config):
+    inner: Later = dataclasses.field(default_factory=Later)
+    RENAMED = {"lr": "moved into the inner block: inner.lr"}
+
+
+def test_a_renamed_field_is_refused_with_its_hint_never_ignored(tmp_path):
+    for make in (lambda: Moved.from_dict({"lr": 0.2}), lambda: Moved().replace(lr=0.2),
+                 lambda: Moved().with_overrides(["lr=0.2"]), lambda: Moved().with_overrides(["lr.x=1"])):
+        with pytest.raises(ConfigError, match=r"^field 'lr': moved into the inner block: inner\.lr$"):
+            make()
+    (tmp_path / "c.yaml").write_text("lr: 0.2\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: field 'lr': moved"):
+        Moved.from_file(tmp_path / "c.yaml")
+    assert Moved().replace(**{"inner.lr": 0.2}).inner.lr == 0.2  # the new key works
