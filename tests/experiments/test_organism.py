@@ -322,7 +322,7 @@ def test_quick_run_checkpoints_written_and_reloadable(quick_run):
     cfg = quick_run.config
     ckpts = discover_checkpoints([quick_run.out / "base" / "checkpoint-0", quick_run.out / "finetune"])
     steps = [c.step for c in ckpts]
-    assert steps == list(range(0, cfg.ft_steps + 1, cfg.save_steps))
+    assert steps == list(range(0, cfg.finetune.steps + 1, cfg.finetune.save_steps))
     model, tok = load_checkpoint(ckpts[-1])
     assert model.config.num_hidden_layers == cfg.pretrain.n_layers
     # the final checkpoint differs from the base (finetuning happened)
@@ -335,7 +335,7 @@ def test_quick_run_checkpoints_written_and_reloadable(quick_run):
 @pytest.mark.slow
 def test_quick_run_eval_and_probe_tables_complete(quick_run):
     cfg = quick_run.config
-    steps = set(range(0, cfg.ft_steps + 1, cfg.save_steps))
+    steps = set(range(0, cfg.finetune.steps + 1, cfg.finetune.save_steps))
     items, summary = quick_run.eval_items, quick_run.eval_summary
     n_items = len(quick_run.out.joinpath("data", "eval.jsonl").read_text().splitlines())
     assert set(items["step"]) == steps
