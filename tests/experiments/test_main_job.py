@@ -57,7 +57,7 @@ def test_a_user_rho_runs_against_the_control_and_a_setting_no_condition_keeps_is
 
     cfg = config("--set", "experiment.mixture.rho=0.3")
     got = compose(cfg.experiment, cfg.conditions, load_conditions(), reference_experiment(cfg))
-    assert (got["rho_mid"].config.mixture.rho, got["rho_1"].config.mixture.rho) == (0.3, 1.0)
+    assert [got[n].config.mixture.rho for n in ("inside", "outside", "control")] == [0.3, 0.3, 1.0]
     assert main(["run", "--set", "experiment.mixture.rho=0.3", "--conditions", "rho_low,rho_1",
                  "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
@@ -65,3 +65,13 @@ def test_a_user_rho_runs_against_the_control_and_a_setting_no_condition_keeps_is
     assert not (tmp_path / "r").exists()
     assert (config().error_rate_sims, config("--quick").error_rate_sims, config("--error-rate-sims", "0").error_rate_sims) \
         == (200, 100, 0)
+
+
+def test_a_partial_experiment_in_a_config_file_keeps_the_main_jobs_other_settings(tmp_path):
+    f = tmp_path / "main.yaml"
+    f.write_text("experiment:\n  seeds: [4]\n  mixture:\n    n_examples: 64\n")
+    cfg = config("--config", str(f))
+    default = MainConfig().experiment
+    assert cfg.experiment.seeds == (4,) and cfg.experiment.mixture.n_examples == 64
+    assert cfg.experiment.mixture.replace(n_examples=48) == default.mixture  # rho, min_known_margin, ... kept
+    assert cfg.experiment.finetune == default.finetune and cfg.experiment.knowledge == default.knowledge

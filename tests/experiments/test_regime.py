@@ -186,7 +186,7 @@ def test_theory_prediction_at_measured_parameters():
 
 def test_run_regime_measures_each_arm_as_the_experiment_builds_it(tmp_path):
     from experiments.controlled.experiment import ControlledConfig, EvalSettings, KnowledgeSettings
-    from experiments.controlled.regime import RegimeConfig, run_regime
+    from experiments.controlled.regime_run import RegimeConfig, RegimeSettings, run_regime
     from tests.tiny_models import make_tiny_checkpoint
 
     model = make_tiny_checkpoint(tmp_path / "m", "llama", tokenizer_kind="bpe")
@@ -194,8 +194,8 @@ def test_run_regime_measures_each_arm_as_the_experiment_builds_it(tmp_path):
                            knowledge=KnowledgeSettings(datasets=("CF_World_Facts",), n_candidates=4, max_items=60),
                            mixture=MixtureConfig(n_examples=8, heldout_fraction=0.3, min_heldout=2),
                            evaluate=EvalSettings(max_items=3))
-    cfg = RegimeConfig(experiment=exp, arms=("inside", "control"), out=str(tmp_path / "regime"), n_candidates=4,
-                       max_records=5, sim_steps=50)
+    cfg = RegimeConfig(experiment=exp, arms=("inside", "control"), out=str(tmp_path / "regime"),
+                       settings=RegimeSettings(n_candidates=4, max_records=5, sim_steps=50))
     res = run_regime(cfg)
     t = res.table
     assert set(t["arm"]) == {"inside", "control"} and set(t["seed"]) == {0, 1}
@@ -219,12 +219,18 @@ def test_run_regime_measures_each_arm_as_the_experiment_builds_it(tmp_path):
 
 def test_regime_config_errors():
     from cpi.errors import ConfigError
-    from experiments.controlled.regime import RegimeConfig
+    from experiments.controlled.regime_run import RegimeConfig, RegimeSettings
 
-    with pytest.raises(ConfigError, match="field 'arms': unknown arm 'sideways'"):
+    with pytest.raises(ConfigError, match="field 'arms': unknown condition 'sideways'"):
         RegimeConfig(arms=("sideways",))
     with pytest.raises(ConfigError, match="field 'dtype'"):
         RegimeConfig(dtype="int8")
+    with pytest.raises(ConfigError, match="field 'n_seeds': must be >= 1"):
+        RegimeSettings(n_seeds=0)
+    from experiments.controlled.config import ControlledConfig
+
+    with pytest.raises(ConfigError, match="field 'mixture.rho': set to 0.3, but every condition"):  # composed as the sweep
+        RegimeConfig(experiment=ControlledConfig().replace(**{"mixture.rho": 0.3}), arms=("rho_1", "control"))
 
 
 def test_regime_plane_figure(tmp_path):
