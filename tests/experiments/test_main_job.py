@@ -75,3 +75,29 @@ def test_a_partial_experiment_in_a_config_file_keeps_the_main_jobs_other_setting
     assert cfg.experiment.seeds == (4,) and cfg.experiment.mixture.n_examples == 64
     assert cfg.experiment.mixture.replace(n_examples=48) == default.mixture  # rho, min_known_margin, ... kept
     assert cfg.experiment.finetune == default.finetune and cfg.experiment.knowledge == default.knowledge
+
+
+def test_the_theory_runs_at_each_conditions_measured_parameters_and_positive_controls_are_labelled(tmp_path):
+    import pandas as pd
+
+    from experiments.controlled.regime_run import RegimeResult
+    from experiments.main_job import MAIN_CONDITIONS, is_positive_control, regime_lines, theory_configs
+
+    assert [n for n in MAIN_CONDITIONS if is_positive_control(n)] == ["positive_control_20"]
+    pred = pd.DataFrame([
+        {"arm": "inside", "n_C": 12, "n_CS_inside": 20, "delta_c_inside": 0.2, "delta_m_inside": 0.9,
+         "sim_steps": 300, "sim_lr": 2.0, "prediction": "rise, then fall"},
+        {"arm": "outside", "n_C": 12, "n_CS_inside": 0, "delta_c_inside": float("nan"), "delta_m_inside": float("nan"),
+         "sim_steps": float("nan"), "sim_lr": float("nan"), "prediction": "rise, no fall (no C+S record inside the regime)"},
+    ])
+    summary = pd.DataFrame([{"arm": "inside", "source": "record", "kind": "CS", "n": 20, "delta_m_median": 0.9,
+                             "delta_m_q1": 0.8, "delta_m_q3": 0.95, "delta_c_median": 0.2, "delta_c_q1": 0.1,
+                             "delta_c_q3": 0.3, "m_mean": -1.5, "n_C": 0, "n_CS_inside": 20, "n_CS_outside": 0}])
+    res = RegimeResult(out=tmp_path, table=pd.DataFrame(), summary=summary, prediction=pred, lines=["[inside] ..."])
+    sims = theory_configs(res)
+    assert set(sims) == {"inside"}  # the outside arm is not simulated: nothing inside the regime
+    s = sims["inside"]
+    assert (s.n_C, s.n_CS, s.delta_C, s.delta_M, s.steps) == (12, 20, 0.2, 0.9, 300)
+    lines = regime_lines(res)
+    assert lines[0].startswith("before training") and "delta_C 0.20 [0.10, 0.30]" in lines[1]
+    assert lines[-1] == "  prediction [inside] ..."
