@@ -101,3 +101,17 @@ def test_the_theory_runs_at_each_conditions_measured_parameters_and_positive_con
     lines = regime_lines(res)
     assert lines[0].startswith("before training") and "delta_C 0.20 [0.10, 0.30]" in lines[1]
     assert lines[-1] == "  prediction [inside] ..."
+
+
+def test_the_longer_documented_configs_load_and_change_only_what_they_say():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "experiments" / "configs"
+    default = MainConfig().experiment
+    powered = config("--config", str(root / "main_powered.yaml"))
+    assert powered.experiment.seeds == (0, 1, 2, 3, 4, 5) and powered.experiment.evaluate.max_items == 40
+    assert powered.experiment.mixture == default.mixture and powered.experiment.finetune == default.finetune
+    assert powered.conditions == MainConfig().conditions and powered.error_rate_sims == 400
+    gemma = config("--config", str(root / "main_gemma.yaml"))
+    assert gemma.experiment.model == "gemma-3-270m" and gemma.experiment.finetune.learning_rate == 1e-4
+    assert gemma.experiment.mixture == default.mixture and gemma.theory_figures == ()
