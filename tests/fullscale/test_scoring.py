@@ -88,7 +88,7 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("scoring")
     out = {}
     for arch in ("llama", "neox", "mistral"):
-        out[arch] = load_checkpoint(make_tiny_checkpoint(root / arch, arch=arch, seed=1), device="cpu")
+        out[arch] = load_checkpoint(make_tiny_checkpoint(root / arch, arch=arch, seed=1), device="cpu", dtype="float32")
     return out
 
 
