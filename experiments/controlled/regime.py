@@ -36,7 +36,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Optional, Sequence
 
 from cpi.config import Config, check_at_least
 from cpi.errors import CpiError
@@ -361,14 +361,15 @@ class RegimeConfig(Config):
     """Measure the theory's parameters of ``arms`` (names of :data:`REGIME_ARMS`, rows of the conditions file) before any training: each
     arm is ``experiment`` with the arm's changes, every seed's mixture is built exactly as the
     controlled experiment builds it, and its records (at most ``max_records`` per seed, the first ones)
-    and evaluated held-out conflicts are measured on the base in ``dtype`` over ``n_candidates``
+    and evaluated held-out conflicts are measured on the base in ``dtype`` (None: the experiment's
+    ``dtype``, resolved; ``auto``: bf16 where the CPU has it) over ``n_candidates``
     candidates; the simulator runs ``sim_steps`` steps of ``sim_lr`` at each arm's parameters.
     (The main job's arms: ``RegimeConfig(experiment=experiments.main_job.default_experiment())``.)"""
 
     experiment: ControlledConfig = field(default_factory=ControlledConfig)
     arms: tuple[str, ...] = ("inside", "outside", "control")
     out: str = "runs/regime"
-    dtype: str = "float32"
+    dtype: Optional[Literal["auto", "float32", "bfloat16"]] = None
     n_candidates: int = 8
     batch_size: int = 16
     max_records: Optional[int] = None
@@ -385,9 +386,16 @@ class RegimeConfig(Config):
                 raise ConfigError(f"field 'arms': unknown arm {arm!r} (known: {', '.join(REGIME_ARMS)})")
         if not self.arms:
             raise ConfigError("field 'arms': give at least one arm")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ConfigError(f"field 'dtype': float32 or bfloat16, got {self.dtype!r}")
+        if self.dtype is not None:
+            from experiments.controlled.config import check_stage_dtype
+
+            check_stage_dtype(self.dtype, "dtype")
         check_at_least(self, n_candidates=2, batch_size=1, max_records=1, sim_steps=1)
+
+    def resolved_dtype(self) -> str:
+        """``float32`` or ``bfloat16``: ``dtype`` (or, when None, the experiment's) on this machine."""
+        return self.experiment.replace(dtype=self.dtype).resolved_dtype() if self.dtype else \
+            self.experiment.resolved_dtype()
 
     def arm_config(self, arm: str) -> Any:
         """The :class:`~experiments.controlled.experiment.ControlledConfig` of one arm."""
@@ -419,6 +427,7 @@ def run_regime(config: RegimeConfig) -> RegimeResult:
     from fullscale.models import resolve_model
 
     config.validate()
+    dtype = config.resolved_dtype()  # refused (bfloat16 where unsupported) before anything is written
     out = Path(config.out)
     frames = []
     loaded: dict[str, Any] = {}
@@ -429,7 +438,7 @@ def run_regime(config: RegimeConfig) -> RegimeResult:
         cache = Path(ecfg.knowledge_cache) if ecfg.knowledge_cache else out / "knowledge"
         known, _ = stage_knowledge(ecfg, model_dir, model_fingerprint(model_dir), cache, items)
         if ecfg.model not in loaded:
-            loaded = {ecfg.model: load_checkpoint(model_dir, dtype=config.dtype)}
+            loaded = {ecfg.model: load_checkpoint(model_dir, dtype=dtype)}
         model, tok = loaded[ecfg.model]
         for seed in ecfg.seeds:
             mix = build_mixture(items, known, ecfg.mixture.replace(seed=seed))
@@ -443,7 +452,7 @@ def run_regime(config: RegimeConfig) -> RegimeResult:
     table = pd.concat(frames, ignore_index=True)
     summary = regime_summary(table, by=("arm", "source", "kind"))
     prediction, lines = theory_prediction(table, steps=config.sim_steps, lr=config.sim_lr)
-    save_run(out, config, {"regime": table, "regime_summary": summary, "prediction": prediction})
+    save_run(out, config, {"regime": table, "regime_summary": summary, "prediction": prediction}, dtype=dtype)
     atomic_write_text(out / "prediction.txt", "\n".join(lines) + "\n")
     return RegimeResult(out=out, table=table, summary=summary, prediction=prediction, lines=lines)
 
