@@ -223,8 +223,8 @@ def run_main(config: MainConfig, report: Optional[Callable[[str], None]] = None)
 
 
 def experiment_dtype(experiment: ControlledConfig) -> str:
-    """The precision the regime stage measures in: the experiment's own where it has one."""
-    return str(getattr(experiment, "resolved_dtype", "float32"))
+    """The precision the regime stage measures in: the experiment's, resolved on this machine."""
+    return experiment.resolved_dtype()
 
 
 def theory_configs(regime: "RegimeResult") -> dict[str, Any]:

@@ -36,6 +36,8 @@ _EXPORTS = {
     "theory_prediction": "experiments.controlled.regime",
     "make_regime_figures": "experiments.controlled.regime_figures",
     "make_condition_figures": "experiments.controlled.figures",
+    "CompareConfig": "experiments.controlled.agreement",
+    "compare_runs": "experiments.controlled.agreement",
 }
 
 __all__ = sorted(_EXPORTS)

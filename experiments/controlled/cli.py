@@ -5,6 +5,7 @@
     cpi controlled run --config my.yaml --set seeds=[0,1,2]
     cpi controlled sweep --conditions rho_mid,rho_1 --out runs/controlled_sweep
     cpi controlled regime --arms inside,outside,control --out runs/regime   # the theory's prediction, before training
+    cpi controlled compare runs/q32 runs/q16                    # two precisions of one config, item by item
 
 The flags are generated from :class:`~experiments.controlled.config.ControlledRunConfig` /
 :class:`~experiments.controlled.config.ControlledSweepConfig` (:mod:`cpi.cli_config`); the experiment's
@@ -24,6 +25,7 @@ from pathlib import Path
 def register(sub: "argparse._SubParsersAction") -> None:
     """Add ``controlled {run,sweep}`` to the ``cpi`` parser."""
     from cpi.cli_config import add_config_arguments
+    from experiments.controlled.agreement import CompareConfig
     from experiments.controlled.config import ControlledRunConfig, ControlledSweepConfig
     from experiments.controlled.regime_run import RegimeConfig
 
@@ -55,6 +57,15 @@ def register(sub: "argparse._SubParsersAction") -> None:
     add_config_arguments(g, RegimeConfig, inline="experiment",
                          config_help="RegimeConfig or ControlledConfig as YAML/JSON (instead of the defaults)")
     g.set_defaults(func=_regime)
+    c = ps.add_parser("compare", help="agreement of two runs of one config in two precisions",
+                      description="Compare two controlled run folders of the same config but dtype, item by item: "
+                      "the share of items whose outcome differs per checkpoint, max/mean |margin| and |M_C| "
+                      "differences, whether the verdicts are equal and the rise/fall intervals overlap, and "
+                      "the paired difference B - A at the last step.")
+    c.add_argument("run_a", nargs="?", metavar="A", help="first run folder (the reference; or --a)")
+    c.add_argument("run_b", nargs="?", metavar="B", help="second run folder (or --b)")
+    add_config_arguments(c, CompareConfig)
+    c.set_defaults(func=_compare)
 
 
 def _quick(p: argparse.ArgumentParser) -> None:
@@ -190,4 +201,15 @@ def _regime(args: argparse.Namespace) -> int:
     print(res.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("\n".join(res.lines))
     print(f"tables and {', '.join(str(p) for p in paths)} in {out}/")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from cpi.cli_config import config_from_args
+    from experiments.controlled.agreement import agreement_lines, run_compare
+
+    cfg = config_from_args(args)
+    given = {k: v for k, v in (("a", args.run_a), ("b", args.run_b)) if v}
+    ag = run_compare(cfg.replace(**given) if given else cfg)
+    print("\n".join(agreement_lines(ag)))
     return 0

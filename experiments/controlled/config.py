@@ -16,6 +16,8 @@ from cpi.errors import ConfigError
 from experiments.controlled.mixture import MixtureConfig
 
 METHODS = ("lora", "full", "qk_only")
+#: the values of ``ControlledConfig.dtype`` (``auto``: bfloat16 where the hardware has it, else float32)
+DTYPES = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,11 @@ class ControlledConfig(Config):
     2 threads on 2 busy cores were many times slower). ``workers``: seeds run at once, each in its own
     process (2 on a 2-core machine; peak memory is about ``workers`` times one seed's; the numbers do
     not depend on it). ``knowledge_cache``: folder of the knowledge cache
-    (default ``<out>/knowledge``). Nested fields take dotted keys: ``--set mixture.rho=1.0``.
+    (default ``<out>/knowledge``). ``dtype``: the precision of every stage (knowledge, finetuning,
+    evaluation, probe): ``auto`` is bfloat16 where the CPU has AMX-BF16 or AVX-512-BF16 (or the GPU has
+    bf16), else float32 (:func:`fullscale.precision.resolve_dtype`); the resolved one is recorded in
+    ``controlled_config.json`` and is part of every stage's content key (float32 stages keep the keys
+    they had before the field existed). Nested fields take dotted keys: ``--set mixture.rho=1.0``.
 
     >>> cfg = ControlledConfig().replace(**{"mixture.rho": 1.0}, seeds=(0, 1))
     >>> cfg.mixture.rho, cfg.seeds, cfg.finetune.method
@@ -145,6 +151,7 @@ class ControlledConfig(Config):
     threads: int = 1
     workers: int = 1
     knowledge_cache: Optional[str] = None
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
     def validate(self) -> None:
         if not self.model:
@@ -157,6 +164,7 @@ class ControlledConfig(Config):
             raise ConfigError(f"field 'threads': must be >= 0, got {self.threads}")
         if self.workers < 1:
             raise ConfigError(f"field 'workers': must be >= 1, got {self.workers}")
+        check_stage_dtype(self.dtype, "dtype")
         if self.mixture.positive_control_start is not None and self.finetune.data_order != "sequential":
             raise ConfigError("field 'finetune.data_order': mixture.positive_control_start is a second training "
                               "phase, which only data_order: sequential keeps (shuffle would mix it in everywhere)")
@@ -172,6 +180,15 @@ class ControlledConfig(Config):
             if len(heads) == 1 and named and "." not in named:  # a nested config's own field: give its dotted key
                 raise ConfigError(msg.replace("field '", f"field '{next(iter(heads))}.", 1)) from None
             raise
+
+    def resolved_dtype(self) -> str:
+        """``float32`` or ``bfloat16``: what ``dtype`` means on this machine (the device the stages use:
+        cuda when present, else cpu). ConfigError naming the field where bfloat16 is not supported."""
+        import torch
+
+        from fullscale.precision import dtype_name, resolve_dtype
+
+        return dtype_name(resolve_dtype(self.dtype, "cuda" if torch.cuda.is_available() else "cpu", field="dtype"))
 
     @classmethod
     def quick(cls, **changes: Any) -> "ControlledConfig":
@@ -198,11 +215,20 @@ class ControlledConfig(Config):
             max_seq_length=t.max_seq_length, lora=lora, qk_only=t.method == "qk_only",
             learning_rate=t.learning_rate, lr_scheduler=t.lr_scheduler, warmup_ratio=0.0, weight_decay=0.0,
             per_device_batch_size=t.batch_size, gradient_accumulation_steps=1, max_steps=t.steps,
-            dtype="float32", output_dir=str(output_dir), save_steps=t.save_steps,
+            dtype=self.resolved_dtype(), output_dir=str(output_dir), save_steps=t.save_steps,
             logging_steps=max(1, t.save_steps // 2), seed=seed, filter_fraction=t.filter_fraction,
             filter_method="loss", filter_criterion=t.filter_criterion, gradient_checkpointing=t.gradient_checkpointing,
             data_order=t.data_order,
         )
+
+
+def check_stage_dtype(value: Any, field: str) -> None:
+    """ConfigError naming ``field`` unless ``value`` is a precision every stage can run in (``auto``,
+    ``float32``, ``bfloat16``; ``float16`` would need a loss scaler and is emulated on a CPU)."""
+    if value not in DTYPES:
+        raise ConfigError(f"field '{field}': {value!r} is not one of {', '.join(DTYPES)}"
+                          + (" (float16 is not supported by the controlled experiment)" if value in ("float16", "fp16")
+                             else ""))
 
 
 #: the conditions ``cpi controlled sweep`` runs by default
@@ -248,5 +274,5 @@ class ControlledSweepConfig(Config):
         compose(self.experiment, parse_names(self.conditions, table), table)  # a setting no condition keeps
 
 
-__all__ = ["DEFAULT_CONDITIONS", "METHODS", "ControlledConfig", "ControlledRunConfig", "ControlledSweepConfig",
+__all__ = ["DEFAULT_CONDITIONS", "DTYPES", "METHODS", "check_stage_dtype", "ControlledConfig", "ControlledRunConfig", "ControlledSweepConfig",
            "EvalSettings", "KnowledgeSettings", "TrainSettings"]

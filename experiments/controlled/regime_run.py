@@ -54,7 +54,8 @@ class RegimeSettings(Config):
 class RegimeConfig(Config):
     """``cpi controlled regime``: measure the theory's parameters of ``arms`` (names in
     ``conditions_file``, the shipped conditions by default) before any training, each the base
-    ``experiment`` composed with its condition as the sweep composes it, in ``dtype``, into ``out``.
+    ``experiment`` composed with its condition as the sweep composes it, in the experiment's ``dtype``
+    (log-probs in float32), into ``out``.
     (The main job's arms: ``RegimeConfig(experiment=experiments.main_job.default_experiment())``.)"""
 
     experiment: ControlledConfig = field(default_factory=ControlledConfig)
@@ -67,15 +68,15 @@ class RegimeConfig(Config):
     "candidates, seeds, records and the simulator's steps (nested keys: settings.n_candidates)"
     out: Optional[str] = None
     "output folder: regime.csv, regime_summary.csv, prediction.csv, prediction.txt, config.json (default runs/regime)"
-    dtype: str = "float32"
-    "precision of the base's forward (float32 or bfloat16; log-probs in float32)"
 
     NOT_CONTENT = ("out",)
 
     def validate(self) -> None:
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ConfigError(f"field 'dtype': float32 or bfloat16, got {self.dtype!r}")
         self.arm_configs()
+
+    def resolved_dtype(self) -> str:
+        """``float32`` or ``bfloat16``: the experiment's ``dtype`` on this machine (one home: ``--dtype``)."""
+        return self.experiment.resolved_dtype()
 
     def arm_configs(self) -> dict[str, ControlledConfig]:
         """Each arm's config, composed as the sweep composes it (one-line errors name the field)."""
@@ -151,10 +152,10 @@ def measure_arms(arms: Mapping[str, ControlledConfig], settings: RegimeSettings,
     return table, summary, prediction, lines
 
 
-def _save(out: Path, config: Config, table, summary, prediction, lines: list[str]) -> RegimeResult:
+def _save(out: Path, config: Config, dtype: str, table, summary, prediction, lines: list[str]) -> RegimeResult:
     from cpi.io import atomic_write_text, save_run
 
-    save_run(out, config, {"regime": table, "regime_summary": summary, "prediction": prediction})
+    save_run(out, config, {"regime": table, "regime_summary": summary, "prediction": prediction}, dtype=dtype)
     atomic_write_text(out / "prediction.txt", "\n".join(lines) + "\n")
     return RegimeResult(out=out, table=table, summary=summary, prediction=prediction, lines=lines)
 
@@ -163,9 +164,10 @@ def run_regime(config: RegimeConfig) -> RegimeResult:
     """Measure every arm of ``config`` on its base and write ``regime.csv``, ``regime_summary.csv``,
     ``prediction.csv``, ``prediction.txt`` and ``config.json`` to ``config.out``."""
     config.validate()
+    dtype = config.resolved_dtype()  # refused (bfloat16 where unsupported) before anything is written
     out = Path(config.out or "runs/regime")
-    parts = measure_arms(config.arm_configs(), config.settings, config.dtype, out / "knowledge")
-    return _save(out, config, *parts)
+    parts = measure_arms(config.arm_configs(), config.settings, dtype, out / "knowledge")
+    return _save(out, config, dtype, *parts)
 
 
 @dataclass(frozen=True)
@@ -197,7 +199,7 @@ def regime_stage(arms: Mapping[str, ControlledConfig], settings: RegimeSettings,
         return RegimeResult(out=folder, table=pd.read_csv(folder / "regime.csv"),
                             summary=pd.read_csv(folder / "regime_summary.csv"),
                             prediction=pd.read_csv(folder / "prediction.csv"), lines=lines, reused=True)
-    return _save(folder, key_cfg, *measure_arms(arms, settings, dtype, knowledge_cache))
+    return _save(folder, key_cfg, dtype, *measure_arms(arms, settings, dtype, knowledge_cache))
 
 
 __all__ = ["REGIME_ARMS", "RegimeConfig", "RegimeResult", "RegimeSettings", "measure_arms", "regime_stage",

@@ -219,16 +219,15 @@ def test_run_regime_measures_each_arm_as_the_experiment_builds_it(tmp_path):
 
 def test_regime_config_errors():
     from cpi.errors import ConfigError
+    from experiments.controlled.config import ControlledConfig
     from experiments.controlled.regime_run import RegimeConfig, RegimeSettings
 
     with pytest.raises(ConfigError, match="field 'arms': unknown condition 'sideways'"):
         RegimeConfig(arms=("sideways",))
     with pytest.raises(ConfigError, match="field 'dtype'"):
-        RegimeConfig(dtype="int8")
+        ControlledConfig(dtype="int8")
     with pytest.raises(ConfigError, match="field 'n_seeds': must be >= 1"):
         RegimeSettings(n_seeds=0)
-    from experiments.controlled.config import ControlledConfig
-
     with pytest.raises(ConfigError, match="field 'mixture.rho': set to 0.3, but every condition"):  # composed as the sweep
         RegimeConfig(experiment=ControlledConfig().replace(**{"mixture.rho": 0.3}), arms=("rho_1", "control"))
 
