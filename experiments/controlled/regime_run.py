@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence, TypeVar
 
 from cpi.config import Config, check_at_least
 from cpi.errors import ConfigError
@@ -26,6 +26,8 @@ from experiments.controlled.config import ControlledConfig
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+T = TypeVar("T")
+
 #: the arms of the decisive experiment (rows of the conditions file); any condition can be measured
 REGIME_ARMS = ("inside", "inside_d1", "outside", "control", "positive_control_10", "positive_control_20")
 
@@ -33,7 +35,8 @@ REGIME_ARMS = ("inside", "inside_d1", "outside", "control", "positive_control_10
 @dataclass(frozen=True)
 class RegimeSettings(Config):
     """How the parameters are measured: the answer among ``n_candidates`` candidates, ``batch_size``
-    prompts at a time, at most ``max_records`` records per seed (the first ones; None: all), the first
+    prompts at a time, at most ``max_records`` records per seed (evenly spaced in the mixture's written
+    order, so a second training phase is measured too; None: all), the first
     ``n_seeds`` of the experiment's seeds (None: all); the simulator runs ``sim_steps`` full-batch
     gradient steps of ``sim_lr`` at each condition's measured parameters."""
 
@@ -101,6 +104,17 @@ class RegimeResult:
     reused: bool = False
 
 
+def spread(records: Sequence[T], n: Optional[int]) -> list[T]:
+    """At most ``n`` of ``records``, evenly spaced in their order (all of them when ``n`` is None or larger).
+
+    >>> spread(list(range(10)), 4)
+    [0, 2, 5, 7]
+    """
+    if n is None or n >= len(records):
+        return list(records)
+    return [records[(i * len(records)) // n] for i in range(n)]
+
+
 def measure_arms(arms: Mapping[str, ControlledConfig], settings: RegimeSettings, dtype: str,
                  knowledge_cache: Path) -> "tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]":
     """Measure every arm's records and evaluated held-out conflicts on its base; returns the table, its
@@ -133,7 +147,7 @@ def measure_arms(arms: Mapping[str, ControlledConfig], settings: RegimeSettings,
             n = ecfg.evaluate.max_items
             evaluated = mix.heldout if n is None or len(mix.heldout) <= n else sorted(
                 random.Random(seed).sample(mix.heldout, n), key=lambda it: it.id)  # as stage_mixture draws them
-            records = mix.records[: settings.max_records] if settings.max_records else mix.records
+            records = spread(mix.records, settings.max_records)
             probes = (record_probes(records, items, settings.n_candidates)
                       + heldout_probes(evaluated, items, settings.n_candidates))
             names, pr, cd = regime_prompts(probes, seed)
@@ -203,4 +217,4 @@ def regime_stage(arms: Mapping[str, ControlledConfig], settings: RegimeSettings,
 
 
 __all__ = ["REGIME_ARMS", "RegimeConfig", "RegimeResult", "RegimeSettings", "measure_arms", "regime_stage",
-           "run_regime"]
+           "run_regime", "spread"]
