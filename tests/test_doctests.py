@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = ["fullscale.batching", "fullscale.architectures", "mechinterp.hooks", "experiments.organism.experiment",
-           "cpi.config", "cpi.cli_config", "theory.run"]
+           "cpi.config", "cpi.cli_config", "theory.run", "experiments.main_job", "experiments.controlled.regime_run"]
 
 
 @pytest.mark.parametrize("name", MODULES)
