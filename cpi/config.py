@@ -9,7 +9,9 @@ strings from the command line.
 Field types understood when reading JSON/YAML or ``--set`` values: ``bool``,
 ``int``, ``float``, ``str``, ``Optional[...]``, ``Literal[...]``,
 ``tuple[X, ...]``/``list[X]`` (stored as tuples), ``dict`` and nested
-``Config`` subclasses (whose fields ``--set`` reaches with a dotted key, ``ift.rho=0.5``).
+``Config`` subclasses (whose fields ``--set`` reaches with a dotted key, ``ift.rho=0.5``). A nested
+block given in part (``experiment: {seeds: [4]}``) fills the fields it leaves out from its owner's
+default for that block (a runner's own experiment), not from the nested class's defaults.
 
 Content keys: a run folder keyed by a config's content (a hash of :meth:`Config.content_dict`)
 keeps its name when the config class grows. Two class attributes say what is not content:
@@ -146,7 +148,9 @@ class Config:
                 raise ConfigError(f"field '{head}': {cls.RENAMED[head]}")
 
     @classmethod
-    def _from_dict(cls: type[C], data: Mapping[str, Any], prefix: str) -> C:
+    def _from_dict(cls: type[C], data: Mapping[str, Any], prefix: str, base: "Config | None" = None) -> C:
+        """``data`` over ``base`` (the enclosing config's default for this block; None: the class's
+        defaults): a nested block given in part keeps its owner's defaults for the fields it leaves out."""
         if not isinstance(data, Mapping):
             where = f"field '{prefix.rstrip('.')}': " if prefix else ""
             raise ConfigError(f"{where}expected a mapping of fields, got {type(data).__name__}")
@@ -157,7 +161,16 @@ class Config:
             raise ConfigError(f"unknown field '{prefix}{unknown[0]}' for {cls.__name__} "
                               f"(known: {', '.join(sorted(fields))})")
         hints = typing.get_type_hints(cls)
-        kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
+        kwargs: dict[str, Any] = {}
+        for k, v in data.items():
+            tp = hints[k]
+            if isinstance(tp, type) and issubclass(tp, Config) and isinstance(v, Mapping):
+                inner = getattr(base, k) if base is not None else _field_default(fields[k])
+                kwargs[k] = tp._from_dict(v, f"{prefix}{k}.", inner if isinstance(inner, tp) else None)
+            else:
+                kwargs[k] = _coerce(v, tp, f"{prefix}{k}")
+        if base is not None:
+            kwargs = {**{name: getattr(base, name) for name in fields}, **kwargs}
         return cls(**kwargs)
 
     @classmethod
@@ -343,6 +356,15 @@ def _plain(value: Any) -> Any:
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _field_default(f: "dataclasses.Field[Any]") -> Any:
+    """A dataclass field's default value (its factory called), or None when it has none."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
 
 
 def _coerce(value: Any, tp: Any, name: str) -> Any:

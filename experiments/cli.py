@@ -78,6 +78,6 @@ def _run(args: argparse.Namespace) -> int:
           f"{cfg.experiment.model} ({', '.join(cfg.conditions)}; {len(cfg.experiment.seeds)} seeds) -> {out}",
           file=sys.stderr)
     with FolderLock(out, "cpi run"):
-        result = run_main(cfg)
+        result = run_main(cfg, report=lambda line: print(line, flush=True))
     print("\n".join(summary_lines(result)))
     return 0

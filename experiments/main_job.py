@@ -1,15 +1,24 @@
-"""The README's main job (``cpi run``, ``make run``): the theory figures, then the paper's controlled
-experiment on a real pretrained model for one ρ and the control (ρ = 1).
+"""The README's main job (``cpi run``, ``make run``): the theory figures, then the decisive comparison on
+a real pretrained model: conditions inside and outside the theory's inversion regime, the control and a
+positive control, with the theory's parameters measured on the base and its prediction stated before
+any training.
 
-One :class:`MainConfig` drives it; :func:`run_main` returns a :class:`MainResult`. The experiment is
-:func:`experiments.controlled.sweep.run_controlled_sweep` (knowledge once, every condition × seed in
-``experiment.workers`` processes), so the run folder is the sweep's (``<out>/<condition>/...``,
-``sweep.csv``, ``verdicts.csv``) and resumes stage by stage. Figures go to ``<out>/figures/``
-unless ``figures`` names a folder (``make run`` passes ``figures/``).
+One :class:`MainConfig` drives it; :func:`run_main` returns a :class:`MainResult`. Stages:
+
+1. the theory figures (seconds);
+2. the regime stage (:func:`experiments.controlled.regime_run.regime_stage`): each condition's mixture
+   built as the experiment builds it, delta_M / delta_C / m / the theory's class measured per record and
+   held-out conflict on the base, the simulator run at the measured parameters; the prediction is
+   reported (``report``) before training starts;
+3. the experiment (:func:`experiments.controlled.sweep.run_controlled_sweep`: knowledge once, every
+   condition x seed in ``experiment.workers`` processes; its folder is the sweep's, ``<out>/<condition>/``,
+   ``sweep.csv``, ``verdicts.csv``, ``comparison.csv``), resumable stage by stage;
+4. the verdict's false-positive rate and power at the run's design, and its figures (``<out>/figures/``
+   unless ``figures`` names a folder; ``make run`` passes ``figures/``).
 
     >>> cfg = MainConfig.quick()
     >>> cfg.conditions, cfg.experiment.seeds, cfg.out
-    (('rho_mid', 'rho_1'), (0,), 'runs/main_quick')
+    (('inside', 'outside', 'control', 'positive_control_20'), (0,), 'runs/main_quick')
 """
 
 from __future__ import annotations
@@ -17,33 +26,57 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from cpi.config import Config
 from cpi.errors import ConfigError
 from cpi.timing import StageTimer
 from experiments.controlled.config import ControlledConfig, EvalSettings, KnowledgeSettings, TrainSettings
 from experiments.controlled.mixture import MixtureConfig
+from experiments.controlled.regime_run import RegimeSettings
 
 if TYPE_CHECKING:  # pragma: no cover
+    from experiments.controlled.regime_run import RegimeResult
     from experiments.controlled.sweep import SweepResult
 
 
 def default_experiment() -> ControlledConfig:
-    """The main job's experiment, sized to the budget (≤ 15 minutes and ≤ 6 GB on 2 CPU cores; measured
-    in BENCHMARKS.md): SmolLM2-135M-Instruct, 3 seeds run two at a time (one process per core), the
-    base scored closed-book on the first 100 facts of CF_World_Facts and of CF_Bio, 48 records per
-    seed (12 LoRA steps of 4, a checkpoint every 4; gradient checkpointing keeps two workers under
-    6 GB), 12 held-out conflicts per seed evaluated at the 4 checkpoints (36 seed x item units per
-    condition; generation up to 20 new tokens, the answer cut at its first line break), 4 of them probed."""
+    """The main job's experiment, sized to the budget (<= 15 minutes and <= 6 GB on 2 CPU cores; measured
+    in BENCHMARKS.md): SmolLM2-135M-Instruct, 3 seeds run two at a time (one process per core); the base
+    scored closed-book on the first 100 capital facts of CF_World_Facts; records and held-out conflicts
+    only on facts it knows by a log-prob margin >= 2 nats over the best other candidate (strong
+    knowledge: delta_M high, as the theory's regime needs); 48 records per seed at rho = 0.25 (12 LoRA
+    steps of 4, a checkpoint every 4); 16 held-out capital conflicts per seed, disjoint from training in
+    entity, passage template and question form, evaluated at the 4 checkpoints (48 seed x item units per
+    condition, paired across conditions). What differs between the conditions is in
+    ``experiments/controlled/conditions.yaml``."""
     return ControlledConfig(
         model="smollm2-135m-instruct", seeds=(0, 1, 2), workers=2, threads=1,
-        knowledge=KnowledgeSettings(datasets=("CF_World_Facts", "CF_Bio"), n_candidates=8, max_items=100),
-        mixture=MixtureConfig(n_examples=48, rho=0.5, heldout_fraction=0.5, min_heldout=12),
+        knowledge=KnowledgeSettings(datasets=("CF_World_Facts",), n_candidates=8, max_items=100),
+        mixture=MixtureConfig(n_examples=48, rho=0.25, heldout_fraction=0.5, min_heldout=12, min_known_margin=2.0,
+                              relations=("capital",)),
         finetune=TrainSettings(method="lora", steps=12, save_steps=4, batch_size=4, learning_rate=3e-4,
                                gradient_checkpointing=True),
-        evaluate=EvalSettings(max_items=12, n_boot=1000, probe_items=4, probe_batch_size=4),
+        evaluate=EvalSettings(max_items=16, n_boot=1000, probe_items=4, probe_batch_size=4),
     )
+
+
+def quick_experiment() -> ControlledConfig:
+    """The ``--quick`` experiment (a smoke test of the same code, not a result): one seed, 60 capital
+    facts, 32 records, 4 LoRA steps (checkpoints at 2 and 4), 8 held-out conflicts, 4 probed."""
+    return ControlledConfig(
+        model="smollm2-135m-instruct", seeds=(0,), workers=2, threads=1,
+        knowledge=KnowledgeSettings(datasets=("CF_World_Facts",), n_candidates=4, max_items=60),
+        mixture=MixtureConfig(n_examples=32, rho=0.25, heldout_fraction=0.5, min_heldout=8, min_known_margin=2.0,
+                              relations=("capital",)),
+        finetune=TrainSettings(steps=4, save_steps=2, batch_size=4, max_seq_length=192),
+        evaluate=EvalSettings(max_items=8, n_boot=200, probe_items=4, probe_batch_size=4),
+    )
+
+
+#: the main job's conditions: inside and outside the theory's regime at the same context-critical dose,
+#: the control (only context-critical records) and the positive control (a planted fall)
+MAIN_CONDITIONS = ("inside", "outside", "control", "positive_control_20")
 
 
 #: the theory figures of the main job: the trajectory, the comparison, the phase diagram and eta*
@@ -54,14 +87,15 @@ MAIN_THEORY_FIGURES = ("theory_trajectory", "theory_comparison", "theory_phase_d
 class MainConfig(Config):
     """``cpi run``: ``experiment`` (a :class:`~experiments.controlled.experiment.ControlledConfig`,
     nested keys ``experiment.mixture.rho``, ``experiment.seeds``, ...) run for each of ``conditions``
-    (names of :data:`~experiments.controlled.sweep.CONDITIONS`) into ``out``; the theory figures first
-    the theory figures named in ``theory_figures`` (the four of the theory's main results by default,
-    seconds; ``cpi theory figures`` makes all seven; empty = none; ``theory_quick``: their quick form)."""
+    (rows of the conditions file) into ``out``. First the theory figures named in ``theory_figures``
+    (the four of the theory's main results by default, seconds; empty = none; ``theory_quick``: their
+    quick form), then, with ``predict``, the conditions' parameters measured on the base and the
+    theory's prediction (``regime``: how), then the experiment."""
 
     experiment: ControlledConfig = field(default_factory=default_experiment)
     "the controlled experiment run for each condition (nested keys: experiment.seeds, experiment.mixture.rho)"
-    conditions: tuple[str, ...] = ("rho_mid", "rho_1")
-    "conditions to run (names in the conditions file; rho_mid keeps experiment.mixture.rho)"
+    conditions: tuple[str, ...] = MAIN_CONDITIONS
+    "conditions to run (names in the conditions file)"
     conditions_file: Optional[str] = None
     "YAML file of conditions (default: experiments/controlled/conditions.yaml)"
     out: str = "runs/main"
@@ -72,15 +106,15 @@ class MainConfig(Config):
     "theory figures made first (names of theory.figures.FIGURES)"
     theory_quick: bool = False
     "the quick form of the theory figures"
+    predict: bool = True
+    "measure delta_M / delta_C of every condition's records on the base and state the theory's prediction before training"
+    regime: RegimeSettings = field(default_factory=lambda: RegimeSettings(n_seeds=1))
+    "how the parameters are measured (nested keys: regime.n_seeds, regime.n_candidates, regime.sim_steps)"
     error_rate_sims: int = 200
     "simulated runs behind the printed false-positive rate and power of the verdict at the run's design (0: none)"
 
     def validate(self) -> None:
-        from experiments.controlled.conditions import compose, load_conditions, parse_names
-
-        table = load_conditions(self.conditions_file)
-        names = parse_names(self.conditions, table)
-        compose(self.experiment, names, table, reference_experiment(self), field_prefix="experiment.")
+        self.composed()
         if self.error_rate_sims < 0:
             raise ConfigError(f"field 'error_rate_sims': must be >= 0, got {self.error_rate_sims}")
         from theory.figures import FIGURES
@@ -91,12 +125,22 @@ class MainConfig(Config):
         if not self.out:
             raise ConfigError("field 'out': give a run folder")
 
+    def composed(self) -> dict:
+        """Each condition's config, composed with ``experiment`` as the sweep composes it."""
+        from experiments.controlled.conditions import compose, load_conditions, parse_names
+
+        table = load_conditions(self.conditions_file)
+        names = parse_names(self.conditions, table)
+        return compose(self.experiment, names, table, reference_experiment(self), knowledge_cache=str(
+            Path(self.out) / "knowledge"), field_prefix="experiment.")
+
     @classmethod
     def quick(cls, **changes: Any) -> "MainConfig":
-        """The ``--quick`` form CI runs (a smoke test, not a result): the quick theory figures and
-        :meth:`ControlledConfig.quick` for the same two conditions, into ``runs/main_quick``."""
-        base = cls(experiment=ControlledConfig.quick(workers=2), out="runs/main_quick", theory_quick=True,
-                   error_rate_sims=100)
+        """The ``--quick`` form CI runs (a smoke test, not a result): the quick theory figures,
+        :func:`quick_experiment` for the same conditions, the regime on 4 candidates, into
+        ``runs/main_quick``."""
+        base = cls(experiment=quick_experiment(), out="runs/main_quick", theory_quick=True, error_rate_sims=100,
+                   regime=RegimeSettings(n_candidates=4, n_seeds=1, sim_steps=200))
         return base.replace(**changes) if changes else base
 
     @property
@@ -106,10 +150,10 @@ class MainConfig(Config):
 
 @dataclass
 class MainResult:
-    """``sweep``: the experiment (runs per condition, ``table``, ``verdicts``); ``figures``: written
-    paths; ``timings``: wall time and peak memory of the theory figures and of each condition's stages;
-    ``comparison``: the sweep's :func:`~experiments.controlled.sweep.comparison_table` (each condition
-    against the control ``rho_1`` at the last checkpoint, counterfactual accuracy and margin);
+    """``sweep``: the experiment (runs per condition, ``table``, ``verdicts``); ``regime``: the
+    parameters measured before training and the theory's prediction (None without ``predict``);
+    ``figures``: written paths; ``timings``: wall time and peak memory of every stage;
+    ``comparison``: the sweep's paired comparisons (the conditions' ``compare_to``);
     ``error_rates``: the verdict's simulated false-positive rate and power at the run's design
     (:func:`~experiments.controlled.statistics.error_rates`); ``wall_s``: the whole job."""
 
@@ -119,6 +163,7 @@ class MainResult:
     timings: Any
     wall_s: float
     error_rates: dict = field(default_factory=dict)
+    regime: "Optional[RegimeResult]" = None
 
     @property
     def comparison(self) -> Any:
@@ -126,8 +171,9 @@ class MainResult:
         return self.sweep.comparison
 
 
-def run_main(config: MainConfig) -> MainResult:
-    """Theory figures, then the experiment (resumable), then its figures; returns the tables."""
+def run_main(config: MainConfig, report: Optional[Callable[[str], None]] = None) -> MainResult:
+    """Theory figures, the regime stage (its lines passed to ``report`` as soon as they are known, before
+    any training), the experiment (resumable), its figures; returns the tables."""
     import pandas as pd
 
     from experiments.controlled.figures import make_condition_figures, plot_sweep_panels, save_figure
@@ -142,11 +188,26 @@ def run_main(config: MainConfig) -> MainResult:
 
         written += timer.run("theory_figures", make_all_figures, figures, quick=config.theory_quick,
                              names=config.theory_figures)
+    regime = None
+    if config.predict:
+        from experiments.controlled.regime_run import regime_stage
+
+        arms = {name: c.config for name, c in config.composed().items()}
+        regime = timer.run("regime", regime_stage, arms, config.regime, experiment_dtype(config.experiment),
+                           Path(config.out) / "regime", Path(config.out) / "knowledge")
+        if report is not None:
+            for line in regime_lines(regime):
+                report(line)
     sweep = timer.run("experiment", run_controlled_sweep, config.experiment, config.conditions, Path(config.out),
                       config.conditions_file, reference_experiment(config), "experiment.")
+    sims = theory_configs(regime) if regime is not None else {}
     for name, run in sweep.runs.items():
-        written += make_condition_figures(run, figures, prefix=f"controlled_{name}")
+        written += make_condition_figures(run, figures, prefix=f"controlled_{name}", theory=sims.get(name))
     written += save_figure(plot_sweep_panels(sweep.table), figures, "controlled_sweep")
+    if regime is not None:
+        from experiments.controlled.regime_figures import make_regime_figures
+
+        written += make_regime_figures(regime.table, figures, prediction=regime.prediction)
     rates = {}
     if config.error_rate_sims:
         from experiments.controlled.statistics import error_rates
@@ -158,7 +219,40 @@ def run_main(config: MainConfig) -> MainResult:
     stage_rows = [run.timings.assign(condition=name) for name, run in sweep.runs.items()]
     timings = pd.concat([timer.table().assign(condition="")] + stage_rows, ignore_index=True)
     return MainResult(config=config, sweep=sweep, figures=written, timings=timings,
-                      wall_s=time.perf_counter() - t0, error_rates=rates)
+                      wall_s=time.perf_counter() - t0, error_rates=rates, regime=regime)
+
+
+def experiment_dtype(experiment: ControlledConfig) -> str:
+    """The precision the regime stage measures in: the experiment's, resolved on this machine."""
+    return experiment.resolved_dtype()
+
+
+def theory_configs(regime: "RegimeResult") -> dict[str, Any]:
+    """Per condition the simulator's config at its measured parameters (conditions the theory simulates)."""
+    from theory.config import SimConfig
+
+    out = {}
+    for _, row in regime.prediction.iterrows():
+        if "sim_steps" in row and row["sim_steps"] == row["sim_steps"]:
+            out[row["arm"]] = SimConfig(n_C=int(row["n_C"]), n_CS=int(row["n_CS_inside"]),
+                                        delta_C=float(row["delta_c_inside"]), delta_M=float(row["delta_m_inside"]),
+                                        steps=int(row["sim_steps"]), lr=float(row["sim_lr"]))
+    return out
+
+
+def regime_lines(regime: "RegimeResult") -> list[str]:
+    """What the regime stage reports before training: per condition the measured parameters of its records
+    (medians and quartiles per kind, the theory's classes) and the theory's prediction."""
+    lines = [f"before training -- the theory's parameters measured on the base ({regime.out}"
+             f"{', reused' if regime.reused else ''}):"]
+    s = regime.summary
+    for _, r in s[s["source"] == "record"].iterrows():
+        lines.append(f"  [{r.arm}] {r.kind:>2} records (n={int(r.n)}): delta_M {r.delta_m_median:.2f} "
+                     f"[{r.delta_m_q1:.2f}, {r.delta_m_q3:.2f}], delta_C {r.delta_c_median:.2f} "
+                     f"[{r.delta_c_q1:.2f}, {r.delta_c_q3:.2f}], mean m {r.m_mean:+.2f}; classes C {int(r.n_C)}, "
+                     f"C+S inside {int(r.n_CS_inside)}, C+S outside {int(r.n_CS_outside)}")
+    lines += ["  prediction " + line for line in regime.lines]
+    return lines
 
 
 def permuted_rates(sweep: "SweepResult", n_perm: int) -> dict[str, dict]:
@@ -177,12 +271,39 @@ def permuted_rates(sweep: "SweepResult", n_perm: int) -> dict[str, dict]:
 def reference_experiment(config: MainConfig) -> ControlledConfig:
     """The main job's default experiment that ``config.experiment`` is compared with to tell the user's
     settings (the quick one when ``config`` looks like the quick form)."""
-    quick = ControlledConfig.quick(workers=2)
+    quick = quick_experiment()
     return quick if config.experiment.finetune == quick.finetune else default_experiment()
 
 
+def is_positive_control(name: str, conditions_file: Optional[str] = None) -> bool:
+    """A condition labelled as a positive control (its description says so: a planted fall)."""
+    from experiments.controlled.conditions import load_conditions
+
+    return "POSITIVE CONTROL" in load_conditions(conditions_file)[name].description
+
+
+def outcome_lines(result: MainResult) -> list[str]:
+    """Per condition, the theory's prediction stated before training beside what the primary metric shows;
+    for a positive control, whether the pipeline detected the fall it plants."""
+    predicted = {}
+    if result.regime is not None:
+        predicted = dict(zip(result.regime.prediction["arm"], result.regime.prediction["prediction"]))
+    lines = ["theory (stated before training) vs outcome (primary metric):"]
+    for name, run in result.sweep.runs.items():
+        v = run.verdict
+        if is_positive_control(name, result.config.conditions_file):
+            seen = v["verdict"] in ("rise then fall", "fall (no significant rise)")
+            lines.append(f"  [{name}] POSITIVE CONTROL (a planted fall, not the theory's mechanism): {v['verdict']} -> "
+                         + ("the pipeline DETECTS a fall of this size" if seen else
+                            "the pipeline did NOT detect the planted fall: a 'no fall' elsewhere in this run says little"))
+        else:
+            lines.append(f"  [{name}] theory: {predicted.get(name, 'not measured')}; observed: {v['verdict']}")
+    return lines
+
+
 def summary_lines(result: MainResult) -> list[str]:
-    """What ``cpi run`` prints: the base's knowledge, each condition's trajectory and verdict, stage times."""
+    """What ``cpi run`` prints: the base's knowledge, the regime stage, each condition's trajectory and
+    verdict, the paired comparisons, the theory against the outcome, stage times."""
     from experiments.controlled.cli import comparison_lines, knowledge_lines, trajectory_line, verdict_lines
     from experiments.controlled.conditions import condition_lines
     from experiments.controlled.statistics import error_rate_line
@@ -190,6 +311,8 @@ def summary_lines(result: MainResult) -> list[str]:
     first = next(iter(result.sweep.runs.values()))
     lines = [f"run folder: {result.config.out}   model: {result.config.experiment.model}"]
     lines += knowledge_lines(first)
+    if result.regime is not None:
+        lines += regime_lines(result.regime)
     lines += condition_lines(result.sweep.composed, "experiment.")
     for name, run in result.sweep.runs.items():
         c = run.counts.iloc[0]
@@ -205,6 +328,7 @@ def summary_lines(result: MainResult) -> list[str]:
                          f"within seed: {r['rate']:.0%} [{r['lo']:.0%}, {r['hi']:.0%}] of {r['n_sim']} permutations "
                          f"({r['metric']})")
     lines += comparison_lines(result.comparison)
+    lines += outcome_lines(result)
     t = result.timings
     for _, row in t.iterrows():
         where = f"{row.condition}/" if row.condition else ""
@@ -213,4 +337,5 @@ def summary_lines(result: MainResult) -> list[str]:
     return lines
 
 
-__all__ = ["MAIN_THEORY_FIGURES", "MainConfig", "default_experiment", "MainResult", "run_main", "summary_lines"]
+__all__ = ["MAIN_CONDITIONS", "MAIN_THEORY_FIGURES", "MainConfig", "MainResult", "default_experiment",
+           "outcome_lines", "quick_experiment", "regime_lines", "run_main", "summary_lines"]

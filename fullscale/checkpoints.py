@@ -7,8 +7,9 @@
   training step. A registry model name (``smollm2-135m-instruct``, see
   :mod:`fullscale.models`) or its hub id stands for its cached folder and is
   fetched on first use, here and in :func:`load_checkpoint`.
-- :func:`resolve_device_dtype` picks ``cuda`` + ``bfloat16`` when a GPU is
-  present, else ``cpu`` + ``float32``; both can be overridden.
+- :func:`resolve_device_dtype` picks ``cuda`` when a GPU is present, else
+  ``cpu``, and ``auto`` precision: ``bfloat16`` where the device multiplies it
+  natively (:mod:`fullscale.precision`), else ``float32``; both can be overridden.
 - :func:`load_checkpoint` loads one checkpoint (merging a LoRA adapter onto its
   base model), in eval mode, with its tokenizer. Bad folders raise
   :class:`~cpi.errors.CpiError` naming the checkpoint: no weights, a corrupt
@@ -56,15 +57,17 @@ class ModelSettings(Config):
     device: Optional[str] = None
     "cpu, cuda, cuda:1 ... (None: cuda if available)"
     dtype: Optional[str] = None
-    "float32, bfloat16, float16 (None: bf16 on GPU, fp32 on CPU)"
+    "auto (= None: bfloat16 where the CPU/GPU has native bf16, else float32), float32, bfloat16, float16 (GPU)"
     tokenizer: Optional[str] = None
     "tokenizer folder used when a checkpoint has none"
 
     def validate(self) -> None:
+        from fullscale.precision import canonical_dtype
         from fullscale.prompts import TEMPLATES
 
         if self.template not in TEMPLATES:
             raise ConfigError(f"field 'template': {self.template!r} is not one of {', '.join(TEMPLATES)}")
+        canonical_dtype(self.dtype, "dtype")  # an unknown name fails here; the hardware is asked at run time
 
 
 @dataclass(frozen=True)
@@ -178,12 +181,20 @@ def discover_checkpoints(spec: str | Path | Sequence[str | Path]) -> list[Checkp
     return ckpts
 
 
-def resolve_device_dtype(device: str | None = None, dtype: str | None = None) -> "tuple[torch.device, torch.dtype]":
-    """``(device, dtype)``: ``None``/``"auto"`` gives cuda + bfloat16 if a GPU is present, else cpu + float32.
+def resolve_device_dtype(device: Any = None, dtype: Any = None,
+                         field: str = "dtype") -> "tuple[torch.device, torch.dtype]":
+    """``(device, dtype)`` a runner computes in.
 
-    ``dtype`` accepts ``float32``/``fp32``, ``bfloat16``/``bf16``, ``float16``/``fp16``.
+    ``device``: ``None``/``"auto"`` is cuda when a GPU is present, else cpu. ``dtype``: ``None``/``"auto"``
+    is bfloat16 where the device multiplies bf16 natively (a CPU with AMX-BF16 or AVX-512-BF16, a CUDA
+    device with bf16), else float32 (:func:`fullscale.precision.resolve_dtype`; ``CPI_CPU_BF16=0`` forces the
+    float32 fallback); ``float32``/``fp32``, ``bfloat16``/``bf16``, ``float16``/``fp16`` or a ``torch.dtype``
+    otherwise. ``bfloat16`` where unsupported and ``float16`` on a CPU are refused with a one-line
+    :class:`~cpi.errors.ConfigError` naming ``field``.
     """
     import torch
+
+    from fullscale.precision import resolve_dtype
 
     if device in (None, "", "auto"):
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -194,20 +205,7 @@ def resolve_device_dtype(device: str | None = None, dtype: str | None = None) ->
             raise CpiError(f"--device {device!r}: not a valid torch device") from exc
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise CpiError(f"--device {device!r}: CUDA is not available on this machine")
-    names = {
-        "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
-        "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-        "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-    }
-    if dtype in (None, "", "auto"):
-        dt = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    elif isinstance(dtype, torch.dtype):
-        dt = dtype
-    elif str(dtype).lower() in names:
-        dt = names[str(dtype).lower()]
-    else:
-        raise CpiError(f"--dtype {dtype!r}: choose auto, float32, bfloat16 or float16")
-    return dev, dt
+    return dev, resolve_dtype(None if dtype == "" else dtype, dev, field=field)
 
 
 def _check_safetensors(ckpt_name: str, folder: Path, files: Sequence[str] | None = None) -> None:

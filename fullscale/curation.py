@@ -388,7 +388,8 @@ def run_score_context(config: ScoreContextConfig) -> ScoreContextResult:
         fig = plot_criticality_histogram(scores, column=criterion, fraction=config.fraction)
         atomic_save_figure(fig, out / "histogram.png", dpi=150)
         n_unscored = int(ctx[criterion].isna().sum())
+        resolved = {"dtype": str(model.dtype).replace("torch.", "")} if config.method == "loss" else {}
         save_run(out, config, tables={"scores": scores}, criterion=criterion, n_examples=len(examples),
-                 n_kept=len(kept), n_dropped=len(dropped), n_unscored=n_unscored)
+                 n_kept=len(kept), n_dropped=len(dropped), n_unscored=n_unscored, **resolved)
     return ScoreContextResult(out=out, scores=scores, n_kept=len(kept), n_dropped=len(dropped),
                               n_unscored=n_unscored)

@@ -43,6 +43,7 @@ from cpi.errors import ConfigError, CpiError
 from cpi.io import atomic_save_figure, save_run
 from cpi.progress import progress
 from fullscale.checkpoints import ModelSettings
+from fullscale.matching import DEFAULT_STOPS
 from fullscale.prompts import MODES
 from fullscale.stats import MAX_N_BOOT
 
@@ -72,6 +73,8 @@ class EvalConfig(ModelSettings):
     "a seeded random subset of N items per dataset (original order kept)"
     max_new_tokens: int = 24
     "generation budget of the generate mode"
+    stops: tuple[str, ...] = DEFAULT_STOPS
+    "the generated answer ends at the first of these strings after its leading whitespace (generation stops there)"
     max_length: Optional[int] = None
     "token budget of prompt + answer (None: the model's context length; longer contexts are cut from the left and flagged)"
     n_boot: int = 1000
@@ -96,6 +99,8 @@ class EvalConfig(ModelSettings):
             raise ConfigError(f"field 'modes': {bad[0] if bad else '(empty)'!r} is not one of {', '.join(MODES)}")
         if self.batch_size != "auto":
             check_at_least(self, batch_size=1)
+        if not self.stops or any(not isinstance(t, str) or not t for t in self.stops):
+            raise ConfigError(f"field 'stops': give one or more non-empty strings, got {list(self.stops)!r}")
         check_at_least(self, max_items=1, max_new_tokens=1, max_length=8, n_boot=0)
         check_at_most(self, n_boot=MAX_N_BOOT)
 
@@ -126,6 +131,8 @@ def _fingerprint(cfg: EvalConfig, data: dict[str, list], dtype: str) -> str:
     h = hashlib.sha256()
     spec = {k: getattr(cfg, k) for k in ("template", "modes", "max_new_tokens", "max_length", "max_items", "seed")}
     spec["dtype"] = dtype
+    if tuple(cfg.stops) != DEFAULT_STOPS:  # other answer ends (the default's results keep their fingerprint)
+        spec["stops"] = list(cfg.stops)
     from fullscale.scoring import scorer_fingerprint
 
     spec["scorer"] = scorer_fingerprint()  # the answer matching, aliases and margin columns
@@ -225,11 +232,11 @@ def run_evaluate(config: EvalConfig) -> Path:
     from fullscale.scoring import score_items
 
     cfg = config
+    device, dtype = resolve_device_dtype(cfg.device, cfg.dtype)  # auto -> bf16 where native; refusals first
     out = check_out_dir(cfg.out)
     data = _load_datasets(cfg)
     ckpts = discover_checkpoints(list(cfg.checkpoints))
-    device, dtype = resolve_device_dtype(cfg.device, cfg.dtype)
-    fp = _fingerprint(cfg, data, str(dtype))
+    fp = _fingerprint(cfg, data, str(dtype))  # the resolved dtype: a bf16 result never resumes a float32 one
     items_dir = out / "items"
     names = [c.name for c in ckpts]
     weights = {c.name: checkpoint_fingerprint(c.path) for c in ckpts}
@@ -249,7 +256,7 @@ def run_evaluate(config: EvalConfig) -> Path:
             try:
                 table = score_items(model, tok, all_items, template=cfg.template, modes=cfg.modes,
                                     batch_size=batch_size, max_new_tokens=cfg.max_new_tokens,
-                                    max_length=cfg.max_length)
+                                    max_length=cfg.max_length, stops=cfg.stops)
             except CpiError as exc:
                 raise CpiError(f"checkpoint {ck.name}: {exc}") from exc
             finally:

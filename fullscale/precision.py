@@ -27,7 +27,7 @@ from typing import Any, Iterable
 
 from cpi.errors import ConfigError
 
-__all__ = ["BF16_CPU_FLAGS", "DTYPE_NAMES", "cpu_has_bf16", "dtype_name", "resolve_dtype"]
+__all__ = ["BF16_CPU_FLAGS", "DTYPE_NAMES", "canonical_dtype", "cpu_has_bf16", "dtype_name", "resolve_dtype"]
 
 #: /proc/cpuinfo flags of native bf16 matrix arithmetic on x86 CPUs
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -66,7 +66,10 @@ def cpu_has_bf16(flags: Iterable[str] | None = None) -> bool:
     return any(f in have for f in BF16_CPU_FLAGS)
 
 
-def _canonical(name: Any, field: str) -> str:
+def canonical_dtype(name: Any, field: str = "dtype") -> str:
+    """The setting's canonical name (``auto``, ``float32``, ``bfloat16``, ``float16``; ``None`` is ``auto``;
+    ``fp32``/``bf16``/``fp16`` and ``torch.dtype`` accepted) without asking the hardware: what a config's
+    ``validate`` checks. ConfigError naming ``field`` for anything else."""
     text = str(name).replace("torch.", "").strip().lower() if name is not None else "auto"
     text = _ALIASES.get(text, text or "auto")
     if text not in DTYPE_NAMES:
@@ -81,7 +84,7 @@ def resolve_dtype(name: Any = "auto", device: Any = "cpu", field: str = "dtype")
     import torch
 
     kind = torch.device(device).type if device is not None else "cpu"
-    name = _canonical(name, field)
+    name = canonical_dtype(name, field)
     if kind == "cuda":
         bf16_ok = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     elif kind == "cpu":

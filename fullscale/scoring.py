@@ -82,8 +82,10 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the scorer gives other rows for the same model and items (2: quote items scored by
-#: their ending, alias tables, length-robust margin columns). Part of :func:`scorer_fingerprint`.
-SCORER_VERSION = "2"
+#: their ending, alias tables, length-robust margin columns; 3: generation stops once the answer has
+#: ended, so the raw ``output`` column ends there -- every scored column is as in 2). Part of
+#: :func:`scorer_fingerprint`.
+SCORER_VERSION = "3"
 
 
 def scorer_fingerprint() -> str:
@@ -129,16 +131,56 @@ class _NanGuard:
         return LogitsProcessorList([self])
 
 
+def answer_ended(text: str, stops: Sequence[str]) -> bool:
+    """Whether ``text`` already holds one of ``stops`` after its leading whitespace (past its first
+    character), i.e. :func:`fullscale.matching.cut_at_stops` would cut it: more text cannot change the answer."""
+    stripped = text.lstrip()
+    return any(stripped.find(s, 1) != -1 for s in stops)
+
+
+class _StopAtAnswerEnd:
+    """A stopping criterion: a row is finished once its new text ends the answer (:func:`answer_ended`)
+    or holds EOS; ``kept[row]`` is the number of new tokens to keep (up to and including the token that
+    completed the stop string, or up to EOS). A batch stops when every row has finished.
+
+    input_ids: [batch pos] (the prompt's ``width`` positions, then the new tokens)."""
+
+    def __init__(self, tokenizer: Any, width: int, stops: Sequence[str], eos: int | None) -> None:
+        self.tokenizer, self.width, self.stops, self.eos = tokenizer, width, tuple(stops), eos
+        self.kept: dict[int, int] = {}
+
+    def __call__(self, input_ids: "torch.Tensor", scores: Any = None, **kwargs: Any) -> "torch.Tensor":
+        import torch
+
+        new = input_ids[:, self.width:].tolist()  # batch new_pos
+        rows = [r for r in range(len(new)) if r not in self.kept]
+        for r in rows:
+            if self.eos is not None and self.eos in new[r]:
+                self.kept[r] = new[r].index(self.eos)
+        rows = [r for r in rows if r not in self.kept]
+        if rows:
+            texts = self.tokenizer.batch_decode([new[r] for r in rows], skip_special_tokens=True)
+            for r, text in zip(rows, texts):
+                if answer_ended(text, self.stops):
+                    self.kept[r] = len(new[r])
+        done = [r in self.kept for r in range(len(new))]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
 def generate_outputs(model: Any, tokenizer: Any, prompts: Sequence[FormattedPrompt], batch_size: int = 16,
-                     max_new_tokens: int = 24, desc: str = "generate") -> list[str]:
+                     max_new_tokens: int = 24, desc: str = "generate", stops: Sequence[str] = ()) -> list[str]:
     """Greedy continuations of ``prompts`` (decoded, special tokens dropped), batched with LEFT padding.
 
     Prompts are grouped by length to limit padding; the returned list is in
     the input order. input_ids: [batch pos] left-padded with the pad token and
     a matching attention mask, so every prompt's last token sits at the same
-    position and the new tokens start together.
+    position and the new tokens start together. Each row stops at EOS, at ``max_new_tokens``, or (with
+    ``stops``) once its text holds a stop string after its leading whitespace: the continuation ends
+    with the token that completed it, so :func:`fullscale.matching.cut_at_stops` with the same ``stops``
+    gives the same answer as an unstopped continuation would, and a batch stops when all its rows have.
     """
     import torch
+    from transformers import StoppingCriteriaList
 
     if batch_size < 1:
         raise CpiError(f"batch_size must be >= 1, got {batch_size}")
@@ -151,18 +193,20 @@ def generate_outputs(model: Any, tokenizer: Any, prompts: Sequence[FormattedProm
         ids, mask = pad_batch([prompts[i].input_ids for i in batch], pad, side="left")
         width = ids.shape[1]
         guard = _NanGuard()
+        stop = _StopAtAnswerEnd(tokenizer, width, stops, eos) if stops else None
         with torch.no_grad():
             out = model.generate(
                 input_ids=ids.to(dev), attention_mask=mask.to(dev), max_new_tokens=max_new_tokens,
                 do_sample=False, num_beams=1, pad_token_id=pad, eos_token_id=eos,
                 logits_processor=guard.as_list(),
+                **({"stopping_criteria": StoppingCriteriaList([stop])} if stop is not None else {}),
             )
         if guard.nan:
             raise CpiError(f"item {prompts[batch[0]].item_id}: the model's next-token scores are NaN (non-finite "
                            "weights?); refusing to score its text")
         new = out[:, width:].tolist()
         for r, i in enumerate(batch):
-            toks = new[r]
+            toks = new[r][: stop.kept[r]] if stop is not None and r in stop.kept else new[r]
             if eos is not None and eos in toks:
                 toks = toks[: toks.index(eos)]
             outputs[i] = tokenizer.decode(toks, skip_special_tokens=True)
@@ -184,7 +228,8 @@ def score_generation(model: Any, tokenizer: Any, items: Sequence["ConflictItem"]
     """Greedy generation + containment: one row per item.
 
     Columns: ``item_id, dataset, category, prompt, truncated, answer_cut, output`` (raw
-    decoded continuation), ``answer_text`` (output cut at the first stop
+    decoded continuation; generation stops once the answer has ended, so it ends with the first stop
+    string after the answer, or at EOS / ``max_new_tokens``), ``answer_text`` (output cut at the first stop
     string; this is what is matched), ``cf_correct, param_correct, outcome,
     matched_context, matched_parametric``, ``scored_by`` (``containment`` for QA
     items, ``ending`` for quote items: how the text ends the quote, see
@@ -201,7 +246,7 @@ def score_generation(model: Any, tokenizer: Any, items: Sequence["ConflictItem"]
     limit = _gen_limit(model, tokenizer, max_new_tokens, max_length)
     prompts = _prompts_for(items, tokenizer, template, with_context, limit)
     outs = generate_outputs(model, tokenizer, prompts, batch_size, max_new_tokens,
-                            desc="generate" if with_context else "generate (closed book)")
+                            desc="generate" if with_context else "generate (closed book)", stops=stops)
     rows = []
     for it, fp, out in zip(items, prompts, outs):
         answer_text = cut_at_stops(out, stops)
@@ -348,8 +393,11 @@ def length_robust_margins(ctx: tuple[float, Sequence[int], Sequence[float]],
 
 def score_items(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], template: str = "alpaca",
                 modes: Sequence[str] = ("generate", "logprob", "closed_book"), batch_size: int = 16,
-                max_new_tokens: int = 24, max_length: int | None = None) -> "pd.DataFrame":
+                max_new_tokens: int = 24, max_length: int | None = None,
+                stops: Sequence[str] = DEFAULT_STOPS) -> "pd.DataFrame":
     """All requested modes on ``items`` merged into one row per item (the per-item table of :mod:`fullscale.evaluate`).
+
+    ``stops``: where a generated answer ends (:func:`score_generation`; generation stops there too).
 
     Closed-book columns carry a ``cb_`` prefix. ``knows_parametric``: the
     closed-book output contains the parametric answer (if generation ran),
@@ -380,12 +428,13 @@ def score_items(model: Any, tokenizer: Any, items: Sequence["ConflictItem"], tem
 
     if "generate" in modes:
         table = merge(table, score_generation(model, tokenizer, items, template, batch_size, True, max_new_tokens,
-                                              max_length))
+                                              max_length, stops))
     if "logprob" in modes:
         table = merge(table, score_logprob(model, tokenizer, items, template, batch_size, True, max_length))
     if "closed_book" in modes:
         if "generate" in modes:
-            cb = score_generation(model, tokenizer, items, template, batch_size, False, max_new_tokens, max_length)
+            cb = score_generation(model, tokenizer, items, template, batch_size, False, max_new_tokens, max_length,
+                                  stops)
             table = merge(table, cb.drop(columns=["truncated", "answer_cut"]), "cb_")
         cbl = score_logprob(model, tokenizer, items, template, batch_size, False, max_length)
         cbl = cbl[keys + ["prompt", "logp_context", "logp_parametric", "margin"]]

@@ -78,20 +78,23 @@ def run_intervene(config: InterveneConfig) -> "tuple[pd.DataFrame, pd.DataFrame]
     ``config.json``). The folder is locked (:class:`cpi.lock.FolderLock`) while the run writes."""
     from cpi.io import check_out_dir, save_run
     from cpi.lock import FolderLock
+    from fullscale.checkpoints import resolve_device_dtype
+    from fullscale.precision import dtype_name
     from mechinterp.load import load_bridge
 
+    device, dtype = resolve_device_dtype(config.device, config.dtype)  # auto: bf16 where native; refusals first
     out = check_out_dir(config.out)
     items = load_items(config.dataset, config.max_items)
     with FolderLock(out, "cpi probe-intervene"):
-        bridge, tok = load_bridge(config.checkpoint, device=config.device, dtype=config.dtype,
-                                  tokenizer=config.tokenizer)
+        bridge, tok = load_bridge(config.checkpoint, device=device, dtype=dtype, tokenizer=config.tokenizer)
         heads = parse_heads(config.heads, int(bridge.cfg.n_layers), int(bridge.cfg.n_heads))
         iv = HeadIntervention(heads=heads, scale=config.scale, mode=config.mode, span=config.span)
         df = intervene_items(bridge, tok, items, iv, template=config.template, batch_size=config.batch_size,
                        max_length=config.max_length)
         summary = summarize_intervention(df)
         save_run(out, config, tables={"intervention_items": df, "intervention_summary": summary},
-                 weights=getattr(bridge, "cpi_weights", "raw_hf"), heads_resolved=[list(h) for h in heads])
+                 weights=getattr(bridge, "cpi_weights", "raw_hf"), heads_resolved=[list(h) for h in heads],
+                 dtype=dtype_name(dtype))
     return df, summary
 
 

@@ -141,8 +141,8 @@ def load_bridge(
 ) -> tuple[Any, Any]:
     """Load a local HF checkpoint folder (or LoRA adapter folder, merged) as a TransformerBridge.
 
-    ``device``/``dtype`` default to cuda+bfloat16 when a GPU is present, else
-    cpu+float32 (:func:`fullscale.checkpoints.resolve_device_dtype`). Returns
+    ``device`` defaults to cuda when a GPU is present, else cpu; ``dtype`` ``None``/``auto`` to bfloat16
+    where the device has native bf16, else float32 (:func:`fullscale.checkpoints.resolve_device_dtype`). Returns
     ``(bridge, tokenizer)``. A checkpoint that fails to load, or an
     architecture TransformerLens 4.x does not support, raises
     :class:`cpi.errors.CpiError` naming the checkpoint.

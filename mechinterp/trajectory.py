@@ -111,12 +111,35 @@ def _part_name(ckpt: Any) -> str:
     return f"{ckpt.name}.csv"
 
 
-def _run_fingerprint(config: ProbeConfig, items: Sequence[Any]) -> str:
-    """Hash of the settings that change a checkpoint's rows and of every item's contents."""
+def _fingerprint_dtype(resolved: str) -> str | None:
+    """The dtype as the run fingerprint holds it: nothing (``None``, the value the fingerprint of a
+    float32 run held before ``auto`` could mean bf16) for float32, so those parts still resume; the
+    resolved name otherwise, so a bf16 part never resumes into a float32 folder, nor the other way round."""
+    return None if resolved == "float32" else resolved
+
+
+def _effective_dtype(stored: dict[str, Any]) -> str:
+    """The resolved dtype a stored probe ``config.json`` was computed in: recorded since ``auto`` could mean
+    bf16; before that, the setting (``None``/``auto``: float32, what the CPU ran)."""
+    from fullscale.precision import canonical_dtype
+
+    recorded = stored.get("meta", {}).get("dtype")
+    if recorded is not None:
+        return str(recorded)
+    name = canonical_dtype(stored.get("config", {}).get("dtype"))
+    return "float32" if name == "auto" else name
+
+
+def _run_fingerprint(config: ProbeConfig, items: Sequence[Any], resolved_dtype: str | None = None) -> str:
+    """Hash of the settings that change a checkpoint's rows and of every item's contents
+    (``resolved_dtype``: the dtype the run computes in, default: resolved from ``config`` here)."""
     import hashlib
 
+    if resolved_dtype is None:
+        resolved_dtype = _resolved_dtype(config)
     h = hashlib.sha256()
     spec = {k: getattr(config, k) for k in _RESUME_KEYS if k != "dataset"}
+    spec["dtype"] = _fingerprint_dtype(resolved_dtype)
     if config.tokenizer:
         from cpi.fingerprint import source_fingerprint
 
@@ -128,15 +151,25 @@ def _run_fingerprint(config: ProbeConfig, items: Sequence[Any]) -> str:
     return h.hexdigest()[:16]
 
 
-def _check_resume(out: Path, config: ProbeConfig) -> None:
+def _resolved_dtype(config: ProbeConfig) -> str:
+    """The name of the dtype ``config`` computes in on this machine (``auto``: bf16 where native)."""
+    from fullscale.checkpoints import resolve_device_dtype
+    from fullscale.precision import dtype_name
+
+    return dtype_name(resolve_device_dtype(config.device, config.dtype)[1])
+
+
+def _check_resume(out: Path, config: ProbeConfig, resolved_dtype: str) -> None:
     cfg_file = out / "config.json"
     if not cfg_file.is_file() or not any((out / "parts").glob("*.json")):
         return  # nothing was computed into this folder: nothing to mix with
     try:
-        old = json.loads(cfg_file.read_text()).get("config", {})
+        stored = json.loads(cfg_file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CpiError(f"{cfg_file}: unreadable ({exc}); use a fresh --out folder") from exc
-    new = config.to_dict()
+    # the dtype compared is the resolved one (auto and float32 on a CPU without bf16 are the same run)
+    old = {**stored.get("config", {}), "dtype": _effective_dtype(stored)}
+    new = {**config.to_dict(), "dtype": resolved_dtype}
     diff = [k for k in _RESUME_KEYS if old.get(k) != new.get(k)]
     if diff:
         raise CpiError(f"{out}: already holds a probe run with different {', '.join(diff)} "
@@ -222,6 +255,7 @@ def _run(config: ProbeConfig, checkpoints: Any, items: Any) -> "pd.DataFrame":
     from mechinterp.load import iter_bridges
     from mechinterp.probe import aggregate, probe_items, targets_table
 
+    dtype = _resolved_dtype(config)  # auto -> bf16 where native (recorded in config.json and the fingerprint)
     out = check_out_dir(config.out)
     if isinstance(checkpoints, (list, tuple)) and checkpoints and all(isinstance(c, Checkpoint) for c in checkpoints):
         ckpts = list(checkpoints)
@@ -230,14 +264,14 @@ def _run(config: ProbeConfig, checkpoints: Any, items: Any) -> "pd.DataFrame":
     if not ckpts:
         raise CpiError(f"no checkpoints found in {checkpoints}")
     item_list = load_items(items, config.max_items)
-    fp = _run_fingerprint(config, item_list)
+    fp = _run_fingerprint(config, item_list, dtype)
     weights = {c.name: checkpoint_fingerprint(c.path) for c in ckpts}
     weights_mode = "compatibility_mode" if config.compatibility_mode else "raw_hf"
     parts_dir = out / "parts"
 
     frames: list[pd.DataFrame] = []
     with FolderLock(out, "cpi probe"):
-        _check_resume(out, config)
+        _check_resume(out, config, dtype)
         todo = [ck for ck in ckpts if not part_done(parts_dir, ck.name, fp, weights[ck.name], config.overwrite,
                                                     "probed")]
         batch_size = _plan_batch(config, todo[0], item_list) if todo else 0
@@ -267,9 +301,9 @@ def _run(config: ProbeConfig, checkpoints: Any, items: Any) -> "pd.DataFrame":
             frames.append(agg)
             # config.json beside the first finished part, so that a resumed run can be checked
             save_run(out, config, tables={"probe": pd.concat(frames, ignore_index=True)}, weights=weights_mode,
-                     fingerprint=fp)
+                     fingerprint=fp, dtype=dtype)
         combined = pd.concat(frames, ignore_index=True).sort_values("step", kind="stable").reset_index(drop=True)
-        save_run(out, config, tables={"probe": combined}, weights=weights_mode, fingerprint=fp,
+        save_run(out, config, tables={"probe": combined}, weights=weights_mode, fingerprint=fp, dtype=dtype,
                  checkpoints=[{"name": c.name, "path": str(c.path), "step": c.step, "weights": weights[c.name]}
                               for c in ckpts])
     return combined

@@ -19,6 +19,10 @@ os.environ.setdefault("CPI_PROGRESS", "0")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+# ``dtype: auto`` means bf16 only where the CPU has AMX-BF16 / AVX-512-BF16: the suite answers "no" on every
+# machine, so no test depends on the CPU it runs on (``CPI_CPU_BF16=1 python -m pytest`` runs it the other
+# way); tests of bf16 ask for it with the ``bf16_allowed`` fixture
+os.environ.setdefault("CPI_CPU_BF16", "0")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -28,6 +32,13 @@ def _one_torch_thread():
 
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture
+def bf16_allowed(monkeypatch):
+    """bf16 allowed (and ``auto`` = bf16) whatever this CPU has: torch emulates it where the instructions
+    are missing, slower but with the same numbers."""
+    monkeypatch.setenv("CPI_CPU_BF16", "1")
 
 
 @pytest.fixture(autouse=True)

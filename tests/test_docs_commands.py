@@ -42,6 +42,8 @@ COVERED_ELSEWHERE = {
     "models fetch": ("tests/fullscale/test_models.py", '["models", "fetch", "tiny-llama"]'),
     "controlled run": ("tests/experiments/test_controlled.py", '"controlled", "run"'),
     "controlled sweep": ("tests/experiments/test_controlled.py", '"controlled", "sweep"'),
+    "controlled regime": ("tests/experiments/test_regime.py", '"controlled", "regime"'),
+    "controlled compare": ("tests/experiments/test_agreement.py", '"controlled", "compare"'),
 }
 #: launcher lines (`accelerate launch ... -m cpi.cli finetune`, `torchrun ...`): parsed, not launched
 #: here (GPU / multi-process); tests/fullscale/test_finetune.py runs the same finetune code path.

@@ -7,8 +7,9 @@ import importlib
 
 import pytest
 
-MODULES = ["fullscale.batching", "fullscale.architectures", "fullscale.finetune_config", "fullscale.conflicts", "mechinterp.hooks", "experiments.organism.experiment",
-           "cpi.config", "cpi.cli_config", "theory.run"]
+MODULES = ["fullscale.batching", "fullscale.architectures", "fullscale.finetune_config", "fullscale.conflicts",
+           "mechinterp.hooks", "experiments.organism.experiment", "cpi.config", "cpi.cli_config", "theory.run",
+           "experiments.main_job", "experiments.controlled.regime_run"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -29,12 +29,15 @@ _EXPORTS = {
     "CONDITIONS": "experiments.controlled.sweep",
     "run_controlled_sweep": "experiments.controlled.sweep",
     "condition_table": "experiments.controlled.figures",
-    "RegimeConfig": "experiments.controlled.regime",
-    "run_regime": "experiments.controlled.regime",
+    "RegimeConfig": "experiments.controlled.regime_run",
+    "RegimeSettings": "experiments.controlled.regime_run",
+    "run_regime": "experiments.controlled.regime_run",
     "measure_regime": "experiments.controlled.regime",
     "theory_prediction": "experiments.controlled.regime",
     "make_regime_figures": "experiments.controlled.regime_figures",
     "make_condition_figures": "experiments.controlled.figures",
+    "CompareConfig": "experiments.controlled.agreement",
+    "compare_runs": "experiments.controlled.agreement",
 }
 
 __all__ = sorted(_EXPORTS)

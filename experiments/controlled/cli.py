@@ -4,6 +4,8 @@
     cpi controlled run --set mixture.rho=1.0 --out runs/ctl_rho1
     cpi controlled run --config my.yaml --set seeds=[0,1,2]
     cpi controlled sweep --conditions rho_mid,rho_1 --out runs/controlled_sweep
+    cpi controlled regime --arms inside,outside,control --out runs/regime   # the theory's prediction, before training
+    cpi controlled compare runs/q32 runs/q16                    # two precisions of one config, item by item
 
 The flags are generated from :class:`~experiments.controlled.config.ControlledRunConfig` /
 :class:`~experiments.controlled.config.ControlledSweepConfig` (:mod:`cpi.cli_config`); the experiment's
@@ -23,7 +25,9 @@ from pathlib import Path
 def register(sub: "argparse._SubParsersAction") -> None:
     """Add ``controlled {run,sweep}`` to the ``cpi`` parser."""
     from cpi.cli_config import add_config_arguments
+    from experiments.controlled.agreement import CompareConfig
     from experiments.controlled.config import ControlledRunConfig, ControlledSweepConfig
+    from experiments.controlled.regime_run import RegimeConfig
 
     p = sub.add_parser("controlled", help="the controlled experiment on a real model (SmolLM2 / Gemma-3): "
                        "knowledge, mixture, finetune, evaluate, probe, verdict")
@@ -44,6 +48,24 @@ def register(sub: "argparse._SubParsersAction") -> None:
     add_config_arguments(s, ControlledSweepConfig, inline="experiment",
                          config_help="ControlledSweepConfig or ControlledConfig as YAML/JSON (instead of the defaults)")
     s.set_defaults(func=_sweep)
+    g = ps.add_parser("regime", help="the theory's parameters of conditions, measured on the base before training",
+                      description="Build each condition's mixture as the experiment builds it, measure delta_M, "
+                      "delta_C, m and the theory's class of every record and evaluated held-out conflict on the base, "
+                      "and run the simulator at each condition's measured parameters: the theory's prediction, "
+                      "stated before any training.")
+    _quick(g)
+    add_config_arguments(g, RegimeConfig, inline="experiment",
+                         config_help="RegimeConfig or ControlledConfig as YAML/JSON (instead of the defaults)")
+    g.set_defaults(func=_regime)
+    c = ps.add_parser("compare", help="agreement of two runs of one config in two precisions",
+                      description="Compare two controlled run folders of the same config but dtype, item by item: "
+                      "the share of items whose outcome differs per checkpoint, max/mean |margin| and |M_C| "
+                      "differences, whether the verdicts are equal and the rise/fall intervals overlap, and "
+                      "the paired difference B - A at the last step.")
+    c.add_argument("run_a", nargs="?", metavar="A", help="first run folder (the reference; or --a)")
+    c.add_argument("run_b", nargs="?", metavar="B", help="second run folder (or --b)")
+    add_config_arguments(c, CompareConfig)
+    c.set_defaults(func=_compare)
 
 
 def _quick(p: argparse.ArgumentParser) -> None:
@@ -59,7 +81,7 @@ def runner_config(args: argparse.Namespace, cls: type):
 
     quick = args.quick and not flag_given(args, "config")
     cfg = config_from_args(args, base=cls(experiment=ControlledConfig.quick()) if quick else None)
-    name = "controlled" if cls.__name__ == "ControlledRunConfig" else "controlled_sweep"
+    name = {"ControlledRunConfig": "controlled", "RegimeConfig": "regime"}.get(cls.__name__, "controlled_sweep")
     return cfg if cfg.out else cfg.replace(out=f"runs/{name}_quick" if args.quick else f"runs/{name}")
 
 
@@ -162,4 +184,32 @@ def _sweep(args: argparse.Namespace) -> int:
     for line in comparison_lines(res.comparison):
         print(line)
     print(f"figures: {len(paths)} files in {figures}/")
+    return 0
+
+
+def _regime(args: argparse.Namespace) -> int:
+    from cpi.io import check_out_dir
+    from cpi.lock import FolderLock
+    from experiments.controlled.regime_figures import make_regime_figures
+    from experiments.controlled.regime_run import RegimeConfig, run_regime
+
+    cfg = runner_config(args, RegimeConfig)
+    out = check_out_dir(cfg.out)
+    with FolderLock(out, "cpi controlled regime"):
+        res = run_regime(cfg)
+    paths = make_regime_figures(res.table, out, prediction=res.prediction)
+    print(res.summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("\n".join(res.lines))
+    print(f"tables and {', '.join(str(p) for p in paths)} in {out}/")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from cpi.cli_config import config_from_args
+    from experiments.controlled.agreement import agreement_lines, run_compare
+
+    cfg = config_from_args(args)
+    given = {k: v for k, v in (("a", args.run_a), ("b", args.run_b)) if v}
+    ag = run_compare(cfg.replace(**given) if given else cfg)
+    print("\n".join(agreement_lines(ag)))
     return 0

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from cpi.config import Config
 from cpi.errors import ConfigError
 from experiments.controlled.mixture import MixtureConfig
 from fullscale.finetune_config import METHODS, FinetuneSettings, Method
+
+#: the values of ``ControlledConfig.dtype`` (``auto``: bfloat16 where the hardware has it, else float32)
+DTYPES = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,11 @@ class ControlledConfig(Config):
     2 threads on 2 busy cores were many times slower). ``workers``: seeds run at once, each in its own
     process (2 on a 2-core machine; peak memory is about ``workers`` times one seed's; the numbers do
     not depend on it). ``knowledge_cache``: folder of the knowledge cache
-    (default ``<out>/knowledge``). Nested fields take dotted keys: ``--set mixture.rho=1.0``.
+    (default ``<out>/knowledge``). ``dtype``: the precision of every stage (knowledge, finetuning,
+    evaluation, probe): ``auto`` is bfloat16 where the CPU has AMX-BF16 or AVX-512-BF16 (or the GPU has
+    bf16), else float32 (:func:`fullscale.precision.resolve_dtype`); the resolved one is recorded in
+    ``controlled_config.json`` and is part of every stage's content key (float32 stages keep the keys
+    they had before the field existed). Nested fields take dotted keys: ``--set mixture.rho=1.0``.
 
     >>> cfg = ControlledConfig().replace(**{"mixture.rho": 1.0}, seeds=(0, 1))
     >>> cfg.mixture.rho, cfg.seeds, cfg.finetune.method
@@ -121,6 +128,7 @@ class ControlledConfig(Config):
     threads: int = 1
     workers: int = 1
     knowledge_cache: Optional[str] = None
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
     def validate(self) -> None:
         if not self.model:
@@ -133,6 +141,7 @@ class ControlledConfig(Config):
             raise ConfigError(f"field 'threads': must be >= 0, got {self.threads}")
         if self.workers < 1:
             raise ConfigError(f"field 'workers': must be >= 1, got {self.workers}")
+        check_stage_dtype(self.dtype, "dtype")
         if self.mixture.positive_control_start is not None and self.finetune.data_order != "sequential":
             raise ConfigError("field 'finetune.data_order': mixture.positive_control_start is a second training "
                               "phase, which only data_order: sequential keeps (shuffle would mix it in everywhere)")
@@ -148,6 +157,15 @@ class ControlledConfig(Config):
             if len(heads) == 1 and named and "." not in named:  # a nested config's own field: give its dotted key
                 raise ConfigError(msg.replace("field '", f"field '{next(iter(heads))}.", 1)) from None
             raise
+
+    def resolved_dtype(self) -> str:
+        """``float32`` or ``bfloat16``: what ``dtype`` means on this machine (the device the stages use:
+        cuda when present, else cpu). ConfigError naming the field where bfloat16 is not supported."""
+        import torch
+
+        from fullscale.precision import dtype_name, resolve_dtype
+
+        return dtype_name(resolve_dtype(self.dtype, "cuda" if torch.cuda.is_available() else "cpu", field="dtype"))
 
     @classmethod
     def quick(cls, **changes: Any) -> "ControlledConfig":
@@ -167,8 +185,17 @@ class ControlledConfig(Config):
         """The :class:`fullscale.finetune.FinetuneConfig` of one seed of this condition."""
         return self.finetune.finetune_config(
             base_model, data, output_dir, seed,
-            dtype="float32",
+            dtype=self.resolved_dtype(),
         )
+
+
+def check_stage_dtype(value: Any, field: str) -> None:
+    """ConfigError naming ``field`` unless ``value`` is a precision every stage can run in (``auto``,
+    ``float32``, ``bfloat16``; ``float16`` would need a loss scaler and is emulated on a CPU)."""
+    if value not in DTYPES:
+        raise ConfigError(f"field '{field}': {value!r} is not one of {', '.join(DTYPES)}"
+                          + (" (float16 is not supported by the controlled experiment)" if value in ("float16", "fp16")
+                             else ""))
 
 
 #: the conditions ``cpi controlled sweep`` runs by default
@@ -214,5 +241,5 @@ class ControlledSweepConfig(Config):
         compose(self.experiment, parse_names(self.conditions, table), table)  # a setting no condition keeps
 
 
-__all__ = ["DEFAULT_CONDITIONS", "METHODS", "ControlledConfig", "ControlledRunConfig", "ControlledSweepConfig",
+__all__ = ["DEFAULT_CONDITIONS", "DTYPES", "METHODS", "check_stage_dtype", "ControlledConfig", "ControlledRunConfig", "ControlledSweepConfig",
            "EvalSettings", "KnowledgeSettings", "TrainSettings"]

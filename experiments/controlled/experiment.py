@@ -153,8 +153,9 @@ def prepare_condition(cfg: ControlledConfig, out: Path, timer: Any) -> PreparedC
     """Write the run's config, link the base as step 0 and measure (or read back) the base's knowledge."""
     from fullscale.models import resolve_model
 
+    dtype = cfg.resolved_dtype()  # refused here (bfloat16 where unsupported) before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    save_run(out, cfg)
+    save_run(out, cfg, dtype=dtype)
     (out / "config.json").replace(out / "controlled_config.json")
     model_dir = Path(resolve_model(cfg.model))
     if not (model_dir / "config.json").is_file():

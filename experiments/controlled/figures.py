@@ -163,10 +163,13 @@ def save_figure(fig: "Figure", out: Path, name: str) -> list[Path]:
     return paths
 
 
-def make_condition_figures(run: Any, out_dir: str | Path, prefix: str = "controlled") -> list[Path]:
+def make_condition_figures(run: Any, out_dir: str | Path, prefix: str = "controlled",
+                           theory: Any = None) -> list[Path]:
     """The figures of one :class:`~experiments.controlled.experiment.ControlledRun` into ``out_dir``:
     ``<prefix>_trajectory`` (accuracy + attention), ``<prefix>_theory_overlay`` (probe and evaluation
-    over the theory's trajectory, normalised steps)."""
+    over the theory's trajectory, normalised steps). ``theory``: the :class:`theory.SimConfig` at this
+    condition's measured parameters (the main job's regime stage); without it the overlay draws the
+    simulator's default parameters and its title says they are not this run's."""
     import matplotlib.pyplot as plt
 
     out = Path(out_dir)
@@ -187,11 +190,16 @@ def make_condition_figures(run: Any, out_dir: str | Path, prefix: str = "control
         from mechinterp.plots import plot_theory_link
         from theory import SimConfig, simulate
 
-        theory_table = simulate(SimConfig(steps=300), seeds=(0,), show_progress=False)
+        sim = theory if theory is not None else SimConfig(steps=300)
+        theory_table = simulate(sim, seeds=(0,), show_progress=False)
         summary = run.trajectory.assign(category="ALL")
         link = theory_link_table(theory_table, run.probe, summary.groupby(["step", "category"], as_index=False)
                                  [["cf_acc"]].mean())
-        paths += save_figure(plot_theory_link(link), out, f"{prefix}_theory_overlay")
+        fig = plot_theory_link(link)
+        fig.axes[0].set_title(f"theory at this run's measured parameters (delta_C {sim.delta_C:.2f}, delta_M "
+                              f"{sim.delta_M:.2f}, n_C {sim.n_C}, n_CS {sim.n_CS})" if theory is not None else
+                              "theory at the simulator's DEFAULT parameters (not measured on this run)", fontsize=8)
+        paths += save_figure(fig, out, f"{prefix}_theory_overlay")
     return paths
 
 

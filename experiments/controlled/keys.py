@@ -24,6 +24,13 @@ def content_key(*parts: Any) -> str:
     return h.hexdigest()[:12]
 
 
+def dtype_parts(dtype: str) -> tuple[Any, ...]:
+    """The resolved precision as parts of a stage's :func:`content_key`: none for ``float32`` (the
+    precision every stage had before ``ControlledConfig.dtype`` existed: its folders keep their names, the
+    rule of ``ADDED_LATER``), ``{"dtype": name}`` otherwise (a bf16 stage gets its own folder)."""
+    return () if dtype == "float32" else ({"dtype": dtype},)
+
+
 def model_fingerprint(folder: str | Path) -> str:
     """The checkpoint's content fingerprint (:func:`cpi.fingerprint.checkpoint_fingerprint`: weights,
     config and tokenizer files), refusing a folder with no config or weights to fingerprint."""
@@ -47,4 +54,4 @@ def safe_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(text).name or text)[:40]
 
 
-__all__ = ["content_key", "items_key", "model_fingerprint", "safe_name"]
+__all__ = ["content_key", "dtype_parts", "items_key", "model_fingerprint", "safe_name"]

@@ -34,14 +34,11 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from cpi.config import Config, check_at_least
 from cpi.errors import CpiError
 from experiments.controlled.designs import answer_pools, nonce_names, subject_of
-from experiments.controlled.experiment import ControlledConfig
 from fullscale.conflicts import ConflictItem, find_word_spans
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -211,13 +208,10 @@ def theory_class(delta_c: float, delta_m: float, n_candidates: int) -> str:
     return "C+S inside" if delta_m > 2 * delta_c else "C+S outside"
 
 
-def measure_regime(model: Any, tokenizer: Any, probes: Sequence[Probe], batch_size: int = 16,
-                   seed: int = 0) -> "pd.DataFrame":
-    """One row per probe: ``id, source, kind, item_id, category, subject, nonce, answer, n_candidates,
-    delta_m, delta_c, p_full, m, theory_class``. The nonce names are drawn with ``seed``, one per probe,
-    none equal to a subject or contained in a probe's text."""
-    import pandas as pd
-
+def regime_prompts(probes: Sequence[Probe], seed: int = 0
+                   ) -> "tuple[list[str], list[tuple[str, str]], list[tuple[str, ...]]]":
+    """The nonce names (drawn with ``seed``, one per probe, none equal to a subject or contained in a
+    probe's text) and the three prompts of every probe with its candidates, in probe order."""
     if not probes:
         raise CpiError("no records or held-out conflicts to measure")
     names = nonce_names(len(probes), random.Random(seed),
@@ -228,7 +222,13 @@ def measure_regime(model: Any, tokenizer: Any, probes: Sequence[Probe], batch_si
         for pr in probe_prompts(p, name).values():
             prompts.append(pr)
             cands.append(p.candidates)
-    lps = candidate_logprobs(model, tokenizer, prompts, cands, batch_size)
+    return names, prompts, cands
+
+
+def regime_rows(probes: Sequence[Probe], names: Sequence[str], lps: Sequence[Sequence[float]]) -> "pd.DataFrame":
+    """:func:`measure_regime`'s table from the candidates' log-probs of :func:`regime_prompts`' prompts."""
+    import pandas as pd
+
     rows = []
     for i, (p, name) in enumerate(zip(probes, names)):
         closed, nonce, full = lps[3 * i: 3 * i + 3]
@@ -240,6 +240,14 @@ def measure_regime(model: Any, tokenizer: Any, probes: Sequence[Probe], batch_si
                      "delta_m": d_m, "delta_c": d_c, "p_full": p_f, "m": theory_m(d_c, d_m, p_f),
                      "theory_class": theory_class(d_c, d_m, k)})
     return pd.DataFrame(rows)
+
+
+def measure_regime(model: Any, tokenizer: Any, probes: Sequence[Probe], batch_size: int = 16,
+                   seed: int = 0) -> "pd.DataFrame":
+    """One row per probe: ``id, source, kind, item_id, category, subject, nonce, answer, n_candidates,
+    delta_m, delta_c, p_full, m, theory_class`` (nonce names as :func:`regime_prompts` draws them)."""
+    names, prompts, cands = regime_prompts(probes, seed)
+    return regime_rows(probes, names, candidate_logprobs(model, tokenizer, prompts, cands, batch_size))
 
 
 def regime_summary(table: "pd.DataFrame", by: Sequence[str] = ("source", "kind")) -> "pd.DataFrame":
@@ -335,119 +343,6 @@ def prediction_line(row: Mapping[str, Any], by: str = "arm") -> str:
     return f"{head}: the theory predicts {row['prediction']}"
 
 
-
-# ---------------------------------------------------------------------------------------------
-# the runner: the arms of the decisive experiment, measured before training
-
-#: The arms of the decisive experiment as dotted changes of a ControlledConfig (a table of facts): the
-#: same context-critical dose (nonce subjects, verbatim passages) inside and outside the regime, the
-#: rho = 1 control, and the positive control at two strengths (not the paper's mechanism). What the arms
-#: share (strong knowledge, ``mixture.min_known_margin``; sizes) belongs to the experiment they change.
-#: the regime arms, rows of the conditions file (``experiments/controlled/conditions.yaml``)
-REGIME_ARMS = ("inside", "inside_d1", "outside", "control", "positive_control_10", "positive_control_20")
-
-
-def arm_changes(arm: str) -> dict[str, Any]:
-    """The dotted changes that make ``arm`` (its ``set`` row in the conditions file)."""
-    from experiments.controlled.conditions import load_conditions
-
-    return dict(load_conditions()[arm].set)
-
-
-
-
-@dataclass(frozen=True)
-class RegimeConfig(Config):
-    """Measure the theory's parameters of ``arms`` (names of :data:`REGIME_ARMS`, rows of the conditions file) before any training: each
-    arm is ``experiment`` with the arm's changes, every seed's mixture is built exactly as the
-    controlled experiment builds it, and its records (at most ``max_records`` per seed, the first ones)
-    and evaluated held-out conflicts are measured on the base in ``dtype`` over ``n_candidates``
-    candidates; the simulator runs ``sim_steps`` steps of ``sim_lr`` at each arm's parameters.
-    (The main job's arms: ``RegimeConfig(experiment=experiments.main_job.default_experiment())``.)"""
-
-    experiment: ControlledConfig = field(default_factory=ControlledConfig)
-    arms: tuple[str, ...] = ("inside", "outside", "control")
-    out: str = "runs/regime"
-    dtype: str = "float32"
-    n_candidates: int = 8
-    batch_size: int = 16
-    max_records: Optional[int] = None
-    sim_steps: int = 500
-    sim_lr: float = 2.0
-
-    NOT_CONTENT = ("out",)
-
-    def validate(self) -> None:
-        from cpi.errors import ConfigError
-
-        for arm in self.arms:
-            if arm not in REGIME_ARMS:
-                raise ConfigError(f"field 'arms': unknown arm {arm!r} (known: {', '.join(REGIME_ARMS)})")
-        if not self.arms:
-            raise ConfigError("field 'arms': give at least one arm")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ConfigError(f"field 'dtype': float32 or bfloat16, got {self.dtype!r}")
-        check_at_least(self, n_candidates=2, batch_size=1, max_records=1, sim_steps=1)
-
-    def arm_config(self, arm: str) -> Any:
-        """The :class:`~experiments.controlled.experiment.ControlledConfig` of one arm."""
-        return self.experiment.replace(**arm_changes(arm))
-
-
-@dataclass
-class RegimeResult:
-    """``table``: one row per arm x seed x record / held-out conflict (:func:`measure_regime`'s columns
-    plus ``arm``, ``seed``); ``summary``: :func:`regime_summary` by arm, source and kind;
-    ``prediction`` / ``lines``: :func:`theory_prediction`."""
-
-    out: Path
-    table: "pd.DataFrame"
-    summary: "pd.DataFrame"
-    prediction: "pd.DataFrame"
-    lines: list[str]
-
-
-def run_regime(config: RegimeConfig) -> RegimeResult:
-    """Measure every arm of ``config`` on its base and write ``regime.csv``, ``regime_summary.csv``,
-    ``prediction.csv``, ``prediction.txt`` and ``config.json`` to ``config.out``."""
-    import pandas as pd
-
-    from cpi.io import atomic_write_text, save_run
-    from experiments.controlled.experiment import knowledge_items, model_fingerprint, stage_knowledge
-    from experiments.controlled.mixture import build_mixture
-    from fullscale.checkpoints import load_checkpoint
-    from fullscale.models import resolve_model
-
-    config.validate()
-    out = Path(config.out)
-    frames = []
-    loaded: dict[str, Any] = {}
-    for arm in config.arms:
-        ecfg = config.arm_config(arm)
-        model_dir = Path(resolve_model(ecfg.model))
-        items = knowledge_items(ecfg.knowledge)
-        cache = Path(ecfg.knowledge_cache) if ecfg.knowledge_cache else out / "knowledge"
-        known, _ = stage_knowledge(ecfg, model_dir, model_fingerprint(model_dir), cache, items)
-        if ecfg.model not in loaded:
-            loaded = {ecfg.model: load_checkpoint(model_dir, dtype=config.dtype)}
-        model, tok = loaded[ecfg.model]
-        for seed in ecfg.seeds:
-            mix = build_mixture(items, known, ecfg.mixture.replace(seed=seed))
-            n = ecfg.evaluate.max_items
-            evaluated = mix.heldout if n is None or len(mix.heldout) <= n else sorted(
-                random.Random(seed).sample(mix.heldout, n), key=lambda it: it.id)  # as stage_mixture draws them
-            records = mix.records[: config.max_records] if config.max_records else mix.records
-            probes = (record_probes(records, items, config.n_candidates)
-                      + heldout_probes(evaluated, items, config.n_candidates))
-            frames.append(measure_regime(model, tok, probes, config.batch_size, seed).assign(arm=arm, seed=seed))
-    table = pd.concat(frames, ignore_index=True)
-    summary = regime_summary(table, by=("arm", "source", "kind"))
-    prediction, lines = theory_prediction(table, steps=config.sim_steps, lr=config.sim_lr)
-    save_run(out, config, {"regime": table, "regime_summary": summary, "prediction": prediction})
-    atomic_write_text(out / "prediction.txt", "\n".join(lines) + "\n")
-    return RegimeResult(out=out, table=table, summary=summary, prediction=prediction, lines=lines)
-
-
-__all__ = ["REGIME_ARMS", "arm_changes", "CLOSED_INSTRUCTION", "Probe", "RegimeConfig", "RegimeResult", "run_regime", "THEORY_CLASSES", "candidate_logprobs", "heldout_probes", "measure_regime",
-           "prediction_line", "probe_prompts", "record_probes", "regime_summary", "replace_subject", "softmax_at",
-           "theory_class", "theory_m", "theory_prediction"]
+__all__ = ["CLOSED_INSTRUCTION", "Probe", "THEORY_CLASSES", "candidate_logprobs", "heldout_probes", "measure_regime",
+           "prediction_line", "probe_prompts", "record_probes", "regime_prompts", "regime_rows", "regime_summary",
+           "replace_subject", "softmax_at", "theory_class", "theory_m", "theory_prediction"]

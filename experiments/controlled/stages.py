@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from cpi.errors import CpiError
 from cpi.io import atomic_write_json, atomic_write_table, save_run
 from experiments.controlled.config import ControlledConfig, KnowledgeSettings
-from experiments.controlled.keys import content_key, items_key, safe_name
+from experiments.controlled.keys import content_key, dtype_parts, items_key, safe_name
 from experiments.controlled.mixture import build_mixture, write_records
 from fullscale.run_folder import finished
 
@@ -55,13 +55,14 @@ def stage_knowledge(cfg: ControlledConfig, model_dir: Path, model_fp: str, cache
     from fullscale.checkpoints import load_checkpoint
     from fullscale.knowledge import known_facts, known_rates
 
-    k = cfg.knowledge
-    folder = cache / f"{safe_name(cfg.model)}-{content_key(model_fp, k.template, k.n_candidates, k.length_normalise, items_key(items))}"
+    k, dtype = cfg.knowledge, cfg.resolved_dtype()
+    key = content_key(model_fp, k.template, k.n_candidates, k.length_normalise, items_key(items), *dtype_parts(dtype))
+    folder = cache / f"{safe_name(cfg.model)}-{key}"
     known_path, rates_path = folder / "known.csv", folder / "rates.csv"
     if known_path.is_file() and rates_path.is_file():
         log.info("%s: closed-book knowledge already measured; reading it back", folder)
         return pd.read_csv(known_path, keep_default_na=False, na_values=[""]), pd.read_csv(rates_path)
-    model, tok = load_checkpoint(model_dir)
+    model, tok = load_checkpoint(model_dir, dtype=dtype)  # log-probs in float32 from the model's logits
     try:
         table = known_facts(model, tok, items, template=k.template, n_candidates=k.n_candidates,
                             batch_size=k.batch_size, length_normalise=k.length_normalise)
@@ -70,7 +71,7 @@ def stage_knowledge(cfg: ControlledConfig, model_dir: Path, model_fp: str, cache
     rates = known_rates(table)
     atomic_write_table(table, known_path)
     atomic_write_table(rates, rates_path)
-    save_run(folder, k, model=cfg.model, model_fingerprint=model_fp)
+    save_run(folder, k, model=cfg.model, model_fingerprint=model_fp, dtype=dtype)
     return table, rates
 
 
@@ -119,6 +120,7 @@ def stage_finetune(cfg: ControlledConfig, seed: int, model_dir: Path, model_fp: 
     from fullscale.finetune import run_finetune
 
     extra = (FILTER_FORM,) if cfg.finetune.filter_fraction > 0 else ()
+    extra += dtype_parts(cfg.resolved_dtype())
     ft_dir = seed_dir / f"finetune-{content_key(model_fp, data.key, cfg.finetune, seed, *extra)}"
     if finished(ft_dir, cfg.finetune.steps):
         log.info("%s: finetuning already finished; reading it back", ft_dir)
@@ -132,18 +134,19 @@ def stage_evaluate(cfg: ControlledConfig, seed: int, base_link: Path, ft_dir: Pa
     """Every checkpoint (the base as step 0) on the seed's evaluated held-out conflicts."""
     from fullscale.conflicts import items_to_jsonl
     from fullscale.evaluate import EvalConfig, evaluate_trajectory, load_results
-    from fullscale.scoring import scorer_fingerprint
+    from fullscale.scoring import DEFAULT_STOPS, scorer_fingerprint
 
-    e = cfg.evaluate
+    e, dtype = cfg.evaluate, cfg.resolved_dtype()
     # the scorer's version is part of the key: results scored by an older scorer are recomputed, not refused
     key = content_key(ft_dir.name, e.template, e.modes, e.max_new_tokens, e.n_boot, seed, items_key(data.evaluated),
-                      scorer_fingerprint())
+                      scorer_fingerprint(), *dtype_parts(dtype))
     out = seed_dir / f"eval-{key}"
     if not (out / "eval.jsonl").is_file():
         items_to_jsonl(data.evaluated, out / "eval.jsonl")
     ev = EvalConfig(checkpoints=(str(base_link.parent), str(ft_dir)), datasets=(str(out / "eval.jsonl"),),
                     out=str(out), template=e.template, modes=e.modes, batch_size=e.batch_size,
-                    max_new_tokens=e.max_new_tokens, n_boot=e.n_boot, seed=seed, plot=False)
+                    max_new_tokens=e.max_new_tokens, n_boot=e.n_boot, seed=seed, plot=False, dtype=dtype,
+                    stops=DEFAULT_STOPS + ANSWER_STOPS)  # generation stops where rescore_answers cuts
     evaluate_trajectory(ev)
     return load_results(out)
 
@@ -154,11 +157,11 @@ def stage_probe(cfg: ControlledConfig, seed: int, base_link: Path, ft_dir: Path,
     from fullscale.checkpoints import discover_checkpoints
     from mechinterp.trajectory import probe_trajectory
 
-    e = cfg.evaluate
+    e, dtype = cfg.evaluate, cfg.resolved_dtype()
     items = data.evaluated[: e.probe_items]
-    out = seed_dir / f"probe-{content_key(ft_dir.name, e.template, e.probe_items, items_key(items))}"
+    out = seed_dir / f"probe-{content_key(ft_dir.name, e.template, e.probe_items, items_key(items), *dtype_parts(dtype))}"
     ckpts = discover_checkpoints([str(base_link.parent), str(ft_dir)])
-    return probe_trajectory(ckpts, items, out, template=e.template, batch_size=e.probe_batch_size)
+    return probe_trajectory(ckpts, items, out, template=e.template, batch_size=e.probe_batch_size, dtype=dtype)
 
 
 def link_base(out: Path, model_dir: Path) -> Path:

@@ -36,7 +36,7 @@ def _controlled(name: str) -> ControlledConfig:
 @pytest.mark.parametrize("name", sorted(BEFORE_DRIVER))
 def test_controlled_driver_config_and_folder_key_are_as_before(name):
     cfg = _controlled(name)
-    driver = cfg.finetune_config("base", Path("d.jsonl"), Path("o"), 3)
+    driver = cfg.replace(dtype="float32").finetune_config("base", Path("d.jsonl"), Path("o"), 3)  # before: float32
     assert content_key(driver.to_dict()) == BEFORE_DRIVER[name]
     assert content_key(cfg.finetune) == BEFORE_FOLDER[name]
 

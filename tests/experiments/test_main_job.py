@@ -57,7 +57,7 @@ def test_a_user_rho_runs_against_the_control_and_a_setting_no_condition_keeps_is
 
     cfg = config("--set", "experiment.mixture.rho=0.3")
     got = compose(cfg.experiment, cfg.conditions, load_conditions(), reference_experiment(cfg))
-    assert (got["rho_mid"].config.mixture.rho, got["rho_1"].config.mixture.rho) == (0.3, 1.0)
+    assert [got[n].config.mixture.rho for n in ("inside", "outside", "control")] == [0.3, 0.3, 1.0]
     assert main(["run", "--set", "experiment.mixture.rho=0.3", "--conditions", "rho_low,rho_1",
                  "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
@@ -65,3 +65,53 @@ def test_a_user_rho_runs_against_the_control_and_a_setting_no_condition_keeps_is
     assert not (tmp_path / "r").exists()
     assert (config().error_rate_sims, config("--quick").error_rate_sims, config("--error-rate-sims", "0").error_rate_sims) \
         == (200, 100, 0)
+
+
+def test_a_partial_experiment_in_a_config_file_keeps_the_main_jobs_other_settings(tmp_path):
+    f = tmp_path / "main.yaml"
+    f.write_text("experiment:\n  seeds: [4]\n  mixture:\n    n_examples: 64\n")
+    cfg = config("--config", str(f))
+    default = MainConfig().experiment
+    assert cfg.experiment.seeds == (4,) and cfg.experiment.mixture.n_examples == 64
+    assert cfg.experiment.mixture.replace(n_examples=48) == default.mixture  # rho, min_known_margin, ... kept
+    assert cfg.experiment.finetune == default.finetune and cfg.experiment.knowledge == default.knowledge
+
+
+def test_the_theory_runs_at_each_conditions_measured_parameters_and_positive_controls_are_labelled(tmp_path):
+    import pandas as pd
+
+    from experiments.controlled.regime_run import RegimeResult
+    from experiments.main_job import MAIN_CONDITIONS, is_positive_control, regime_lines, theory_configs
+
+    assert [n for n in MAIN_CONDITIONS if is_positive_control(n)] == ["positive_control_20"]
+    pred = pd.DataFrame([
+        {"arm": "inside", "n_C": 12, "n_CS_inside": 20, "delta_c_inside": 0.2, "delta_m_inside": 0.9,
+         "sim_steps": 300, "sim_lr": 2.0, "prediction": "rise, then fall"},
+        {"arm": "outside", "n_C": 12, "n_CS_inside": 0, "delta_c_inside": float("nan"), "delta_m_inside": float("nan"),
+         "sim_steps": float("nan"), "sim_lr": float("nan"), "prediction": "rise, no fall (no C+S record inside the regime)"},
+    ])
+    summary = pd.DataFrame([{"arm": "inside", "source": "record", "kind": "CS", "n": 20, "delta_m_median": 0.9,
+                             "delta_m_q1": 0.8, "delta_m_q3": 0.95, "delta_c_median": 0.2, "delta_c_q1": 0.1,
+                             "delta_c_q3": 0.3, "m_mean": -1.5, "n_C": 0, "n_CS_inside": 20, "n_CS_outside": 0}])
+    res = RegimeResult(out=tmp_path, table=pd.DataFrame(), summary=summary, prediction=pred, lines=["[inside] ..."])
+    sims = theory_configs(res)
+    assert set(sims) == {"inside"}  # the outside arm is not simulated: nothing inside the regime
+    s = sims["inside"]
+    assert (s.n_C, s.n_CS, s.delta_C, s.delta_M, s.steps) == (12, 20, 0.2, 0.9, 300)
+    lines = regime_lines(res)
+    assert lines[0].startswith("before training") and "delta_C 0.20 [0.10, 0.30]" in lines[1]
+    assert lines[-1] == "  prediction [inside] ..."
+
+
+def test_the_longer_documented_configs_load_and_change_only_what_they_say():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "experiments" / "configs"
+    default = MainConfig().experiment
+    powered = config("--config", str(root / "main_powered.yaml"))
+    assert powered.experiment.seeds == (0, 1, 2, 3, 4, 5) and powered.experiment.evaluate.max_items == 40
+    assert powered.experiment.mixture == default.mixture and powered.experiment.finetune == default.finetune
+    assert powered.conditions == MainConfig().conditions and powered.error_rate_sims == 400
+    gemma = config("--config", str(root / "main_gemma.yaml"))
+    assert gemma.experiment.model == "gemma-3-270m" and gemma.experiment.finetune.learning_rate == 1e-4
+    assert gemma.experiment.mixture == default.mixture and gemma.theory_figures == ()

@@ -186,7 +186,7 @@ def test_theory_prediction_at_measured_parameters():
 
 def test_run_regime_measures_each_arm_as_the_experiment_builds_it(tmp_path):
     from experiments.controlled.experiment import ControlledConfig, EvalSettings, KnowledgeSettings
-    from experiments.controlled.regime import RegimeConfig, run_regime
+    from experiments.controlled.regime_run import RegimeConfig, RegimeSettings, run_regime
     from tests.tiny_models import make_tiny_checkpoint
 
     model = make_tiny_checkpoint(tmp_path / "m", "llama", tokenizer_kind="bpe")
@@ -194,8 +194,8 @@ def test_run_regime_measures_each_arm_as_the_experiment_builds_it(tmp_path):
                            knowledge=KnowledgeSettings(datasets=("CF_World_Facts",), n_candidates=4, max_items=60),
                            mixture=MixtureConfig(n_examples=8, heldout_fraction=0.3, min_heldout=2),
                            evaluate=EvalSettings(max_items=3))
-    cfg = RegimeConfig(experiment=exp, arms=("inside", "control"), out=str(tmp_path / "regime"), n_candidates=4,
-                       max_records=5, sim_steps=50)
+    cfg = RegimeConfig(experiment=exp, arms=("inside", "control"), out=str(tmp_path / "regime"),
+                       settings=RegimeSettings(n_candidates=4, max_records=5, sim_steps=50))
     res = run_regime(cfg)
     t = res.table
     assert set(t["arm"]) == {"inside", "control"} and set(t["seed"]) == {0, 1}
@@ -219,12 +219,17 @@ def test_run_regime_measures_each_arm_as_the_experiment_builds_it(tmp_path):
 
 def test_regime_config_errors():
     from cpi.errors import ConfigError
-    from experiments.controlled.regime import RegimeConfig
+    from experiments.controlled.config import ControlledConfig
+    from experiments.controlled.regime_run import RegimeConfig, RegimeSettings
 
-    with pytest.raises(ConfigError, match="field 'arms': unknown arm 'sideways'"):
+    with pytest.raises(ConfigError, match="field 'arms': unknown condition 'sideways'"):
         RegimeConfig(arms=("sideways",))
     with pytest.raises(ConfigError, match="field 'dtype'"):
-        RegimeConfig(dtype="int8")
+        ControlledConfig(dtype="int8")
+    with pytest.raises(ConfigError, match="field 'n_seeds': must be >= 1"):
+        RegimeSettings(n_seeds=0)
+    with pytest.raises(ConfigError, match="field 'mixture.rho': set to 0.3, but every condition"):  # composed as the sweep
+        RegimeConfig(experiment=ControlledConfig().replace(**{"mixture.rho": 0.3}), arms=("rho_1", "control"))
 
 
 def test_regime_plane_figure(tmp_path):
@@ -239,3 +244,56 @@ def test_regime_plane_figure(tmp_path):
     assert "theory: rise, no fall" in fig.axes[1].get_title()
     paths = make_regime_figures(table, tmp_path, prediction=pred)
     assert paths[0].stat().st_size > 1000
+
+
+def _tiny_experiment(tmp_path):
+    from experiments.controlled.experiment import ControlledConfig, EvalSettings, KnowledgeSettings
+    from tests.tiny_models import make_tiny_checkpoint
+
+    model = make_tiny_checkpoint(tmp_path / "m", "llama", tokenizer_kind="bpe")
+    return ControlledConfig(model=str(model), seeds=(0, 1),
+                            knowledge=KnowledgeSettings(datasets=("CF_World_Facts",), n_candidates=4, max_items=60),
+                            mixture=MixtureConfig(n_examples=8, heldout_fraction=0.3, min_heldout=2),
+                            evaluate=EvalSettings(max_items=3))
+
+
+def test_regime_command_writes_its_tables_and_prints_the_prediction(tmp_path, capsys):
+    from cpi.cli import main
+
+    cfg_file = tmp_path / "exp.yaml"
+    _tiny_experiment(tmp_path).save(cfg_file)
+    out = tmp_path / "regime"
+    code = main(["controlled", "regime", "--config", str(cfg_file), "--arms", "inside,outside", "--out", str(out),
+                 "--set", "settings.n_candidates=4", "--set", "settings.sim_steps=30", "--set", "settings.n_seeds=1"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "[inside]" in text and "[outside]" in text and "the theory predicts" in text
+    t = pd.read_csv(out / "regime.csv")
+    assert set(t["arm"]) == {"inside", "outside"} and set(t["seed"]) == {0}  # settings.n_seeds = 1
+    assert (out / "regime_plane.png").stat().st_size > 1000
+    assert main(["controlled", "regime", "--arms", "inside,nowhere", "--out", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "field 'arms': unknown condition 'nowhere'" in err
+    assert not (tmp_path / "r2").exists()
+
+
+def test_regime_stage_is_keyed_by_content(tmp_path):
+    from experiments.controlled.conditions import compose, load_conditions
+    from experiments.controlled.regime_run import RegimeSettings, regime_stage
+
+    exp = _tiny_experiment(tmp_path)
+    arms = {n: c.config for n, c in compose(exp, ("inside", "control"), load_conditions()).items()}
+    settings = RegimeSettings(n_candidates=4, n_seeds=1, sim_steps=30)
+    first = regime_stage(arms, settings, "float32", tmp_path / "regime", tmp_path / "knowledge")
+    again = regime_stage(arms, settings, "float32", tmp_path / "regime", tmp_path / "knowledge")
+    assert not first.reused and again.reused and again.out == first.out
+    pd.testing.assert_frame_equal(again.table, first.table, check_dtype=False)
+    assert again.lines == first.lines
+    other = regime_stage(arms, settings.replace(sim_steps=31), "float32", tmp_path / "regime", tmp_path / "knowledge")
+    assert not other.reused and other.out != first.out
+    # one pass over every arm's prompts gives what each arm measured alone gives
+    alone = regime_stage({"inside": arms["inside"]}, settings, "float32", tmp_path / "alone", tmp_path / "knowledge")
+    both = first.table[first.table["arm"] == "inside"].reset_index(drop=True)
+    assert both["id"].tolist() == alone.table["id"].tolist()
+    for col in ("delta_m", "delta_c", "p_full"):
+        assert both[col].to_numpy() == pytest.approx(alone.table[col].to_numpy(), abs=1e-5)

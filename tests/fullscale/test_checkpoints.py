@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from cpi.errors import CpiError
+from cpi.errors import ConfigError, CpiError
 from fullscale.checkpoints import Checkpoint, discover_checkpoints, load_checkpoint, resolve_device_dtype
 from tests.fullscale.evalkit import one_torch_thread
 from tests.tiny_models import make_tiny_checkpoint
@@ -66,18 +66,49 @@ def test_discovery_errors(tmp_path):
         discover_checkpoints([])
 
 
-def test_resolve_device_dtype():
+def test_resolve_device_dtype(monkeypatch):
+    monkeypatch.setenv("CPI_CPU_BF16", "0")  # a CPU without native bf16: auto is float32
     dev, dt = resolve_device_dtype()
     if torch.cuda.is_available():
-        assert (dev.type, dt) == ("cuda", torch.bfloat16)
+        assert dev.type == "cuda" and dt == (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32)
     else:
         assert (dev.type, dt) == ("cpu", torch.float32)
+    assert resolve_device_dtype("cpu", "auto") == (torch.device("cpu"), torch.float32)
+    with pytest.raises(ConfigError, match=r"^field 'dtype': bfloat16 is not supported here"):
+        resolve_device_dtype("cpu", "bf16")
+    monkeypatch.setenv("CPI_CPU_BF16", "1")  # one with it: auto is bfloat16, and bf16 may be asked for
+    assert resolve_device_dtype("cpu") == (torch.device("cpu"), torch.bfloat16)
     assert resolve_device_dtype("cpu", "bf16") == (torch.device("cpu"), torch.bfloat16)
-    with pytest.raises(CpiError, match="--dtype 'int3'"):
+    assert resolve_device_dtype("cpu", torch.float32) == (torch.device("cpu"), torch.float32)
+    with pytest.raises(ConfigError, match=r"^field 'dtype': unknown dtype 'int3'"):
         resolve_device_dtype("cpu", "int3")
+    with pytest.raises(ConfigError, match=r"^field 'dtype': float16 is not supported on the CPU"):
+        resolve_device_dtype("cpu", "float16")
     if not torch.cuda.is_available():
         with pytest.raises(CpiError, match="CUDA is not available"):
             resolve_device_dtype("cuda")
+
+
+def test_auto_asks_the_cpu_flags_not_the_model(monkeypatch):
+    """With no override, ``auto`` follows the CPU's reported flags (the probe is monkeypatched: nothing here
+    depends on this machine having AMX or AVX-512-BF16)."""
+    from fullscale import precision
+
+    monkeypatch.delenv("CPI_CPU_BF16", raising=False)
+    monkeypatch.setattr(precision, "_cpuinfo_flags", lambda: frozenset({"avx512f", "amx_tile", "amx_bf16"}))
+    assert resolve_device_dtype("cpu", None) == (torch.device("cpu"), torch.bfloat16)
+    monkeypatch.setattr(precision, "_cpuinfo_flags", lambda: frozenset({"avx512f", "avx512_vnni"}))
+    assert resolve_device_dtype("cpu", "auto") == (torch.device("cpu"), torch.float32)
+    with pytest.raises(ConfigError, match="bfloat16 is not supported here"):
+        resolve_device_dtype("cpu", "bfloat16")
+
+
+def test_model_settings_refuse_an_unknown_dtype_at_config_time():
+    from fullscale.checkpoints import ModelSettings
+
+    assert ModelSettings(dtype="bf16").dtype == "bf16"
+    with pytest.raises(ConfigError, match=r"^field 'dtype': unknown dtype 'int8'"):
+        ModelSettings(dtype="int8")
 
 
 @pytest.mark.parametrize("arch", ["llama", "mistral", "neox"])
@@ -85,7 +116,7 @@ def test_load_roundtrip_matches_saved_model(tmp_path, arch):
     from transformers import AutoModelForCausalLM
 
     path = make_tiny_checkpoint(tmp_path / f"checkpoint-5", arch=arch, seed=3)
-    model, tok = load_checkpoint(discover_checkpoints(path)[0], device="cpu")
+    model, tok = load_checkpoint(discover_checkpoints(path)[0], device="cpu", dtype="float32")
     assert not model.training and tok.pad_token_id is not None
     ids = torch.tensor([tok("The capital of France is Paris.")["input_ids"]])
     ref = AutoModelForCausalLM.from_pretrained(path).eval()
@@ -110,7 +141,7 @@ def test_lora_adapter_is_merged(tmp_path):
     assert len(ckpts) == 1 and ckpts[0].adapter and ckpts[0].step == 10
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model, tok = load_checkpoint(ckpts[0], device="cpu")  # tokenizer found in the base folder
+        model, tok = load_checkpoint(ckpts[0], device="cpu", dtype="float32")  # tokenizer found in the base folder
     assert not isinstance(model, PeftModel)
     # peft's deprecation noise about transformers' internals is not shown to the user
     assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]

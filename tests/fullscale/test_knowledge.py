@@ -76,7 +76,7 @@ def test_rank_equals_a_hand_computed_ranking(tmp_path):
     assert cap["chance"] == pytest.approx(0.25)
 
 
-def test_a_bf16_forward_agrees_with_float32_within_its_rounding(tmp_path):
+def test_a_bf16_forward_agrees_with_float32_within_its_rounding(tmp_path, bf16_allowed):
     """The knowledge stage in bf16: log-probs come from the logits in float32 whatever the model's dtype, so
     a bf16 model differs from the float32 one only by its rounding; ranks agree where the margin exceeds it."""
     ck = make_tiny_checkpoint(tmp_path / "m", arch="llama", seed=3)

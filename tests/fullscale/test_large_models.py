@@ -34,7 +34,7 @@ def traj(tmp_path_factory):
     return root
 
 
-def test_sharded_bf16_checkpoint_loads_in_bf16_without_float32(traj):
+def test_sharded_bf16_checkpoint_loads_in_bf16_without_float32(traj, bf16_allowed):
     base = traj / "base"
     index = json.loads((base / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) >= 2  # sharded
@@ -50,7 +50,7 @@ def test_sharded_bf16_checkpoint_loads_in_bf16_without_float32(traj):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_swapped_adapters_equal_merged_bitwise(traj, dtype):
+def test_swapped_adapters_equal_merged_bitwise(traj, dtype, bf16_allowed):
     ckpts = discover_checkpoints(traj / "run")
     assert [c.step for c in ckpts] == [5, 10, 15] and all(c.adapter for c in ckpts)
     merged = []
@@ -138,7 +138,7 @@ def test_memory_guard_names_the_setting_and_auto_batch_fits(traj):
         guard(base, torch.float32, "cpu", 1, seq, available=(est.runtime + est.weights) // 2)
 
 
-def test_batch_size_auto_and_device_flags(traj, tmp_path, capsys):
+def test_batch_size_auto_and_device_flags(traj, tmp_path, capsys, bf16_allowed):
     data = items_to_jsonl(sample_items(3), tmp_path / "d.jsonl")
     out = tmp_path / "out"
     assert _cli("evaluate", "--checkpoints", traj / "run", "--datasets", data, "--out", out, "--modes", "logprob",
@@ -192,7 +192,7 @@ print(json.dumps({"estimate": est.total, "peak": peak, "activations": est.activa
 
 
 @pytest.mark.real
-def test_swapped_adapters_equal_merged_on_smollm2(tmp_path):
+def test_swapped_adapters_equal_merged_on_smollm2(tmp_path, bf16_allowed):
     from fullscale.models import resolve_model
 
     base = resolve_model("smollm2-135m-instruct")

@@ -82,7 +82,7 @@ def test_smollm2_saved_folder_has_the_logits_of_the_gguf(real_smollm2, tmp_path)
     gguf_tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     gguf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
                                                       dtype=torch.float32).eval()
-    model, tok = load_checkpoint(real_smollm2)
+    model, tok = load_checkpoint(real_smollm2, dtype="float32")
     text = "Context: the capital of France is Rome. Question: What is the capital of France? Answer:"
     ids = tok(text, return_tensors="pt")["input_ids"]
     assert torch.equal(gguf_tok(text, return_tensors="pt")["input_ids"], ids)

@@ -88,7 +88,7 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("scoring")
     out = {}
     for arch in ("llama", "neox", "mistral"):
-        out[arch] = load_checkpoint(make_tiny_checkpoint(root / arch, arch=arch, seed=1), device="cpu")
+        out[arch] = load_checkpoint(make_tiny_checkpoint(root / arch, arch=arch, seed=1), device="cpu", dtype="float32")
     return out
 
 
@@ -164,6 +164,35 @@ def test_batched_generation_left_padding_equals_one_at_a_time(models, arch):
     new = ids[len(prompts[-1].input_ids):]
     if eos not in new:
         assert single[-1].startswith(tok.decode(new, skip_special_tokens=True))
+
+
+def test_answer_ended_ignores_a_stop_before_the_answer():
+    from fullscale.scoring import answer_ended
+
+    assert not answer_ended("\n\n  Paris", ("\n",)) and not answer_ended("Paris", ("\n",))
+    assert answer_ended("\n Paris\n", ("\n",)) and answer_ended("Paris ###", ("\n", "###"))
+    assert not answer_ended("Paris ##", ("###",))
+
+
+@pytest.mark.parametrize("stops", [("r",), ("or", "W")])
+def test_generation_stops_where_the_answer_ends_and_the_answer_is_unchanged(models, stops):
+    """Rows stop once their text holds a stop (a multi-token one too); the answer cut at the stops is the
+    unstopped one's, the raw output its prefix, and a batch whose rows have all ended stops early."""
+    model, tok = models["neox"]
+    prompts = [format_prompt(i, tok, "alpaca") for i in sample_items(6)]
+    calls = []
+    hook = model.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        full = generate_outputs(model, tok, prompts, batch_size=3, max_new_tokens=16)
+        n_full, calls[:] = len(calls), []
+        stopped = generate_outputs(model, tok, prompts, batch_size=3, max_new_tokens=16, stops=stops)
+        n_stopped = len(calls)
+    finally:
+        hook.remove()
+    assert [cut_at_stops(t, stops) for t in stopped] == [cut_at_stops(t, stops) for t in full]
+    assert all(f.startswith(t) for f, t in zip(full, stopped)), (full, stopped)
+    assert sum(len(t) < len(f) for f, t in zip(full, stopped)) >= 4  # most rows really stopped early
+    assert n_stopped < n_full  # fewer forward passes: the batches ended before max_new_tokens
 
 
 def test_score_generation_columns(models):

@@ -44,7 +44,7 @@ def test_probe_of_swapped_trajectory_equals_merged(traj):
 
 
 
-def test_probe_trajectory_reuses_one_bridge(traj, tmp_path):
+def test_probe_trajectory_reuses_one_bridge(traj, tmp_path, bf16_allowed):
     from mechinterp.load import iter_bridges
     from mechinterp.trajectory import ProbeConfig, run_probe
 

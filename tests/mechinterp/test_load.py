@@ -57,9 +57,9 @@ def test_lora_adapter_is_merged(tmp_path):
     cfg["base_model_name_or_path"] = str(base)
     (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(cfg))
     items = conflict_items(3)
-    b_ad, tok = load_bridge(tmp_path / "adapter", device="cpu")
-    b_me, tok2 = load_bridge(tmp_path / "merged", device="cpu")
-    b_base, tok3 = load_bridge(base, device="cpu")
+    b_ad, tok = load_bridge(tmp_path / "adapter", device="cpu", dtype="float32")
+    b_me, tok2 = load_bridge(tmp_path / "merged", device="cpu", dtype="float32")
+    b_base, tok3 = load_bridge(base, device="cpu", dtype="float32")
     _, a = probe_arrays(b_ad, tok, items)
     _, m = probe_arrays(b_me, tok2, items)
     _, z = probe_arrays(b_base, tok3, items)
@@ -68,7 +68,7 @@ def test_lora_adapter_is_merged(tmp_path):
     assert b_ad.cpi_weights == "raw_hf"
 
 
-def test_bf16_and_compatibility_mode(tmp_path):
+def test_bf16_and_compatibility_mode(tmp_path, bf16_allowed):
     """bf16: probe arithmetic stays float32, so only the model's own bf16 logits limit reconciliation
     (~1e-2). Compatibility mode on a model with value biases keeps the total but moves the value bias
     out of the heads into the attention-output bias: per-head numbers differ, hence the recorded mode."""
@@ -84,9 +84,9 @@ def test_bf16_and_compatibility_mode(tmp_path):
                 p.normal_(0, 0.5)
     model.save_pretrained(path)
     items = conflict_items(4)
-    raw, tok = load_bridge(path, device="cpu")
+    raw, tok = load_bridge(path, device="cpu", dtype="float32")
     _, r = probe_arrays(raw, tok, items)
-    compat, tok = load_bridge(path, device="cpu", compatibility_mode=True)
+    compat, tok = load_bridge(path, device="cpu", dtype="float32", compatibility_mode=True)
     _, c = probe_arrays(compat, tok, items)
     assert compat.cpi_weights == "compatibility_mode" and raw.cpi_weights == "raw_hf"
     for arr in (r, c):
