@@ -10,8 +10,11 @@ after loading the base model, scoring the data or writing into ``output_dir``:
 - tables: the IFT ``data`` (a local file) must load, ``filter_scores`` must be a score table;
 - tokenizer and model structure: the tokenizer loads, has a pad or EOS token and, for
   ``template: chat``, a chat template; ``lora.target_modules`` and ``qk_only`` must match the
-  architecture, checked on an empty (meta-device) model built from the config file, so a 7B
-  model costs no memory. A hub name that is not on disk is left to the run (it needs the network).
+  architecture, and every parameter must be in the checkpoint with the shape of its config
+  (transformers would start a missing weight random with a warning, and stops on a shape
+  mismatch with a traceback): checked on an empty (meta-device) model built from the config
+  file and the safetensors headers, so a 7B model costs no memory and no weight is read. A hub
+  name that is not on disk is left to the run (it needs the network).
 """
 
 from __future__ import annotations
@@ -112,9 +115,10 @@ def _check_model_structure(config: "FinetuneConfig") -> None:
     tok_src = _local(config.tokenizer) if config.tokenizer else base
     if tok_src is not None:
         _check_tokenizer(tok_src, config.template, config.tracking.template if config.tracking else None)
-    if base is None or (config.lora is None and not config.qk_only):
+    if base is None:
         return
     model = _empty_model(base, config.base_model)
+    _check_weights(base, model, config.base_model)
     if config.qk_only:
         from fullscale.qk_only import plan_qk_only
 
@@ -141,6 +145,49 @@ def _check_tokenizer(src: Path, template: str, tracking_template: str | None) ->
                            f"{str(src)!r} has none; use template 'alpaca' or 'plain'")
 
 
+def _checkpoint_shapes(base: Path) -> dict[str, tuple[int, ...]] | None:
+    """Weight name -> shape from the safetensors headers of ``base`` (no tensor is read); None if not safetensors."""
+    import json
+
+    from safetensors import SafetensorError, safe_open
+
+    index = base / "model.safetensors.index.json"
+    try:
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else \
+            (["model.safetensors"] if (base / "model.safetensors").is_file() else [])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # an unreadable index: the run's loader names it
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name in files:
+        try:
+            with safe_open(str(base / name), framework="pt") as fh:
+                for key in fh.keys():
+                    shapes[key] = tuple(fh.get_slice(key).get_shape())
+        except (OSError, SafetensorError):
+            return None  # truncated or corrupt: the run's loader names it
+    return shapes or None
+
+
+def _check_weights(base: Path, model: Any, name: str) -> None:
+    """Every parameter of the architecture is in the checkpoint with its shape (a missing one would start
+    random, and transformers only warns); checked when the checkpoint names its weights as the model does."""
+    shapes = _checkpoint_shapes(base)
+    if shapes is None:
+        return
+    params = {k: tuple(p.shape) for k, p in model.named_parameters()}  # tied weights once
+    found = [k for k in params if k in shapes]
+    if len(found) < 0.9 * len(shapes):
+        return  # the checkpoint names its weights otherwise (transformers renames on load): left to the loader
+    missing = [k for k in params if k not in shapes]
+    if missing:
+        raise CpiError(f"base_model {name!r}: the checkpoint lacks {len(missing)} weight(s) of the architecture in "
+                       f"its config.json (first: {missing[0]}); they would start random")
+    for k in found:
+        if shapes[k] != params[k]:
+            raise CpiError(f"base_model {name!r}: weight {k} has shape {list(shapes[k])} in the checkpoint but "
+                           f"{list(params[k])} in its config.json")
+
+
 def _empty_model(base: Path, name: str) -> Any:
     """The architecture of ``base`` with no weights (meta device): module names only, no memory."""
     from accelerate import init_empty_weights
@@ -149,6 +196,8 @@ def _empty_model(base: Path, name: str) -> Any:
     try:
         cfg = AutoConfig.from_pretrained(str(base))
         with init_empty_weights():
-            return AutoModelForCausalLM.from_config(cfg)
+            model = AutoModelForCausalLM.from_config(cfg)
+        model.tie_weights()  # as loading does: a tied output head is the embedding, not a weight of its own
+        return model
     except (OSError, ValueError, KeyError) as exc:
         raise CpiError(f"base_model {name!r}: cannot read its config: {str(exc).splitlines()[0]}") from None

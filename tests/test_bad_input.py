@@ -73,6 +73,15 @@ def env(tmp_path_factory):
     tensors[first] = tensors[first].fill_(float("nan"))
     save_file(tensors, nan / "model.safetensors", metadata={"format": "pt"})
     e["nan_ckpt"] = nan
+    missing = make_tiny_checkpoint(root / "missing_layer", "llama", tokenizer=tok)  # layer 1's weights absent
+    kept = {k: v for k, v in load_file(missing / "model.safetensors").items() if ".layers.1." not in k}
+    save_file(kept, missing / "model.safetensors", metadata={"format": "pt"})
+    e["missing_ckpt"] = missing
+    wide = make_tiny_checkpoint(root / "wide_config", "llama", tokenizer=tok)  # config wider than the weights
+    wide_cfg = json.loads((wide / "config.json").read_text())
+    wide_cfg["intermediate_size"] *= 2
+    (wide / "config.json").write_text(json.dumps(wide_cfg))
+    e["wide_ckpt"] = wide
     e["finished"] = root / "finished_eval"
     assert main(["evaluate", "--checkpoints", str(e["ckpt"]), "--datasets", str(e["good"]), "--out",
                  str(e["finished"]), "--modes", "logprob", "--n-boot", "10", "--no-plot", "--batch-size", "4"]) == 0
@@ -449,6 +458,15 @@ CASES += [
      lambda e: e["root"] / "ft_new", "cannot load"),
     ("finetune/data-csv", lambda e: _ft(e, f"data={e['afile']}"), lambda e: e["root"] / "ft_new",
      "unsupported data file type"),
+    ("finetune/base-missing-weights", lambda e: _ft(e, f"base_model={e['missing_ckpt']}"),
+     lambda e: e["root"] / "ft_new", "the checkpoint lacks 9 weight(s)"),
+    ("finetune/base-shape-mismatch", lambda e: _ft(e, f"base_model={e['wide_ckpt']}"),
+     lambda e: e["root"] / "ft_new", "in the checkpoint but"),
+    # a checkpoint transformers cannot load: one line (its load report condensed, cpi.library_logs), no traceback
+    ("evaluate/config-wider-than-weights", lambda e: _ev(e, ckpt=e["wide_ckpt"]), lambda e: e["root"] / "ev_new",
+     "cannot load"),
+    ("score-context/config-wider-than-weights", lambda e: _sc(e)[:2] + ["--model", str(e["wide_ckpt"])] + _sc(e)[4:],
+     lambda e: e["root"] / "sc_new", "wide_config"),
     # the mixture's size guard: estimated and refused before any knowledge table or training
     ("controlled-run/mixture-n-examples-1e11", lambda e: ["controlled", "run", "--quick", "--set",
                                                           "mixture.n_examples=100000000000", "--out",

@@ -26,7 +26,32 @@ def setup(tmp_path_factory):
            "save_steps": 1, "per_device_batch_size": 2, "gradient_accumulation_steps": 1, "max_seq_length": 128,
            "dtype": "float32"}
     (root / "run.yaml").write_text(yaml.safe_dump(cfg))
-    return {"root": root, "base": base, "data": data, "bad_table": bad_table, "cfg": cfg}
+    return {"root": root, "base": base, "data": data, "bad_table": bad_table, "cfg": cfg,
+            "missing": _without_layer(base, root / "missing"), "mismatch": _wider(base, root / "mismatch")}
+
+
+def _without_layer(base, dst):
+    """A copy of ``base`` whose checkpoint lacks every weight of layer 1 (its config still has the layer)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(base, dst)
+    tensors = {k: v for k, v in load_file(dst / "model.safetensors").items() if ".layers.1." not in k}
+    save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
+    return dst
+
+
+def _wider(base, dst):
+    """A copy of ``base`` whose config.json asks for a wider MLP than its weights have."""
+    import json
+    import shutil
+
+    shutil.copytree(base, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg["intermediate_size"] *= 2
+    (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
 
 
 def _no_model_load(*args, **kwargs):
@@ -46,6 +71,8 @@ CASES = [
     ("tracking-chat", ["tracking.template=chat"], "field 'tracking.template': template 'chat'"),
     ("tokenizer-folder", ["tokenizer={root}"], "cannot load"),
     ("data-type", ["data={bad_table}"], "unsupported data file type '.csv'"),
+    ("missing-weights", ["base_model={missing}"], "the checkpoint lacks 9 weight(s) of the architecture"),
+    ("shape-mismatch", ["base_model={mismatch}"], "gate_proj.weight has shape [64, 32] in the checkpoint but [128, 32] in its config.json"),
 ]
 
 
