@@ -69,8 +69,8 @@ def _read_memo_csv(text: str, path: Path) -> list[dict[str, Any]] | None:
     :func:`_fields` parses them per record, so one bad cell drops one record, not the file.
     """
     first = text.split("\n", 1)[0].strip().lstrip("\ufeff")
-    if not first or first[0] in "[{" or not all(c in first for c in _MEMO_COLUMNS):
-        return None
+    if not first or first[0] in "[{\"" or "," not in first or not first.startswith("prompt"):
+        return None  # JSON / JSONL (the memo-trap CSV's header starts with its prompt column)
     try:
         rows = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as exc:

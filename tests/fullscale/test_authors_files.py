@@ -117,7 +117,10 @@ def test_memo_csv_bad_cells_drop_one_record_not_the_file(tmp_path):
 def test_csv_without_the_memo_columns_is_a_one_line_error(tmp_path):
     f = tmp_path / "x.csv"
     f.write_text("prompt,classes,label\nA,B,0\n", encoding="utf-8")
-    with pytest.raises(CpiError, match="malformed JSON"):  # not the memo-trap layout: read as JSON, named
+    with pytest.raises(CpiError, match=r"x\.csv: CSV header lacks column\(s\) answer_index"):
+        read_authors_file(f)
+    f.write_text("question,answer\nA,B\n", encoding="utf-8")  # not the memo-trap layout: read as JSON, named
+    with pytest.raises(CpiError, match="malformed JSON"):
         read_authors_file(f)
     f.write_text("prompt,classes,answer_index,extra\n\"a\n", encoding="utf-8")
     assert read_authors_file(f) == [{"_invalid": "CSV row 2: 1 cells, the header has 4"}]
