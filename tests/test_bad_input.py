@@ -430,38 +430,6 @@ CASES += [
                                           "world.n_cities=10000000000"], lambda e: e["root"] / "org_new", "n_cities"),
     ("organism/save-steps-over-steps", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set", "save_steps=100000"],
      lambda e: e["root"] / "org_new", "save_steps"),
-    # cpi finetune: every setting checked before any model load, scoring or writing (fullscale.preflight)
-    ("finetune/unknown-optim", lambda e: _ft(e, "optim=adamw_nonexistent"), lambda e: e["root"] / "ft_new",
-     "field 'optim': unknown optimizer"),
-    ("finetune/unknown-report-to", lambda e: _ft(e, "report_to=[nosuchtracker]"), lambda e: e["root"] / "ft_new",
-     "field 'report_to': unknown integration"),
-    ("finetune/tracking-unknown-set", lambda e: _ft(e, "tracking.conflicts=[NoSuchSet]"),
-     lambda e: e["root"] / "ft_new", "field 'tracking.conflicts': NoSuchSet"),
-    ("finetune/tracking-binary-set", lambda e: _ft(e, f"tracking.conflicts=[{e['binary']}]"),
-     lambda e: e["root"] / "ft_new", "field 'tracking.conflicts'"),
-    ("finetune/tracking-set-without-answer", lambda e: _ft(e, f"tracking.conflicts=[{e['no_answer']}]"),
-     lambda e: e["root"] / "ft_new", "does not contain the context answer"),
-    ("finetune/augment-unknown-source", lambda e: _ft(e, "augment_fraction=0.1", "augment_sources=[NoSuchSet]"),
-     lambda e: e["root"] / "ft_new", "field 'augment_sources': NoSuchSet"),
-    ("finetune/augment-unknown-exclude", lambda e: _ft(e, "augment_fraction=0.1", f"augment_sources=[{e['good']}]",
-                                                       "augment_exclude=[NoSuchSet]"),
-     lambda e: e["root"] / "ft_new", "field 'augment_exclude': NoSuchSet"),
-    ("finetune/filter-scores-not-a-table", lambda e: _ft(e, "filter_fraction=0.25", f"filter_scores={e['afile']}"),
-     lambda e: e["root"] / "ft_new", "lacks column 'example_id'"),
-    ("finetune/lora-unknown-target", lambda e: _ft(e, "lora.target_modules=[nope_proj]"),
-     lambda e: e["root"] / "ft_new", "'nope_proj' does not exist"),
-    ("finetune/chat-without-chat-template", lambda e: _ft(e, "template=chat"), lambda e: e["root"] / "ft_new",
-     "field 'template': template 'chat' needs a tokenizer with a chat template"),
-    ("finetune/tracking-chat-without-chat-template", lambda e: _ft(e, "tracking.template=chat"),
-     lambda e: e["root"] / "ft_new", "field 'tracking.template'"),
-    ("finetune/tokenizer-folder-without-tokenizer", lambda e: _ft(e, f"tokenizer={e['adir']}"),
-     lambda e: e["root"] / "ft_new", "cannot load"),
-    ("finetune/data-csv", lambda e: _ft(e, f"data={e['afile']}"), lambda e: e["root"] / "ft_new",
-     "unsupported data file type"),
-    ("finetune/base-missing-weights", lambda e: _ft(e, f"base_model={e['missing_ckpt']}"),
-     lambda e: e["root"] / "ft_new", "the checkpoint lacks 9 weight(s)"),
-    ("finetune/base-shape-mismatch", lambda e: _ft(e, f"base_model={e['wide_ckpt']}"),
-     lambda e: e["root"] / "ft_new", "in the checkpoint but"),
     # a checkpoint transformers cannot load: one line (its load report condensed, cpi.library_logs), no traceback
     ("evaluate/config-wider-than-weights", lambda e: _ev(e, ckpt=e["wide_ckpt"]), lambda e: e["root"] / "ev_new",
      "cannot load"),
@@ -499,6 +467,33 @@ CASES += [
                                                str(e["root"] / "cs_new")], lambda e: e["root"] / "cs_new",
      "conditions"),
 ]
+
+#: cpi finetune: every setting checked before any model load, scoring or writing (fullscale.preflight):
+#: kind -> (--set assignments, ``{name}`` filled from the battery's inputs; text the message must contain)
+FINETUNE_SETTINGS: dict[str, tuple[tuple[str, ...], str]] = {
+    "unknown-optim": (("optim=adamw_nonexistent",), "field 'optim': unknown optimizer"),
+    "unknown-report-to": (("report_to=[nosuchtracker]",), "field 'report_to': unknown integration"),
+    "tracking-unknown-set": (("tracking.conflicts=[NoSuchSet]",), "field 'tracking.conflicts': NoSuchSet"),
+    "tracking-binary-set": (("tracking.conflicts=[{binary}]",), "field 'tracking.conflicts'"),
+    "tracking-set-without-answer": (("tracking.conflicts=[{no_answer}]",), "does not contain the context answer"),
+    "augment-unknown-source": (("augment_fraction=0.1", "augment_sources=[NoSuchSet]"),
+                               "field 'augment_sources': NoSuchSet"),
+    "augment-unknown-exclude": (("augment_fraction=0.1", "augment_sources=[{good}]", "augment_exclude=[NoSuchSet]"),
+                                "field 'augment_exclude': NoSuchSet"),
+    "filter-scores-not-a-table": (("filter_fraction=0.25", "filter_scores={afile}"), "lacks column 'example_id'"),
+    "lora-unknown-target": (("lora.target_modules=[nope_proj]",), "'nope_proj' does not exist"),
+    "chat-without-chat-template": (("template=chat",),
+                                   "field 'template': template 'chat' needs a tokenizer with a chat template"),
+    "tracking-chat-without-chat-template": (("tracking.template=chat",), "field 'tracking.template'"),
+    "tokenizer-folder-without-tokenizer": (("tokenizer={adir}",), "cannot load"),
+    "data-csv": (("data={afile}",), "unsupported data file type"),
+    "base-missing-weights": (("base_model={missing_ckpt}",), "the checkpoint lacks 9 weight(s)"),
+    "base-shape-mismatch": (("base_model={wide_ckpt}",), "in the checkpoint but"),
+}
+for _kind, (_sets, _needle) in FINETUNE_SETTINGS.items():
+    CASES.append((f"finetune/{_kind}", (lambda ss: lambda e: _ft(e, *(x.format(**e) for x in ss)))(_sets),
+                  lambda e: e["root"] / "ft_new", _needle))
+
 
 #: cases whose fix lives in a file another helper owns: case -> reason naming the owner and the wiring
 XFAIL: dict[str, str] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,17 +29,22 @@ def test_summary_counts_each_status_and_names_the_first_key():
     assert line.endswith("-v shows the full load report")
 
 
-def test_filter_rewrites_only_load_reports_and_can_be_removed():
+@contextlib.contextmanager
+def _records(name: str):
+    """The records logged on logger ``name`` inside the block."""
     records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            records.append(record)
-
-    logger = logging.getLogger(REPORT_LOGGERS[0])
-    handler = Keep()
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger(name)
     logger.addHandler(handler)
     try:
+        yield logger, records
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_filter_rewrites_only_load_reports_and_can_be_removed():
+    with _records(REPORT_LOGGERS[0]) as (logger, records):
         condense_load_reports(True)
         condense_load_reports(True)  # idempotent
         assert sum(f.__class__.__name__ == "_Condense" for f in logger.filters) == 1
@@ -48,8 +54,6 @@ def test_filter_rewrites_only_load_reports_and_can_be_removed():
         again = with_load_summary("other error, see the above report")  # used once
         condense_load_reports(False)
         logger.warning("%s", REPORT)
-    finally:
-        logger.removeHandler(handler)
     (other, full) = (r.getMessage() for r in records)  # the report with a MISMATCH row is held back ...
     assert other == "something else\non two lines" and full == REPORT
     assert held == "cannot load: (" + summarize_load_report(REPORT).split("; -v")[0] + ")"  # ... for its error
@@ -57,21 +61,10 @@ def test_filter_rewrites_only_load_reports_and_can_be_removed():
 
 
 def test_report_without_an_error_after_it_is_one_warning_line():
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            records.append(record)
-
-    logger = logging.getLogger(REPORT_LOGGERS[1])
-    handler = Keep()
-    logger.addHandler(handler)
-    try:
+    with _records(REPORT_LOGGERS[1]) as (logger, records):
         condense_load_reports(True)
         logger.warning("%s", REPORT.replace("| MISMATCH |", "| UNEXPECTED |"))
-    finally:
         condense_load_reports(False)
-        logger.removeHandler(handler)
     (line,) = (r.getMessage() for r in records)
     assert "\n" not in line and "2 MISSING (newly initialised" in line and "1 UNEXPECTED (ignored" in line
 
