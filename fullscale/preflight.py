@@ -28,7 +28,7 @@ from cpi.errors import CpiError
 if TYPE_CHECKING:  # pragma: no cover
     from fullscale.finetune_config import FinetuneConfig
 
-__all__ = ["check_finetune_settings"]
+__all__ = ["check_checkpoint_weights", "check_finetune_settings"]
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def _check_model_structure(config: "FinetuneConfig") -> None:
     if base is None:
         return
     model = _empty_model(base, config.base_model)
-    _check_weights(base, model, config.base_model)
+    check_checkpoint_weights(base, model, f"base_model {config.base_model!r}")
     if config.qk_only:
         from fullscale.qk_only import plan_qk_only
 
@@ -168,9 +168,13 @@ def _checkpoint_shapes(base: Path) -> dict[str, tuple[int, ...]] | None:
     return shapes or None
 
 
-def _check_weights(base: Path, model: Any, name: str) -> None:
-    """Every parameter of the architecture is in the checkpoint with its shape (a missing one would start
-    random, and transformers only warns); checked when the checkpoint names its weights as the model does."""
+def check_checkpoint_weights(base: Path, model: Any, name: str) -> None:
+    """Every parameter of ``model`` is in the safetensors checkpoint ``base`` with its shape, else CpiError.
+
+    A missing weight would start random (transformers only warns, then the run goes on); checked from the
+    headers only, when the checkpoint names its weights as the model does. ``model`` may be empty (meta
+    device) or loaded; ``name`` is how the message names the checkpoint.
+    """
     shapes = _checkpoint_shapes(base)
     if shapes is None:
         return
@@ -180,11 +184,11 @@ def _check_weights(base: Path, model: Any, name: str) -> None:
         return  # the checkpoint names its weights otherwise (transformers renames on load): left to the loader
     missing = [k for k in params if k not in shapes]
     if missing:
-        raise CpiError(f"base_model {name!r}: the checkpoint lacks {len(missing)} weight(s) of the architecture in "
+        raise CpiError(f"{name}: the checkpoint lacks {len(missing)} weight(s) of the architecture in "
                        f"its config.json (first: {missing[0]}); they would start random")
     for k in found:
         if shapes[k] != params[k]:
-            raise CpiError(f"base_model {name!r}: weight {k} has shape {list(shapes[k])} in the checkpoint but "
+            raise CpiError(f"{name}: weight {k} has shape {list(shapes[k])} in the checkpoint but "
                            f"{list(params[k])} in its config.json")
 
 
