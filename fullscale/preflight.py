@@ -183,9 +183,12 @@ def check_checkpoint_weights(base: Path, model: Any, name: str) -> None:
     if len(found) < 0.9 * len(shapes):
         return  # the checkpoint names its weights otherwise (transformers renames on load): left to the loader
     missing = [k for k in params if k not in shapes]
-    if missing:
-        raise CpiError(f"{name}: the checkpoint lacks {len(missing)} weight(s) of the architecture in "
-                       f"its config.json (first: {missing[0]}); they would start random")
+    spare = [k for k in shapes if k not in params]  # names transformers maps on load (GPT-NeoX embed_out -> lm_head)
+    if len(missing) > len(spare):
+        spare_shapes = [shapes[k] for k in spare]
+        first = next((k for k in missing if params[k] not in spare_shapes), missing[0])
+        raise CpiError(f"{name}: the checkpoint lacks {len(missing) - len(spare)} weight(s) of the architecture in "
+                       f"its config.json (first: {first}); they would start random")
     for k in found:
         if shapes[k] != params[k]:
             raise CpiError(f"{name}: weight {k} has shape {list(shapes[k])} in the checkpoint but "
