@@ -44,13 +44,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    from cpi.library_logs import condense_load_reports
+
+    condense_load_reports(not args.verbose)  # transformers' load-report table: one line unless -v
     from cpi.signals import RESUME_HINT, stop_on_signals
 
     try:
         with stop_on_signals():
             code = args.func(args)
     except CpiError as exc:
-        print(f"cpi: error: {one_line(exc)}", file=sys.stderr)
+        from cpi.library_logs import with_load_summary
+
+        print(f"cpi: error: {with_load_summary(one_line(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:  # cpi.errors.Interrupted (SIGINT or SIGTERM) included
         print(f"cpi: {one_line(exc) or 'interrupted; ' + RESUME_HINT}", file=sys.stderr)

@@ -31,8 +31,10 @@ says "capital" (the authors' capitals file) makes every qa item ``capital``; quo
 
 from __future__ import annotations
 
+import ast
 import csv
 import functools
+import io
 import json
 import logging
 import re
@@ -57,14 +59,50 @@ def _type_name(v: Any) -> str:
     return "null" if v is None else type(v).__name__
 
 
+_MEMO_COLUMNS = ("prompt", "classes", "answer_index")
+
+
+def _read_memo_csv(text: str, path: Path) -> list[dict[str, Any]] | None:
+    """The rows of a memo-trap CSV (header ``prompt,classes,answer_index``, as published), else None.
+
+    Cells stay strings (``classes`` is the published Python-literal string ``"[' heavy.', ' fonder.']"``);
+    :func:`_fields` parses them per record, so one bad cell drops one record, not the file.
+    """
+    first = text.split("\n", 1)[0].strip().lstrip("\ufeff")
+    if not first or first[0] in "[{\"" or "," not in first or not first.startswith("prompt"):
+        return None  # JSON / JSONL (the memo-trap CSV's header starts with its prompt column)
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise CpiError(f"{path}: malformed CSV ({exc})") from None
+    header = [h.strip() for h in rows[0]]
+    missing = [c for c in _MEMO_COLUMNS if c not in header]
+    if missing:
+        raise CpiError(f"{path}: CSV header lacks column(s) {', '.join(missing)} (memo-trap layout: "
+                       f"{','.join(_MEMO_COLUMNS)})")
+    out = []
+    for rownum, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            out.append({"_invalid": f"CSV row {rownum}: {len(row)} cells, the header has {len(header)}"})
+            continue
+        out.append(dict(zip(header, row)))
+    return out
+
+
 def read_authors_file(path: str | Path) -> list[dict[str, Any]]:
-    """Read the paper authors' published evaluation file (JSON list, ``{"data": [...]}``, or JSONL).
+    """Read the paper authors' published evaluation file (JSON list, ``{"data": [...]}``, or JSONL),
+    or the memo-trap CSV as published (``prompt,classes,answer_index``; CRLF or LF line ends).
 
     The file is read once (a pipe works); JSONL is split on ``\\n`` only, so a raw U+2028 inside a
     string is legal; too deeply nested JSON is a one-line error.
     """
     path = Path(path)
     text = read_text_once(path, "input")
+    memo = _read_memo_csv(text, path)
+    if memo is not None:
+        return memo
     stripped = text.lstrip()
     whole = stripped.startswith("[")
     if stripped.startswith("{"):  # one JSON object ({"data": [...]}) or JSONL: the parser says which
@@ -106,8 +144,17 @@ def read_authors_file(path: str | Path) -> list[dict[str, Any]]:
 
 @functools.lru_cache(maxsize=None)
 def _relations() -> tuple[tuple[str, re.Pattern[str]], ...]:
-    with open(DATA / "relations.csv", newline="", encoding="utf-8") as fh:
-        return tuple((r["category"], re.compile(r["pattern"], re.IGNORECASE)) for r in csv.DictReader(fh))
+    path = DATA / "relations.csv"
+    out = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for lineno, r in enumerate(csv.DictReader(fh), start=2):
+            if None in r or not r.get("category") or not r.get("pattern"):  # a comma in an unquoted pattern
+                raise CpiError(f"{path}:{lineno}: expected two cells (category, pattern); quote a pattern with a comma")
+            try:
+                out.append((r["category"], re.compile(r["pattern"], re.IGNORECASE)))
+            except re.error as exc:
+                raise CpiError(f"{path}:{lineno}: pattern is not a regular expression ({exc})") from None
+    return tuple(out)
 
 
 def infer_category(question: str, dataset: str = "", task: str = "qa") -> str:
@@ -146,13 +193,37 @@ def _answers(v: Any, where: str) -> tuple[str, tuple[str, ...]]:
     return main, tuple(rest)
 
 
+def _is_name(text: str) -> bool:
+    """Starts with a capital or a digit (``"Dar es Salaam"``, ``"Yangon"``; not ``"de facto"``, ``"administrative"``)."""
+    text = text.strip()
+    return bool(text) and (text[0].isupper() or text[0].isdigit())
+
+
 def _split_qualified(text: str) -> list[str] | None:
-    """``"La Paz (administrative); Sucre (judicial)"`` -> ``["La Paz", "Sucre"]``; None if nothing to split."""
+    """``"La Paz (administrative); Sucre (judicial)"`` -> ``["La Paz", "Sucre"]``; None if nothing to split.
+
+    Parts are split on ``;``, `` / `` and a `` or `` between names; a parenthesis is a remark
+    (dropped) unless it holds only a name (``"Rangoon (Yangon)"`` -> ``["Rangoon", "Yangon"]``).
+    ``[]`` when the text has parts but none is a name (``"no official capital; government offices
+    in Yaren District"``): the answer is a description, not a form a model could give.
+    """
     if "(" not in text and ";" not in text and " / " not in text:
         return None
-    parts = [re.sub(r"\s*\([^()]*\)", "", p).strip(" .") for p in re.split(r"\s*;\s*|\s+/\s+", text)]
-    parts = [p for p in parts if p and "(" not in p and ")" not in p]
+    parts: list[str] = []
+    for raw in re.split(r"\s*;\s*|\s+/\s+", text):
+        inner = [x.strip() for x in re.findall(r"\(([^()]*)\)", raw)]
+        head = re.sub(r"\s*\([^()]*\)", "", raw).strip(" .")
+        pieces = [x.strip() for x in head.split(" or ")]
+        pieces = pieces if len(pieces) > 1 and all(_is_name(x) for x in pieces) else [head]
+        parts.extend(pieces + [x for x in inner if _is_name(x)])
+    parts = [p for p in dict.fromkeys(parts) if p and "(" not in p and ")" not in p]
+    if parts and not any(_is_name(p) for p in parts):
+        return []
+    parts = [p for p in parts if _is_name(p)]
     return parts if parts and parts != [text] else None
+
+
+_FOOTNOTE = re.compile(r"\s*(?:[*\u2020\u2021]+|\[\d+\])$")
 
 
 def _place_head(text: str) -> str | None:
@@ -237,7 +308,15 @@ class Conversion:
 def _repair(side: _Side, context: str | None, log: list[tuple[str, str, str]]) -> None:
     """Apply the repairs to one answer side; with ``context`` the main form must end up in it."""
     before = side.main
+    bare = _FOOTNOTE.sub("", side.main)
+    if bare != side.main and bare:  # "Jerusalem*" -> "Jerusalem" (a footnote mark)
+        side.main = bare
+        side.aliases = [a for a in side.aliases if a.casefold() != bare.casefold()]
+        log.append(("footnote", before, bare))
+        before = bare
     split = _split_qualified(side.main)
+    if split == []:
+        raise ValueError(f"answer {side.main!r} is a description, not a name (no part of it is a name)")
     if split:
         in_ctx = [p for p in split if context is not None and contains_word(context, p)]
         main = in_ctx[0] if in_ctx else split[0]
@@ -274,13 +353,29 @@ def _strip_punct(s: str) -> str:
     return s.strip().strip(".,;:!?\"'").strip()
 
 
+def _memo_classes(v: Any) -> Any:
+    """A memo-trap ``classes`` value: a list, or the published CSV's Python-literal string of one."""
+    if not isinstance(v, str):
+        return v
+    if len(v) > 10_000:
+        raise ValueError(f"memo-trap 'classes' cell too long ({len(v)} characters)")
+    try:
+        return ast.literal_eval(v.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        raise ValueError(f"memo-trap 'classes' is not a list literal: {v[:60]!r}") from None
+
+
 def _fields(rec: Mapping[str, Any], quote_set: bool) -> tuple[str, str, str, _Side, _Side]:
     """``(task, context, question, context side, parametric side)`` of one record; ValueError if unusable."""
+    if "_invalid" in rec:
+        raise ValueError(rec["_invalid"])
     if "prompt" in rec and "classes" in rec and "answer_index" in rec:
         m = _MEMO_RE.match(str(rec["prompt"]).strip())
         if not m:
             raise ValueError("memo-trap prompt has no 'word ...:' instruction to split on")
-        classes, idx = rec["classes"], rec["answer_index"]
+        classes, idx = _memo_classes(rec["classes"]), rec["answer_index"]
+        if isinstance(idx, str) and idx.strip() in ("0", "1"):  # the published CSV's cell
+            idx = int(idx)
         if not (isinstance(classes, list) and len(classes) == 2 and isinstance(idx, int) and idx in (0, 1)):
             raise ValueError("memo-trap record needs two 'classes' and answer_index 0 or 1")
         clean = [_strip_punct(str(c)) for c in classes]
@@ -361,8 +456,12 @@ def convert_authors(
         log_c: list[tuple[str, str, str]] = []
         log_p: list[tuple[str, str, str]] = []
         if task == "qa":
-            _repair(ctx, context, log_c)
-            _repair(par, None, log_p)
+            try:
+                _repair(ctx, context, log_c)
+                _repair(par, None, log_p)
+            except ValueError as e:
+                drop(str(e))
+                continue
         for side, log in (("context", log_c), ("parametric", log_p)):
             out.repairs.extend({"record": i, "id": item_id, "rule": r, "side": side, "before": b, "after": a}
                                for r, b, a in log)

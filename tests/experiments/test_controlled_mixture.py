@@ -106,10 +106,16 @@ def test_every_record_carries_its_split_in_every_layout(items, design):
     ({"heldout_fraction": 1.0}, "field 'heldout_fraction'"),
     ({"augment_fraction": -0.1}, "field 'augment_fraction'"),
     ({"min_known_margin": -1.0}, "field 'min_known_margin'"),
+    ({"n_examples": 10**11}, r"field 'n_examples': 100,000,000,000 records would take about 204,891 GiB"),
+    ({"n_examples": 1_000_001}, r"must be <= 1,000,000"),
 ])
 def test_bad_config(changes, match):
     with pytest.raises(ConfigError, match=match):
         MixtureConfig(**changes).validate()
+
+
+def test_size_guard_allows_its_limit():
+    MixtureConfig(n_examples=1_000_000).validate()
 
 
 def test_a_base_that_knows_too_little_or_everything(items):

