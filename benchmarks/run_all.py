@@ -12,7 +12,8 @@ from pathlib import Path
 
 SCRIPTS = ["theory_sweep.py", "theory_adamw.py", "scoring_batched.py", "probe_overhead.py", "finetune_overhead.py",
            "organism_pretrain.py", "real_evaluate.py", "probe_real.py", "finetune_real.py", "response_logits.py",
-           "train_throughput.py", "score_context.py", "main_job.py", "finetune_bf16.py", "knowledge_bf16.py"]
+           "train_throughput.py", "score_context.py", "main_job.py", "finetune_bf16.py", "knowledge_bf16.py",
+           "generation_stop.py"]
 
 
 def main() -> int:

@@ -342,7 +342,7 @@ def _stage_evaluate(cfg: OrganismConfig, out: Path, base: Path, ft_dir: Path) ->
     ev = EvalConfig(
         checkpoints=(str(base), str(ft_dir)), datasets=(str(out / "data" / "eval.jsonl"),), out=str(out / "eval"),
         template="alpaca", modes=cfg.eval_modes, batch_size=cfg.eval_batch_size, max_new_tokens=4,
-        n_boot=200, seed=cfg.seed, plot=True,
+        n_boot=200, seed=cfg.seed, plot=True, dtype="float32",  # as it trains: auto would mean bf16 on a bf16 CPU
     )
     evaluate_trajectory(ev)
     return load_results(out / "eval")
@@ -351,7 +351,8 @@ def _stage_evaluate(cfg: OrganismConfig, out: Path, base: Path, ft_dir: Path) ->
 def _stage_probe(cfg: OrganismConfig, out: Path, base: Path, ft_dir: Path) -> "pd.DataFrame":
     items = load_items(str(out / "data" / "eval.jsonl"), cfg.probe_items or None)
     ckpts = discover_checkpoints([str(base), str(ft_dir)])
-    return probe_trajectory(ckpts, items, out / "probe", template="alpaca", batch_size=cfg.probe_batch_size)
+    return probe_trajectory(ckpts, items, out / "probe", template="alpaca", batch_size=cfg.probe_batch_size,
+                            dtype="float32")
 
 
 STAGES = ("data", "pretrain", "finetune", "evaluate", "probe")

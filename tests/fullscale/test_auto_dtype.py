@@ -70,3 +70,20 @@ def test_bfloat16_where_unsupported_and_float16_on_the_cpu_exit_2_writing_nothin
                  "--dtype", "int8"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "field 'dtype': unknown dtype 'int8'" in err and not (tmp_path / "x").exists()
+
+
+def test_stops_are_validated_and_key_the_results_only_when_changed(setup):
+    from cpi.errors import ConfigError
+    from fullscale.evaluate import _fingerprint, _load_datasets
+    from fullscale.matching import DEFAULT_STOPS
+
+    with pytest.raises(ConfigError, match=r"^field 'stops': give one or more non-empty strings"):
+        EvalConfig(checkpoints=("x",), stops=())
+    with pytest.raises(ConfigError, match="field 'stops'"):
+        EvalConfig(checkpoints=("x",), stops=("\n", ""))
+    base = _config(setup, "unused")
+    data = _load_datasets(base)
+    fp = _fingerprint(base, data, "torch.float32")
+    assert _fingerprint(base.replace(stops=DEFAULT_STOPS), data, "torch.float32") == fp
+    assert _fingerprint(base.replace(stops=DEFAULT_STOPS + ("\n",)), data, "torch.float32") != fp
+    assert _fingerprint(base, data, "torch.bfloat16") != fp
