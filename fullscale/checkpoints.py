@@ -396,6 +396,10 @@ def load_checkpoint(
         first = str(exc).splitlines()[0] if str(exc) else repr(exc)
         where = f"base model {base_path}" if base_path else str(folder)
         raise CpiError(f"checkpoint {name}: cannot load model from {where}: {first}") from exc
+    from fullscale.preflight import check_checkpoint_weights
+
+    # transformers starts a weight the files lack at random and only warns: refuse instead of scoring it
+    check_checkpoint_weights(Path(base_path or folder), model, f"checkpoint {name}")
     if ckpt.adapter:
         from peft import PeftModel
 
