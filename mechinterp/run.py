@@ -167,23 +167,31 @@ def probe_arrays(bridge: Any, tokenizer: Any, items: Sequence[Any], template: st
     return pitems, arrays
 
 
+#: The reconciliation gap a half-precision forward is allowed before a WARNING (float32: ``tol``, an error).
+#: Measured on SmolLM2 in bf16 (the main job's 48 probe runs, 4 items each): per-run worst gaps 0.008-0.14.
+HALF_PRECISION_TOL = {"bfloat16": 0.25, "float16": 0.05}
+
+
 def check_reconciliation(arrays: Mapping[str, Any], bridge: Any, tol: float = 1e-3) -> float:
     """Worst reconciliation gap ``|recon − real| / max(|real|, 1)`` over items (numpy arrays).
 
     In a float32 model a gap above ``tol`` means the decomposition does not hold for this
-    architecture (the per-head numbers would be wrong): CpiError naming the architecture. In
-    bf16/fp16 the model's own logits are only good to ~1e-2, so a gap is logged as a WARNING
-    (and the per-item ``recon_rel_err`` is in the table either way).
+    architecture (the per-head numbers would be wrong): CpiError naming the architecture. In a
+    bf16/fp16 forward the activations the probe reads are rounded (its arithmetic is float32), so
+    the parts add up only to a few per cent: a gap above :data:`HALF_PRECISION_TOL` is logged as a
+    WARNING (the per-item ``recon_rel_err`` is in the table either way). A non-finite gap is an error.
     """
     import numpy as np
 
     gap = np.abs(arrays["recon"] - arrays["logit_diff"]) / np.maximum(np.abs(arrays["logit_diff"]), 1.0)
     worst = float(gap.max()) if gap.size else 0.0
-    if not np.isfinite(worst) or worst > tol:
-        dtype = str(getattr(bridge.cfg, "dtype", "?"))
-        msg = (f"probe reconciliation on {getattr(bridge.cfg, 'architecture', '?')}: worst gap {worst:.2e} > {tol:.0e} "
+    dtype = str(getattr(bridge.cfg, "dtype", "?"))
+    half = next((t for name, t in HALF_PRECISION_TOL.items() if dtype.endswith(name)), None)
+    limit = tol if half is None else half
+    if not np.isfinite(worst) or worst > limit:
+        msg = (f"probe reconciliation on {getattr(bridge.cfg, 'architecture', '?')}: worst gap {worst:.2e} > {limit:.0e} "
                f"(model dtype {dtype})")
-        if dtype.endswith("float32") or not np.isfinite(worst):
+        if half is None or not np.isfinite(worst):
             raise CpiError(msg + "; the decomposition does not hold for this model, per-head numbers would be wrong")
         log.warning("%s", msg)
     return worst

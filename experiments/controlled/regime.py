@@ -210,12 +210,13 @@ def theory_class(delta_c: float, delta_m: float, n_candidates: int) -> str:
 
 def regime_prompts(probes: Sequence[Probe], seed: int = 0
                    ) -> "tuple[list[str], list[tuple[str, str]], list[tuple[str, ...]]]":
-    """The nonce names (drawn with ``seed``, one per probe, none equal to a subject or contained in a
-    probe's text) and the three prompts of every probe with its candidates, in probe order."""
+    """The nonce names (one per probe, drawn from ``seed`` and the probe's own id and text, so the same
+    probe gets the same name in every arm and its prompts are computed once; never its subject or a word
+    of its text) and the three prompts of every probe with its candidates, in probe order."""
     if not probes:
         raise CpiError("no records or held-out conflicts to measure")
-    names = nonce_names(len(probes), random.Random(seed),
-                        avoid=[p.subject for p in probes] + [p.input for p in probes])
+    names = [nonce_names(1, _stable_rng(str(seed), p.source, p.id, p.input), avoid=[p.subject, p.input])[0]
+             for p in probes]
     prompts: list[tuple[str, str]] = []
     cands: list[tuple[str, ...]] = []
     for p, name in zip(probes, names):

@@ -73,6 +73,14 @@ def test_record_probes_candidates_and_prompts(items):
     for p, it in zip(held, mix.heldout):
         assert p.candidates[:2] == (it.context_answer, it.parametric_answer) and p.answer_m == it.parametric_answer
         assert not set(it.parametric_aliases) & set(p.candidates[2:])
+    # a probe's nonce name is its own (the same in every list it is measured in), never a word of its text
+    from experiments.controlled.regime import regime_prompts
+
+    names_all, prompts_all, _ = regime_prompts(probes + held, seed=3)
+    names_held, prompts_held, _ = regime_prompts(held, seed=3)
+    assert names_all[len(probes):] == names_held and prompts_all[3 * len(probes):] == prompts_held
+    assert all(n not in p.input for n, p in zip(names_all, probes + held))
+    assert regime_prompts(held, seed=4)[0] != names_held
 
 
 def test_a_record_without_a_locatable_subject_is_a_one_line_error(items):

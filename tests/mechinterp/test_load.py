@@ -98,3 +98,31 @@ def test_bf16_and_compatibility_mode(tmp_path, bf16_allowed):
     _, b = probe_arrays(bf, tok, items)
     assert np.abs(b["recon"] - b["logit_diff"]).max() < 1e-2
     np.testing.assert_allclose(b["attn"], r["attn"], atol=2e-2)
+
+
+def test_reconciliation_tolerance_by_precision(caplog):
+    """float32: a gap above 1e-3 stops the probe; bf16: the stated tolerance (HALF_PRECISION_TOL) decides
+    whether a WARNING is logged; a non-finite gap is an error in any precision."""
+    import logging
+    from types import SimpleNamespace
+
+    import pytest
+
+    from cpi.errors import CpiError
+    from mechinterp.run import HALF_PRECISION_TOL, check_reconciliation
+
+    def bridge(dtype):
+        return SimpleNamespace(cfg=SimpleNamespace(dtype=dtype, architecture="Tiny"))
+
+    real = np.array([2.0, -4.0, 0.5])
+    near = {"logit_diff": real, "recon": real * (1 + 0.1)}         # 10 % off: a bf16-sized gap
+    far = {"logit_diff": real, "recon": real * (1 + 0.5)}          # 50 % off: beyond the bf16 tolerance
+    with pytest.raises(CpiError, match="worst gap 1.00e-01 > 1e-03 .*does not hold"):
+        check_reconciliation(near, bridge("torch.float32"))
+    with caplog.at_level(logging.WARNING, logger="mechinterp.run"):
+        assert check_reconciliation(near, bridge("torch.bfloat16")) == pytest.approx(0.1)
+        assert not caplog.records  # within the stated bf16 tolerance: no warning
+        check_reconciliation(far, bridge("torch.bfloat16"))
+    assert len(caplog.records) == 1 and f"> {HALF_PRECISION_TOL['bfloat16']:.0e}" in caplog.records[0].message
+    with pytest.raises(CpiError, match="does not hold"):
+        check_reconciliation({"logit_diff": real, "recon": real * np.nan}, bridge("torch.bfloat16"))
