@@ -115,3 +115,30 @@ def test_the_longer_documented_configs_load_and_change_only_what_they_say():
     gemma = config("--config", str(root / "main_gemma.yaml"))
     assert gemma.experiment.model == "gemma-3-270m" and gemma.experiment.finetune.learning_rate == 1e-4
     assert gemma.experiment.mixture == default.mixture and gemma.theory_figures == ()
+
+
+def test_outcome_lines_set_the_prediction_beside_the_fall_test(tmp_path):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from experiments.controlled.regime_run import RegimeResult
+    from experiments.main_job import outcome_lines
+
+    def run(verdict, fall, lo, hi):
+        return SimpleNamespace(verdict={"verdict": verdict, "fall": fall, "fall_lo": lo, "fall_hi": hi})
+
+    runs = {"inside": run("rise, no significant fall", 0.02, -0.01, 0.05),
+            "outside": run("rise then fall", 0.08, 0.03, 0.12),
+            "positive_control_20": run("fall (no significant rise)", 0.13, 0.05, 0.22)}
+    pred = pd.DataFrame({"arm": ["inside", "outside"], "prediction": ["rise only", "rise, then fall"]})
+    regime = RegimeResult(out=tmp_path, table=pd.DataFrame(), summary=pd.DataFrame(), prediction=pred, lines=[])
+    result = SimpleNamespace(regime=regime, sweep=SimpleNamespace(runs=runs), config=MainConfig())
+    lines = outcome_lines(result)
+    assert "[inside] theory: no fall (rise only); observed: no significant fall (fall +2.0 pts [-1.0, +5.0]" in lines[1]
+    assert lines[1].endswith("-> agrees") and lines[2].endswith("-> agrees")
+    assert "the pipeline DETECTS a fall" in lines[3]
+    runs["positive_control_20"] = run("rise, no significant fall", 0.01, -0.02, 0.04)
+    runs["outside"] = run("still rising at the last checkpoint (no interior peak)", -0.03, -0.06, -0.01)
+    lines = outcome_lines(result)
+    assert lines[2].endswith("-> DISAGREES") and "did NOT detect the planted fall" in lines[3]
