@@ -190,11 +190,16 @@ def run_main(config: MainConfig, report: Optional[Callable[[str], None]] = None)
                              names=config.theory_figures)
     regime = None
     if config.predict:
+        from experiments.controlled.pool import call
         from experiments.controlled.regime_run import regime_stage
 
         arms = {name: c.config for name, c in config.composed().items()}
-        regime = timer.run("regime", regime_stage, arms, config.regime, experiment_dtype(config.experiment),
-                           Path(config.out) / "regime", Path(config.out) / "knowledge")
+        exp = config.experiment
+        # in a worker process of its own (on every core the workers will use), so that the parent holds no
+        # model while the seeds' workers run beside it: its memory would add to theirs
+        regime = timer.run("regime", call, exp.workers > 1, exp.threads * exp.workers, regime_stage, arms,
+                           config.regime, experiment_dtype(exp), Path(config.out) / "regime",
+                           Path(config.out) / "knowledge")
         if report is not None:
             for line in regime_lines(regime):
                 report(line)
