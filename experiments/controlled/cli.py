@@ -23,7 +23,7 @@ from pathlib import Path
 
 
 def register(sub: "argparse._SubParsersAction") -> None:
-    """Add ``controlled {run,sweep}`` to the ``cpi`` parser."""
+    """Add ``controlled {run,sweep,regime,compare}`` to the ``cpi`` parser."""
     from cpi.cli_config import add_config_arguments
     from experiments.controlled.agreement import CompareConfig
     from experiments.controlled.config import ControlledRunConfig, ControlledSweepConfig
@@ -32,31 +32,25 @@ def register(sub: "argparse._SubParsersAction") -> None:
     p = sub.add_parser("controlled", help="the controlled experiment on a real model (SmolLM2 / Gemma-3): "
                        "knowledge, mixture, finetune, evaluate, probe, verdict")
     ps = p.add_subparsers(dest="controlled_command", metavar="CONTROLLED_COMMAND", required=True)
-    r = ps.add_parser("run", help="one condition over its seeds",
-                      description="Score the base closed-book on real facts, build the rho mixture per seed, "
-                      "finetune with checkpoints, evaluate and probe every checkpoint on held-out conflicts, "
-                      "and print a verdict per metric (M_C, margin, containment) with a hierarchical bootstrap "
-                      "over seeds and items.")
-    _quick(r)
-    add_config_arguments(r, ControlledRunConfig, inline="experiment",
-                         config_help="ControlledRunConfig or ControlledConfig as YAML/JSON (instead of the defaults)")
-    r.set_defaults(func=_run)
-    s = ps.add_parser("sweep", help="several conditions (experiments/controlled/conditions.yaml)",
-                      description="Run the named conditions (rows of the conditions file) over the base config's "
-                      "seeds, with one knowledge cache, and compare them paired on shared held-out items.")
-    _quick(s)
-    add_config_arguments(s, ControlledSweepConfig, inline="experiment",
-                         config_help="ControlledSweepConfig or ControlledConfig as YAML/JSON (instead of the defaults)")
-    s.set_defaults(func=_sweep)
-    g = ps.add_parser("regime", help="the theory's parameters of conditions, measured on the base before training",
-                      description="Build each condition's mixture as the experiment builds it, measure delta_M, "
-                      "delta_C, m and the theory's class of every record and evaluated held-out conflict on the base, "
-                      "and run the simulator at each condition's measured parameters: the theory's prediction, "
-                      "stated before any training.")
-    _quick(g)
-    add_config_arguments(g, RegimeConfig, inline="experiment",
-                         config_help="RegimeConfig or ControlledConfig as YAML/JSON (instead of the defaults)")
-    g.set_defaults(func=_regime)
+    runners = (
+        ("run", "one condition over its seeds", ControlledRunConfig, _run,
+         "Score the base closed-book on real facts, build the rho mixture per seed, finetune with checkpoints, "
+         "evaluate and probe every checkpoint on held-out conflicts, and print a verdict per metric (M_C, margin, "
+         "containment) with a hierarchical bootstrap over seeds and items."),
+        ("sweep", "several conditions (experiments/controlled/conditions.yaml)", ControlledSweepConfig, _sweep,
+         "Run the named conditions (rows of the conditions file) over the base config's seeds, with one knowledge "
+         "cache, and compare them paired on shared held-out items."),
+        ("regime", "the theory's parameters of conditions, measured on the base before training", RegimeConfig, _regime,
+         "Build each condition's mixture as the experiment builds it, measure delta_M, delta_C, m and the theory's "
+         "class of every record and evaluated held-out conflict on the base, and run the simulator at each "
+         "condition's measured parameters: the theory's prediction, stated before any training."),
+    )
+    for name, short, cls, func, description in runners:  # one shape: --quick, then the flags of the runner's config
+        sp = ps.add_parser(name, help=short, description=description)
+        _quick(sp)
+        add_config_arguments(sp, cls, inline="experiment",
+                             config_help=f"{cls.__name__} or ControlledConfig as YAML/JSON (instead of the defaults)")
+        sp.set_defaults(func=func)
     c = ps.add_parser("compare", help="agreement of two runs of one config in two precisions",
                       description="Compare two controlled run folders of the same config but dtype, item by item: "
                       "the share of items whose outcome differs per checkpoint, max/mean |margin| and |M_C| "
