@@ -16,7 +16,7 @@ import torch
 
 from fullscale import models
 from fullscale.checkpoints import discover_checkpoints, load_checkpoint
-from fullscale.models import REGISTRY_FILE, fetch_model, model_spec
+from fullscale.models import REGISTRY_FILE, fetch_model, load_registry, model_spec
 from tests.fullscale.evalkit import one_torch_thread
 
 pytestmark = pytest.mark.real
@@ -57,19 +57,39 @@ def _check_fetched(name: str, folder, monkeypatch) -> dict:
     return prov
 
 
-def test_smollm2_fetch_is_idempotent_with_provenance(real_smollm2, monkeypatch):
-    prov = _check_fetched("smollm2-135m-instruct", real_smollm2, monkeypatch)
-    assert prov["checks"]["model_type"] == "llama" and prov["checks"]["chat_template"] is True
-    assert prov["checks"]["n_parameters"] == 134_515_008
-    assert (real_smollm2 / "chat_template.jinja").is_file()
+#: What each registry model must show once fetched: its model type, parameter count (None: not pinned), whether
+#: it ships a chat template, and a prompt it continues with a known answer. A model added to the registry
+#: (fullscale/data/models.csv) needs a row here: the registry-wide test below fails until it has one.
+EXPECTED = {
+    "smollm2-135m-instruct": ("llama", 134_515_008, True, "The capital of France is", " Paris"),
+    "gemma-3-270m": ("gemma3_text", 268_098_176, False, "The capital of Japan is", " Tokyo"),
+}
+#: the registry model `make test` fetches; the others take minutes on the CPU and are opt-in (-m gemma)
+DEFAULT_REAL = "smollm2-135m-instruct"
+REGISTRY = [pytest.param(name, id=name, marks=() if name == DEFAULT_REAL else (pytest.mark.gemma,))
+            for name in load_registry(REGISTRY_FILE)]
 
 
-def test_smollm2_continues_the_capital_of_france_with_paris(real_smollm2, monkeypatch):
-    monkeypatch.setenv("CPI_CACHE", str(real_smollm2.parent))
+def test_every_registry_model_has_its_expected_facts():
+    assert set(EXPECTED) == set(load_registry(REGISTRY_FILE))
+
+
+@pytest.mark.parametrize("name", REGISTRY)
+def test_fetch_is_idempotent_with_provenance_and_continues_a_known_fact(name, monkeypatch):
+    from tests.conftest import _fetch_real
+
+    model_type, n_params, chat, prompt, answer = EXPECTED[name]
+    folder = _fetch_real(name)
+    prov = _check_fetched(name, folder, monkeypatch)
+    assert prov["checks"]["model_type"] == model_type and prov["checks"]["chat_template"] is chat
+    if n_params is not None:
+        assert prov["checks"]["n_parameters"] == n_params
+    assert (folder / "chat_template.jinja").is_file() is chat
+    monkeypatch.setenv("CPI_CACHE", str(folder.parent))
     monkeypatch.delenv("CPI_MODEL_REGISTRY", raising=False)
-    (ck,) = discover_checkpoints("smollm2-135m-instruct")  # the registry name resolves to the cached folder
-    assert ck.path == real_smollm2
-    assert _greedy("smollm2-135m-instruct", "The capital of France is").startswith(" Paris")
+    (ck,) = discover_checkpoints(name)  # the registry name resolves to the cached folder
+    assert ck.path == folder
+    assert _greedy(name, prompt).startswith(answer)
 
 
 def test_smollm2_saved_folder_has_the_logits_of_the_gguf(real_smollm2, tmp_path):
@@ -90,10 +110,3 @@ def test_smollm2_saved_folder_has_the_logits_of_the_gguf(real_smollm2, tmp_path)
     with torch.no_grad():
         diff = (model(ids).logits - gguf_model(ids).logits).abs().max().item()
     assert diff <= 1e-4
-
-
-@pytest.mark.gemma
-def test_gemma_fetch_provenance_and_tokyo(real_gemma, monkeypatch):
-    prov = _check_fetched("gemma-3-270m", real_gemma, monkeypatch)
-    assert prov["checks"]["model_type"] == "gemma3_text"
-    assert _greedy(real_gemma, "The capital of Japan is").startswith(" Tokyo")
