@@ -113,10 +113,10 @@ def run_finetune(config: FinetuneConfig, callbacks: Sequence[Any] = ()) -> Path:
     if not progress_enabled():
         transformers.utils.logging.disable_progress_bar()
     out = check_out_dir(config.output_dir, "output_dir")
+    dtype = resolved_dtype(config)  # the precision first: a setting, refused before any file is read
     check_inputs(config)
     check_finetune_settings(config)  # every setting, before any model load, scoring or writing
     inputs = input_fingerprints(config)
-    dtype = resolved_dtype(config)
     args = TrainingArguments(
         output_dir=str(out),
         per_device_train_batch_size=config.per_device_batch_size,
