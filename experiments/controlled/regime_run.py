@@ -14,7 +14,6 @@ it and a changed setting measures afresh).
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence, TypeVar
@@ -124,7 +123,7 @@ def measure_arms(arms: Mapping[str, ControlledConfig], settings: RegimeSettings,
     from experiments.controlled.mixture import build_mixture
     from experiments.controlled.regime import (candidate_logprobs, heldout_probes, record_probes, regime_prompts,
                                                regime_rows, regime_summary, theory_prediction)
-    from experiments.controlled.stages import knowledge_items, stage_knowledge
+    from experiments.controlled.stages import evaluated_items, knowledge_items, stage_knowledge
     from experiments.controlled.keys import model_fingerprint
     from fullscale.checkpoints import load_checkpoint
     from fullscale.models import resolve_model
@@ -144,9 +143,7 @@ def measure_arms(arms: Mapping[str, ControlledConfig], settings: RegimeSettings,
         seeds = ecfg.seeds[: settings.n_seeds] if settings.n_seeds else ecfg.seeds
         for seed in seeds:
             mix = build_mixture(items, known, ecfg.mixture.replace(seed=seed))
-            n = ecfg.evaluate.max_items
-            evaluated = mix.heldout if n is None or len(mix.heldout) <= n else sorted(
-                random.Random(seed).sample(mix.heldout, n), key=lambda it: it.id)  # as stage_mixture draws them
+            evaluated = evaluated_items(mix.heldout, ecfg.evaluate.max_items, seed)  # as the experiment draws them
             records = spread(mix.records, settings.max_records)
             probes = (record_probes(records, items, settings.n_candidates)
                       + heldout_probes(evaluated, items, settings.n_candidates))

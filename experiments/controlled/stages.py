@@ -13,7 +13,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from cpi.errors import CpiError
 from cpi.io import atomic_write_json, atomic_write_table, save_run
@@ -87,6 +87,14 @@ class SeedData:
     evaluated: list[Any]
 
 
+def evaluated_items(heldout: Sequence[Any], max_items: Optional[int], seed: int) -> list[Any]:
+    """The held-out conflicts a seed evaluates: all of them, or ``max_items`` drawn with ``seed`` (in id order).
+    Every condition of a seed draws the same ones (paired comparisons), and the regime stage measures them."""
+    if max_items is None or len(heldout) <= max_items:
+        return list(heldout)
+    return sorted(random.Random(seed).sample(list(heldout), max_items), key=lambda it: it.id)
+
+
 def stage_mixture(cfg: ControlledConfig, seed: int, items: Sequence[Any], known: "pd.DataFrame",
                   seed_dir: Path) -> SeedData:
     """Build (or read back) the seed's mixture and held-out conflicts."""
@@ -107,9 +115,7 @@ def stage_mixture(cfg: ControlledConfig, seed: int, items: Sequence[Any], known:
         items_to_jsonl(mix.heldout, folder / "heldout.jsonl")
         atomic_write_json(done, mix.counts)  # last: marks the folder complete
     heldout = load_conflicts(folder / "heldout.jsonl")
-    n = cfg.evaluate.max_items
-    evaluated = heldout if n is None or len(heldout) <= n else sorted(
-        random.Random(seed).sample(heldout, n), key=lambda it: it.id)
+    evaluated = evaluated_items(heldout, cfg.evaluate.max_items, seed)
     counts = {**json.loads(done.read_text()), "evaluated": len(evaluated)}
     return SeedData(folder=folder, key=key, counts=counts, heldout=heldout, evaluated=evaluated)
 
