@@ -199,7 +199,7 @@ def run_main(config: MainConfig, report: Optional[Callable[[str], None]] = None)
         # in a worker process of its own (on every core the workers will use), so that the parent holds no
         # model while the seeds' workers run beside it: its memory would add to theirs
         regime = timer.run("regime", call, exp.workers > 1, exp.threads * exp.workers, regime_stage, arms,
-                           config.regime, experiment_dtype(exp), Path(config.out) / "regime",
+                           config.regime, exp.resolved_dtype(), Path(config.out) / "regime",
                            Path(config.out) / "knowledge")
         if report is not None:
             for line in regime_lines(regime):
@@ -226,11 +226,6 @@ def run_main(config: MainConfig, report: Optional[Callable[[str], None]] = None)
     timings = pd.concat([timer.table().assign(condition="")] + stage_rows, ignore_index=True)
     return MainResult(config=config, sweep=sweep, figures=written, timings=timings,
                       wall_s=time.perf_counter() - t0, error_rates=rates, regime=regime)
-
-
-def experiment_dtype(experiment: ControlledConfig) -> str:
-    """The precision the regime stage measures in: the experiment's, resolved on this machine."""
-    return experiment.resolved_dtype()
 
 
 def theory_configs(regime: "RegimeResult") -> dict[str, Any]:
