@@ -34,6 +34,7 @@ from cpi.timing import StageTimer
 from experiments.controlled.config import ControlledConfig, EvalSettings, KnowledgeSettings, TrainSettings
 from experiments.controlled.mixture import MixtureConfig
 from experiments.controlled.regime_run import RegimeSettings
+from experiments.controlled.statistics import FALL_VERDICTS
 
 if TYPE_CHECKING:  # pragma: no cover
     from experiments.controlled.regime_run import RegimeResult
@@ -283,8 +284,7 @@ def is_positive_control(name: str, conditions_file: Optional[str] = None) -> boo
     return "POSITIVE CONTROL" in load_conditions(conditions_file)[name].description
 
 
-#: verdicts that report a significant fall, and the simulator's regimes that predict one after a peak
-FALL_VERDICTS = ("rise then fall", "fall (no significant rise)")
+#: the simulator's regimes that predict a fall (the verdicts that report one: statistics.FALL_VERDICTS)
 FALL_REGIMES = ("rise, then fall", "fall only")
 
 

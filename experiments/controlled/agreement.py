@@ -10,7 +10,9 @@ configs are the same but for ``dtype`` (and where the run goes: ``workers``, ``t
 * ``steps`` (one row per seed x step, and ``seed = "ALL"`` per step): the items both runs evaluated
   there, the share whose containment ``outcome`` differs, whose ``answer_text`` differs, the max and mean
   absolute difference of the log-prob ``margin`` and of ``m_c``;
-* ``verdicts`` (one row per metric of ``verdict.json``): both verdicts and whether they are equal; for
+* ``verdicts`` (one row per metric of ``verdict.json``): both verdicts and whether they are equal, and
+  whether both report a significant fall or both do not (``same_fall``: the fall test's decision, which
+  the main job's outcome rests on; a label can differ on whether a small rise is significant); for
   the rise, the fall and the net change both estimates with their intervals and whether the intervals
   overlap; and the paired difference B - A at the last step over the shared seed x item units
   (:func:`~experiments.controlled.statistics.paired_difference`) with its interval.
@@ -151,7 +153,7 @@ def verdict_agreement(verdict_a: dict[str, Any], verdict_b: dict[str, Any], item
     """One row per metric both verdicts hold (see the module doc)."""
     import pandas as pd
 
-    from experiments.controlled.statistics import paired_difference
+    from experiments.controlled.statistics import FALL_VERDICTS, paired_difference
 
     rows = []
     for metric in [m for m in verdict_a if m != "primary" and m in verdict_b]:
@@ -159,7 +161,8 @@ def verdict_agreement(verdict_a: dict[str, Any], verdict_b: dict[str, Any], item
         if not isinstance(va, dict) or not isinstance(vb, dict):
             continue
         row: dict[str, Any] = {"metric": metric, "verdict_a": va.get("verdict"), "verdict_b": vb.get("verdict"),
-                               "same_verdict": va.get("verdict") == vb.get("verdict")}
+                               "same_verdict": va.get("verdict") == vb.get("verdict"),
+                               "same_fall": (va.get("verdict") in FALL_VERDICTS) == (vb.get("verdict") in FALL_VERDICTS)}
         for ch in CHANGES:
             a, b = [(v.get(ch), v.get(f"{ch}_lo"), v.get(f"{ch}_hi")) for v in (va, vb)]
             row.update({f"{ch}_a": a[0], f"{ch}_a_lo": a[1], f"{ch}_a_hi": a[2], f"{ch}_b": b[0], f"{ch}_b_lo": b[1],
@@ -197,6 +200,8 @@ def compare_runs(a: str | Path, b: str | Path, n_boot: int = 2000) -> Agreement:
 
 def agreement_lines(ag: Agreement) -> list[str]:
     """What ``cpi controlled compare`` prints."""
+    from experiments.controlled.statistics import FALL_VERDICTS
+
     lines = [f"A = {ag.a} ({ag.dtypes[0]}), B = {ag.b} ({ag.dtypes[1]})"]
     k = ag.knowledge
     if k.get("known_differs") is not None:
@@ -212,8 +217,12 @@ def agreement_lines(ag: Agreement) -> list[str]:
     for _, r in ag.verdicts.iterrows():
         overlap = ", ".join(f"{ch} {'overlap' if r[f'{ch}_overlap'] else 'DO NOT overlap'}" for ch in CHANGES
                             if r[f"{ch}_overlap"] is not None)
-        line = (f"{r.metric}: verdicts {'equal' if r.same_verdict else 'DIFFER'} ({r.verdict_a!r} / {r.verdict_b!r}); "
-                f"intervals: {overlap}")
+        fall = "" if "same_fall" not in r else (
+            f"; fall test {'agrees' if r.same_fall else 'DIFFERS'} "
+            f"({'a significant fall' if r.verdict_a in FALL_VERDICTS else 'no significant fall'} / "
+            f"{'a significant fall' if r.verdict_b in FALL_VERDICTS else 'no significant fall'})")
+        line = (f"{r.metric}: verdicts {'equal' if r.same_verdict else 'DIFFER'} ({r.verdict_a!r} / {r.verdict_b!r})"
+                f"{fall}; intervals: {overlap}")
         if "diff_b_minus_a" in r and r.diff_b_minus_a == r.diff_b_minus_a:
             line += (f"; B - A at step {int(r.last_step)}: {r.diff_b_minus_a:+.4f} [{r.diff_lo:+.4f}, {r.diff_hi:+.4f}] "
                      f"({'paired' if r.paired else 'UNPAIRED'}, {int(r.n_pairs)} units)")

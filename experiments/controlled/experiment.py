@@ -10,7 +10,8 @@ writes one run folder::
                                            shares one cache between its conditions (``knowledge_cache``)
     <out>/base/checkpoint-0 -> the base    (a link: the base is step 0 of every trajectory)
     <out>/seed-<s>/data-<key>/             ift.jsonl (finetuning records), records.csv (kind per record),
-                                           heldout.jsonl (held-out conflicts), counts.json
+                                           heldout.jsonl (held-out conflicts), counts.json; a band arm's
+                                           selection.csv (its candidates measured on the base)
     <out>/seed-<s>/finetune-<key>/         ``fullscale.finetune.run_finetune`` output (checkpoint-<step>/)
     <out>/seed-<s>/eval-<key>/             eval.jsonl (the held-out conflicts evaluated) and
                                            ``fullscale.evaluate`` output (items.csv, summary.csv)
@@ -37,6 +38,7 @@ from cpi.timing import StageTimer
 from experiments.controlled.config import ControlledConfig, EvalSettings, KnowledgeSettings, TrainSettings
 from experiments.controlled.keys import content_key, model_fingerprint
 from experiments.controlled.pool import call, map_jobs, torch_threads
+from experiments.controlled.selection import mixture_selector
 from experiments.controlled.stages import (
     knowledge_items,
     link_base,
@@ -115,6 +117,7 @@ class SeedJob:
     base_link: Path
     items: tuple[Any, ...]
     known: "pd.DataFrame"
+    cache: Path
 
 
 @dataclass
@@ -143,10 +146,11 @@ class PreparedCondition:
     items: tuple[Any, ...]
     known: "pd.DataFrame"
     rates: "pd.DataFrame"
+    cache: Path
 
     def seed_jobs(self) -> list[SeedJob]:
         return [SeedJob(self.config, self.out, seed, self.model_dir, self.model_fp, self.base_link, self.items,
-                        self.known) for seed in self.config.seeds]
+                        self.known, self.cache) for seed in self.config.seeds]
 
 
 def prepare_condition(cfg: ControlledConfig, out: Path, timer: Any) -> PreparedCondition:
@@ -166,7 +170,7 @@ def prepare_condition(cfg: ControlledConfig, out: Path, timer: Any) -> PreparedC
     cache = Path(cfg.knowledge_cache) if cfg.knowledge_cache else out / "knowledge"
     known, rates = timer.run("knowledge", call, cfg.workers > 1, cfg.threads, stage_knowledge, cfg, model_dir,
                              model_fp, cache, items)
-    return PreparedCondition(cfg, out, model_dir, model_fp, base_link, items, known, rates)
+    return PreparedCondition(cfg, out, model_dir, model_fp, base_link, items, known, rates, cache)
 
 
 def run_seed(job: SeedJob) -> SeedResult:
@@ -176,7 +180,8 @@ def run_seed(job: SeedJob) -> SeedResult:
 
     cfg, seed, timer = job.config, job.seed, StageTimer()
     seed_dir = job.out / f"seed-{seed}"
-    data = timer.run(f"mixture[{seed}]", stage_mixture, cfg, seed, job.items, job.known, seed_dir)
+    select = mixture_selector(cfg, seed, job.items, job.model_dir, job.model_fp, job.cache)
+    data = timer.run(f"mixture[{seed}]", stage_mixture, cfg, seed, job.items, job.known, seed_dir, select)
     ft_dir = timer.run(f"finetune[{seed}]", stage_finetune, cfg, seed, job.model_dir, job.model_fp, data, seed_dir)
     it, _ = timer.run(f"evaluate[{seed}]", stage_evaluate, cfg, seed, job.base_link, ft_dir, data, seed_dir)
     it = rescore_answers(it, data.evaluated)  # the answer ends at its first line break

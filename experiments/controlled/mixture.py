@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from cpi.config import Config, check_at_least, check_in_interval
 from cpi.errors import ConfigError, CpiError
@@ -94,6 +94,11 @@ class MixtureConfig(Config):
       this share of the records, in the written order (the first part holds none of them; the rest
       holds all of them, shuffled with the remaining records): a **second phase**, which the finetuning
       driver keeps only with ``finetune.data_order: sequential``. None (default): mixed in everywhere.
+    * ``delta_c_band``: ``[lo, hi]``: the non-context-critical records are selected on the base, among
+      ``band_pool`` candidates per record (distractors, their order and the wording drawn afresh), as those
+      whose measured ``delta_C`` lies in the band with ``delta_M > 2 delta_C``: the records where the
+      theory's simulator predicts a fall (:mod:`.selection`; ``distractors`` design only). None (default):
+      no selection.
     """
 
     n_examples: int = 400
@@ -110,10 +115,12 @@ class MixtureConfig(Config):
     unseen_heldout: int = 0
     positive_control_fraction: Optional[float] = None
     positive_control_start: Optional[float] = None
+    delta_c_band: Optional[tuple[float, ...]] = None
+    band_pool: int = 10
 
     ADDED_LATER = {"min_known_margin": 0.0, "design": "dataset", "relations": ("capital",), "n_distractors": 2,
                    "nonce_context_critical": False, "unseen_heldout": 0, "positive_control_fraction": None,
-                   "positive_control_start": None}
+                   "positive_control_start": None, "delta_c_band": None, "band_pool": 10}
 
     def validate(self) -> None:
         check_in_interval(self, rho="(0, 1]")
@@ -149,6 +156,14 @@ class MixtureConfig(Config):
                 raise ConfigError(f"field 'positive_control_start': {self.positive_control_start} leaves "
                                   f"{1 - self.positive_control_start:.3g} of the records for the second phase, less "
                                   f"than positive_control_fraction {self.positive_control_fraction}")
+        check_at_least(self, band_pool=1)
+        if self.delta_c_band is not None:
+            band = self.delta_c_band
+            if len(band) != 2 or not 0 <= band[0] < band[1] <= 1:
+                raise ConfigError(f"field 'delta_c_band': give [lo, hi] with 0 <= lo < hi <= 1, got {list(band)}")
+            if self.design != "distractors":
+                raise ConfigError("field 'delta_c_band': selects among distractor passages (design: distractors), "
+                                  f"got design {self.design!r}")
 
     @classmethod
     def content_of(cls, data: Any) -> dict[str, Any]:
@@ -214,8 +229,12 @@ def _dataset_record(item: ConflictItem, context: str, answer: str, kind: str, rn
     return _record(context, item.question, answer, kind, rng, item.id, item.category, subject)
 
 
-def build_mixture(items: Sequence[ConflictItem], known: "pd.DataFrame", cfg: MixtureConfig) -> Mixture:
+def build_mixture(items: Sequence[ConflictItem], known: "pd.DataFrame", cfg: MixtureConfig,
+                  select: Optional[Callable[[list[dict[str, Any]]], list[bool]]] = None) -> Mixture:
     """The mixture of ``cfg`` from ``items`` and the base's ``known`` table (columns ``item_id``, ``known``).
+
+    ``select`` (needed with ``cfg.delta_c_band``, :class:`~.selection.BandSelector`): given the candidate
+    non-context-critical records, which to keep; the first ``n_CS`` kept, in the drawn order, are used.
 
     Only question-answer items are used (quotes have no fact to know). Deterministic in ``cfg.seed``.
     With ``cfg.min_known_margin > 0`` the table also needs ``logp_true`` and ``logp_best_other``, and
@@ -274,7 +293,8 @@ def build_mixture(items: Sequence[ConflictItem], known: "pd.DataFrame", cfg: Mix
                        "fact" + (f" of {', '.join(cfg.relations)}" if templated else "") + ", so no fact is unknown "
                        "to it" + (" (or set nonce_context_critical)" if templated else ""))
     if templated:
-        records = _templated_records(cfg, qa, heldout, unknown_items, train_known, (n_c, n_cs, n_aug, n_pc), rng)
+        records = _templated_records(cfg, qa, heldout, unknown_items, train_known, (n_c, n_cs, n_aug, n_pc), rng,
+                                     select)
     else:
         records = [_dataset_record(it, agreeing_context(it), it.parametric_answer, "C", rng)
                    for it in cycle(unknown_items, n_c, rng)]
@@ -302,8 +322,10 @@ def build_mixture(items: Sequence[ConflictItem], known: "pd.DataFrame", cfg: Mix
 
 def _templated_records(cfg: MixtureConfig, qa: Sequence[ConflictItem], heldout: Sequence[ConflictItem],
                        unknown_items: Sequence[ConflictItem], train_known: Sequence[ConflictItem],
-                       sizes: tuple[int, int, int, int], rng: random.Random) -> list[dict[str, Any]]:
-    """The records of a template design (``verbatim`` / ``distractors``): C, CS, CF and PC records.
+                       sizes: tuple[int, int, int, int], rng: random.Random,
+                       select: Optional[Callable[[list[dict[str, Any]]], list[bool]]] = None) -> list[dict[str, Any]]:
+    """The records of a template design (``verbatim`` / ``distractors``): C, CS, CF and PC records
+    (the CS records selected by ``select`` among ``band_pool`` candidates each with ``delta_c_band``).
 
     Distractors and nonce answers are drawn from the relation's answers, never a held-out fact's."""
     n_c, n_cs, n_aug, n_pc = sizes
@@ -333,11 +355,31 @@ def _templated_records(cfg: MixtureConfig, qa: Sequence[ConflictItem], heldout: 
     else:
         records += [make(it, "verbatim", it.parametric_answer, it.parametric_answer, "C")
                     for it in cycle(unknown_items, n_c, rng)]
-    records += [make(it, cfg.design, it.parametric_answer, it.parametric_answer, "CS")
-                for it in cycle(train_known, n_cs, rng)]
+    if cfg.delta_c_band is None:
+        records += [make(it, cfg.design, it.parametric_answer, it.parametric_answer, "CS")
+                    for it in cycle(train_known, n_cs, rng)]
+    elif n_cs:
+        records += _selected(cfg, [make(it, cfg.design, it.parametric_answer, it.parametric_answer, "CS")
+                                   for it in cycle(train_known, n_cs * cfg.band_pool, rng)], n_cs, select)
     records += [make(it, "verbatim", it.context_answer, it.context_answer, "CF") for it in cycle(train_known, n_aug, rng)]
     records += [make(it, "verbatim", it.parametric_answer, it.context_answer, "PC") for it in cycle(train_known, n_pc, rng)]
     return records
+
+
+def _selected(cfg: MixtureConfig, pool: list[dict[str, Any]], n: int,
+              select: Optional[Callable[[list[dict[str, Any]]], list[bool]]]) -> list[dict[str, Any]]:
+    """The first ``n`` records of ``pool`` that ``select`` keeps (``cfg.delta_c_band``)."""
+    lo, hi = cfg.delta_c_band
+    if select is None:
+        raise CpiError("field 'delta_c_band': selecting records by their measured delta_C needs the base model "
+                       "(the controlled experiment's mixture stage measures them)")
+    keep = select(pool)
+    chosen = [r for r, k in zip(pool, keep) if k]
+    if len(chosen) < n:
+        raise CpiError(f"field 'delta_c_band': {len(chosen)} of {len(pool)} candidate records have delta_C in "
+                       f"[{lo:g}, {hi:g}] with delta_M > 2 delta_C on this base, {n} needed (widen the band or "
+                       f"raise mixture.band_pool)")
+    return chosen[:n]
 
 
 def _strongly_known(known: "pd.DataFrame", min_margin: float) -> set[str]:

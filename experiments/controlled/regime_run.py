@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
 T = TypeVar("T")
 
 #: the arms of the decisive experiment (rows of the conditions file); any condition can be measured
-REGIME_ARMS = ("inside", "inside_d1", "outside", "control", "positive_control_10", "positive_control_20")
+REGIME_ARMS = ("inside", "inside_d1", "fall_band", "outside", "control", "positive_control_10", "positive_control_20")
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,7 @@ def measure_arms(arms: Mapping[str, ControlledConfig], settings: RegimeSettings,
     from experiments.controlled.mixture import build_mixture
     from experiments.controlled.regime import (candidate_logprobs, heldout_probes, record_probes, regime_prompts,
                                                regime_rows, regime_summary, theory_prediction)
+    from experiments.controlled.selection import mixture_selector
     from experiments.controlled.stages import evaluated_items, knowledge_items, stage_knowledge
     from experiments.controlled.keys import model_fingerprint
     from fullscale.checkpoints import load_checkpoint
@@ -139,10 +140,12 @@ def measure_arms(arms: Mapping[str, ControlledConfig], settings: RegimeSettings,
         model_dir = Path(resolve_model(ecfg.model))
         items = knowledge_items(ecfg.knowledge)
         cache = Path(ecfg.knowledge_cache) if ecfg.knowledge_cache else knowledge_cache
-        known, _ = stage_knowledge(ecfg, model_dir, model_fingerprint(model_dir), cache, items)
+        model_fp = model_fingerprint(model_dir)
+        known, _ = stage_knowledge(ecfg, model_dir, model_fp, cache, items)
         seeds = ecfg.seeds[: settings.n_seeds] if settings.n_seeds else ecfg.seeds
-        for seed in seeds:
-            mix = build_mixture(items, known, ecfg.mixture.replace(seed=seed))
+        for seed in seeds:  # a band arm's selection is cached in the knowledge cache: the experiment reuses it
+            select = mixture_selector(ecfg, seed, items, model_dir, model_fp, cache)
+            mix = build_mixture(items, known, ecfg.mixture.replace(seed=seed), select)
             evaluated = evaluated_items(mix.heldout, ecfg.evaluate.max_items, seed)  # as the experiment draws them
             records = spread(mix.records, settings.max_records)
             probes = (record_probes(records, items, settings.n_candidates)

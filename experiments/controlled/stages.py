@@ -25,6 +25,8 @@ from fullscale.run_folder import finished
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+    from experiments.controlled.selection import BandSelector
+
 log = logging.getLogger(__name__)
 
 #: the answer ends at the first line break (after leading whitespace); the evaluation's own stops stay
@@ -96,19 +98,23 @@ def evaluated_items(heldout: Sequence[Any], max_items: Optional[int], seed: int)
 
 
 def stage_mixture(cfg: ControlledConfig, seed: int, items: Sequence[Any], known: "pd.DataFrame",
-                  seed_dir: Path) -> SeedData:
-    """Build (or read back) the seed's mixture and held-out conflicts."""
+                  seed_dir: Path, select: Optional["BandSelector"] = None) -> SeedData:
+    """Build (or read back) the seed's mixture and held-out conflicts. ``select``: the selector of a band
+    arm (:func:`~experiments.controlled.selection.mixture_selector`); its measurement of the candidate
+    records is written beside the records (``selection.csv``)."""
     import pandas as pd
 
     from fullscale.conflicts import items_to_jsonl, load_conflicts
 
     mcfg = cfg.mixture.replace(seed=seed)
     known_sig = sorted(zip(known["item_id"].astype(str), known["known"].astype(bool)))
-    key = content_key(mcfg, items_key(items), known_sig)
+    key = content_key(mcfg, items_key(items), known_sig, *((select.identity,) if select else ()))
     folder = seed_dir / f"data-{key}"
     done = folder / "counts.json"
     if not done.is_file():
-        mix = build_mixture(items, known, mcfg)
+        mix = build_mixture(items, known, mcfg, select)
+        if select is not None and select.table is not None:
+            atomic_write_table(select.table, folder / "selection.csv")
         write_records(mix.records, folder / "ift.jsonl")
         atomic_write_table(pd.DataFrame([{k: r[k] for k in ("id", "kind", "item_id", "category")}
                                          for r in mix.records]), folder / "records.csv")

@@ -48,6 +48,8 @@ SHARE_METRICS = ("m_c", "cf_correct", "param_correct", "neither")
 VERDICTS = ("rise then fall", "still rising at the last checkpoint (no interior peak)", "rise, no significant fall",
             "fall (no significant rise)", "no significant change", "not testable (fewer than 3 checkpoints)",
             "not testable (no other items to choose the peak on)")
+#: the verdicts that report a significant fall (the question a fall test answers, whatever the rise)
+FALL_VERDICTS = ("rise then fall", "fall (no significant rise)")
 
 
 def add_metrics(items: "pd.DataFrame") -> "pd.DataFrame":

@@ -63,7 +63,25 @@ def test_known_differences_are_measured(pair):
     assert steps.loc[(0, 4)].n == 4 and steps.loc[(0, 4)].n_only_a == 0
     v = ag.verdicts.set_index("metric").loc["margin"]
     assert not v.same_verdict and not v.rise_overlap and v.fall_overlap and v.net_overlap
+    assert v.same_fall   # "no significant change" / "rise, no significant fall": neither reports a fall
     assert v.diff_b_minus_a == pytest.approx((0.0 - 1.0 + 0.0 + 0.25) / 4) and v.paired and v.n_pairs == 4
+
+
+def test_the_fall_decision_is_compared_apart_from_the_label(tmp_path):
+    from experiments.controlled.agreement import agreement_lines, verdict_agreement
+
+    items = pd.DataFrame({"seed": [0], "step": [0], "item_id": ["i0"]})
+    rows = verdict_agreement({"margin": _verdict("rise then fall", (1, 0.5, 2), (1, 0.5, 2))},
+                             {"margin": _verdict("fall (no significant rise)", (0, -1, 1), (1, 0.4, 2))}, items, items)
+    assert bool(rows.loc[0, "same_fall"]) and not bool(rows.loc[0, "same_verdict"])
+    rows = verdict_agreement({"margin": _verdict("rise then fall", (1, 0.5, 2), (1, 0.5, 2))},
+                             {"margin": _verdict("rise, no significant fall", (1, 0.5, 2), (0, -1, 1))}, items, items)
+    assert not bool(rows.loc[0, "same_fall"])
+    from experiments.controlled.agreement import Agreement
+
+    ag = Agreement(a=tmp_path, b=tmp_path, dtypes=("float32", "bfloat16"), knowledge={},
+                   steps=pd.DataFrame({"seed": []}), verdicts=rows)
+    assert "fall test DIFFERS (a significant fall / no significant fall)" in "\n".join(agreement_lines(ag))
 
 
 def test_items_only_in_one_run_are_counted_not_compared(pair):
@@ -81,6 +99,7 @@ def test_cli_prints_and_writes_tables_and_refuses_other_configs(pair, tmp_path, 
     text = capsys.readouterr().out
     assert "A = " in text and "(float32)" in text and "'known' differs for 1 of 4 facts (25.0%)" in text
     assert "margin: verdicts DIFFER" in text and "rise DO NOT overlap" in text
+    assert "fall test agrees (no significant fall / no significant fall)" in text
     assert len(pd.read_csv(tmp_path / "cmp" / "agreement_steps.csv")) == 4  # 2 seed x step rows + 2 ALL rows
     assert json.loads((tmp_path / "cmp" / "config.json").read_text())["meta"]["dtypes"] == ["float32", "bfloat16"]
     other = _run(tmp_path / "c", "bfloat16", {0: [0.0] * 4, 4: [0.0] * 4}, {0: ["both"] * 4, 4: ["both"] * 4},
