@@ -450,6 +450,16 @@ CASES += [
      lambda e: e["root"] / "cs_new", "n_examples"),
     ("run/mixture-n-examples-1e11", lambda e: _run(e, extra=["--set", "experiment.mixture.n_examples=100000000000"]),
      lambda e: e["root"] / "run_new", "n_examples"),
+    # the band of a selected arm: refused before any knowledge table, selection or training
+    ("controlled-run/delta-c-band-reversed", lambda e: ["controlled", "run", "--quick", "--set", "mixture.design=distractors",
+                                                        "--set", "mixture.delta_c_band=[0.5,0.2]", "--out",
+                                                        str(e["root"] / "cr_new")],
+     lambda e: e["root"] / "cr_new", "field 'mixture.delta_c_band': give [lo, hi]"),
+    ("controlled-run/delta-c-band-verbatim", lambda e: ["controlled", "run", "--quick", "--set",
+                                                        "mixture.delta_c_band=[0.2,0.45]", "--out", str(e["root"] / "cr_new")],
+     lambda e: e["root"] / "cr_new", "field 'mixture.delta_c_band': selects among distractor passages"),
+    ("run/band-pool-0", lambda e: _run(e, extra=["--set", "experiment.mixture.band_pool=0"]),
+     lambda e: e["root"] / "run_new", "mixture.band_pool': must be >= 1"),
     # cpi models fetch: a failed fetch leaves no folder and no lock file (no network: an empty local index)
     ("models/fetch-unknown-name", lambda e: ["models", "fetch", "smollm3", "--cache", str(e["root"] / "mcache")],
      lambda e: e["root"] / "mcache", "unknown model 'smollm3'"),
