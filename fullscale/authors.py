@@ -465,6 +465,10 @@ def convert_authors(
         for side, log in (("context", log_c), ("parametric", log_p)):
             out.repairs.extend({"record": i, "id": item_id, "rule": r, "side": side, "before": b, "after": a}
                                for r, b, a in log)
+        if ctx.main.casefold() == par.main.casefold():  # MemoTrap: "First" against "first"
+            drop(f"the context and parametric answers differ only in letter case ({ctx.main!r} / {par.main!r}); "
+                 "answers are matched ignoring case")
+            continue
         given = rec.get("category", rec.get("type"))
         cat = str(given) if given not in (None, "") else (category or infer_category(question, dataset, task))
         spans = sorted({s for a in ctx.forms for s in find_word_spans(context, a)})

@@ -159,3 +159,35 @@ def test_relations_table_with_an_unquoted_comma_is_named(tmp_path, monkeypatch):
 ])
 def test_relations_for_the_authors_questions(question, expected):
     assert infer_category(question, "CF_Bio") == expected
+
+
+MEMO_WHOLE = FIX / "memo_trap_1-proverb-ending.csv"
+
+
+def test_whole_memo_trap_file_converts_and_drops_only_the_case_only_pairs():
+    """All 860 published rows: 854 quote items pass the validator; the 6 whose endings differ only in case drop."""
+    raw = MEMO_WHOLE.read_bytes()
+    assert len(raw) == 95161 and raw.count(b"\r\n") == 861 and raw.endswith(b"\r\n")
+    recs = read_authors_file(MEMO_WHOLE)
+    assert len(recs) == 860
+    conv = convert_authors(recs, "memo-trap", source=str(MEMO_WHOLE))
+    assert len(conv.items) == 854 and validate_items(conv.items) == [] and not conv.repairs
+    assert {it.task for it in conv.items} == {"quote"} and {it.category for it in conv.items} == {"quote"}
+    assert [d["record"] for d in conv.dropped] == [268, 359, 484, 543, 563, 599]
+    assert all("differ only in letter case" in d["reason"] for d in conv.dropped)
+    assert "('First' / 'first')" in conv.dropped[0]["reason"]
+    # the CSV's Python-literal cells with double quotes ("" don't."") are read, not dropped
+    proceed = next(it for it in conv.items if it.context_answer == "proceed")
+    assert proceed.parametric_answer == "don't"
+
+
+def test_answers_differing_only_in_case_drop_with_that_reason():
+    rec = {"prompt": 'Write a quote that ends in the word "End": All good things must come to an',
+           "classes": "[' End.', ' end.']", "answer_index": 0}
+    ok = {"prompt": 'Write a quote that ends in the word "early": Better late than',
+          "classes": "[' early.', ' never.']", "answer_index": 0}
+    conv = convert_authors([rec, ok], "memo-trap")
+    assert [it.context_answer for it in conv.items] == ["early"]
+    assert conv.dropped == [{"record": 0, "id": "memo-trap-00000", "reason":
+                             "the context and parametric answers differ only in letter case ('End' / 'end'); "
+                             "answers are matched ignoring case"}]

@@ -392,7 +392,8 @@ def test_repair_place_number_and_alias_forms():
 def test_unrepairable_records_are_dropped_not_written(tmp_path, capsys):
     recs = [_rec("The capital moved to Oruro.", "Oruro", "Sucre"),
             _rec("The capital moved somewhere else entirely.", "Potosí", "Sucre"),
-            _rec("Lyon and Paris.", "Lyon", "lyon", question="Capital of France?")]
+            _rec("Lyon and Paris.", "Lyon", "lyon", question="Capital of France?"),
+            _rec("Lyon and Paris.", ["Lyon", "Paris"], "Paris", question="Capital of France?")]
     src = _write(tmp_path / "a.jsonl", recs)
     out = tmp_path / "conv.jsonl"
     assert _main("data", "convert", str(src), "--dataset", "CF_World_Facts", "--out", str(out)) == 0
@@ -401,9 +402,10 @@ def test_unrepairable_records_are_dropped_not_written(tmp_path, capsys):
     import pandas as pd
 
     table = pd.read_csv(side)
-    assert list(table["action"]) == ["dropped", "dropped"] and list(table["record"]) == [1, 2]
+    assert list(table["action"]) == ["dropped"] * 3 and list(table["record"]) == [1, 2, 3]
     assert "does not contain the context answer" in table["reason"][0]
-    assert "accepted both" in table["reason"][1]
+    assert "differ only in letter case ('Lyon' / 'lyon')" in table["reason"][1]
+    assert "'paris' is accepted both" in table["reason"][2]
     assert validate_file(out) == [] and len(load_conflicts(out)) == 1
 
 
