@@ -35,6 +35,7 @@ _EXPORTS = {
     "measure_regime": "experiments.controlled.regime",
     "theory_prediction": "experiments.controlled.regime",
     "make_regime_figures": "experiments.controlled.regime_figures",
+    "BandSelector": "experiments.controlled.selection",
     "make_condition_figures": "experiments.controlled.figures",
     "CompareConfig": "experiments.controlled.agreement",
     "compare_runs": "experiments.controlled.agreement",
