@@ -35,6 +35,7 @@ from experiments.controlled.config import ControlledConfig, EvalSettings, Knowle
 from experiments.controlled.mixture import MixtureConfig
 from experiments.controlled.regime_run import RegimeSettings
 from experiments.controlled.statistics import FALL_VERDICTS
+from theory.sweep import FALLING_REGIMES
 
 if TYPE_CHECKING:  # pragma: no cover
     from experiments.controlled.regime_run import RegimeResult
@@ -284,8 +285,6 @@ def is_positive_control(name: str, conditions_file: Optional[str] = None) -> boo
     return "POSITIVE CONTROL" in load_conditions(conditions_file)[name].description
 
 
-#: the simulator's regimes that predict a fall (the verdicts that report one: statistics.FALL_VERDICTS)
-FALL_REGIMES = ("rise, then fall", "fall only")
 
 
 def outcome_lines(result: MainResult) -> list[str]:
@@ -311,7 +310,7 @@ def outcome_lines(result: MainResult) -> list[str]:
         if said is None:
             lines.append(f"  [{name}] theory: not measured; observed: {'a' if fell else 'no'} significant fall ({fall})")
             continue
-        expects = any(said.startswith(r) for r in FALL_REGIMES)
+        expects = said in FALLING_REGIMES
         lines.append(f"  [{name}] theory: {'a fall' if expects else 'no fall'} ({said}); observed: "
                      f"{'a' if fell else 'no'} significant fall ({fall}; '{v['verdict']}') -> "
                      + ("agrees" if expects == fell else "DISAGREES"))
@@ -354,5 +353,5 @@ def summary_lines(result: MainResult) -> list[str]:
     return lines
 
 
-__all__ = ["FALL_REGIMES", "FALL_VERDICTS", "MAIN_CONDITIONS", "MAIN_THEORY_FIGURES", "MainConfig", "MainResult", "default_experiment",
+__all__ = ["FALL_VERDICTS", "MAIN_CONDITIONS", "MAIN_THEORY_FIGURES", "MainConfig", "MainResult", "default_experiment",
            "outcome_lines", "quick_experiment", "regime_lines", "run_main", "summary_lines"]

@@ -69,6 +69,8 @@ def comparison_configs(base: SimConfig | None = None) -> dict[str, SimConfig]:
 
 REGIME_TOL = 1e-3
 REGIMES = ("rise, then fall", "rise only", "dip, then rise above start", "dip, rise, fall", "fall only", "flat")
+#: the regimes whose trajectory ends below its peak after rising, or below its start: a predicted fall
+FALLING_REGIMES = ("rise, then fall", "dip, rise, fall", "fall only")
 
 
 def regime(dip: float, rise: float, inversion: float, final_minus_start: float, tol: float = REGIME_TOL) -> str:

@@ -147,3 +147,12 @@ def test_outcome_lines_set_the_prediction_beside_the_fall_test(tmp_path):
     runs["outside"] = run("still rising at the last checkpoint (no interior peak)", -0.03, -0.06, -0.01)
     lines = outcome_lines(result)
     assert lines[2].endswith("-> DISAGREES") and "did NOT detect the planted fall" in lines[3]
+    # every regime of the simulator that ends below its peak or its start is a predicted fall
+    from theory.sweep import FALLING_REGIMES, REGIMES
+
+    for shape in REGIMES:
+        pred.loc[1, "prediction"] = shape
+        said = outcome_lines(result)[2]
+        assert (f"theory: a fall ({shape})" in said) == (shape in FALLING_REGIMES), shape
+    assert set(FALLING_REGIMES) == {"rise, then fall", "dip, rise, fall", "fall only"}
+    assert said.endswith("-> agrees")           # "flat" predicts no fall; outside shows none
