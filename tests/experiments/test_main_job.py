@@ -116,7 +116,7 @@ def test_the_longer_documented_configs_load_and_change_only_what_they_say():
     assert gemma.experiment.model == "gemma-3-270m" and gemma.experiment.finetune.learning_rate == 1e-4
     assert gemma.experiment.mixture == default.mixture and gemma.theory_figures == ()
     fall = config("--config", str(root / "main_fall.yaml"))
-    assert fall.conditions == ("fall_band", "outside", "control") and fall.experiment.seeds == tuple(range(6))
+    assert fall.conditions == ("fall_band", "outside", "control") and fall.experiment.seeds == tuple(range(8))
     assert (fall.experiment.finetune.steps, fall.experiment.finetune.save_steps) == (36, 9)
     assert fall.experiment.finetune.replace(steps=12, save_steps=4) == default.finetune
     assert fall.experiment.mixture == default.mixture and fall.experiment.evaluate.max_items == 40
