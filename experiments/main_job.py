@@ -285,8 +285,6 @@ def is_positive_control(name: str, conditions_file: Optional[str] = None) -> boo
     return "POSITIVE CONTROL" in load_conditions(conditions_file)[name].description
 
 
-
-
 def outcome_lines(result: MainResult) -> list[str]:
     """Per condition, the theory's prediction stated before training beside what the primary metric shows,
     on the question both answer robustly (a fall or not; the verdict's full label follows, but whether a
@@ -353,5 +351,5 @@ def summary_lines(result: MainResult) -> list[str]:
     return lines
 
 
-__all__ = ["FALL_VERDICTS", "MAIN_CONDITIONS", "MAIN_THEORY_FIGURES", "MainConfig", "MainResult", "default_experiment",
+__all__ = ["MAIN_CONDITIONS", "MAIN_THEORY_FIGURES", "MainConfig", "MainResult", "default_experiment",
            "outcome_lines", "quick_experiment", "regime_lines", "run_main", "summary_lines"]

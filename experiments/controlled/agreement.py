@@ -202,6 +202,9 @@ def agreement_lines(ag: Agreement) -> list[str]:
     """What ``cpi controlled compare`` prints."""
     from experiments.controlled.statistics import FALL_VERDICTS
 
+    def said(verdict: Any) -> str:
+        return "a significant fall" if verdict in FALL_VERDICTS else "no significant fall"
+
     lines = [f"A = {ag.a} ({ag.dtypes[0]}), B = {ag.b} ({ag.dtypes[1]})"]
     k = ag.knowledge
     if k.get("known_differs") is not None:
@@ -218,9 +221,7 @@ def agreement_lines(ag: Agreement) -> list[str]:
         overlap = ", ".join(f"{ch} {'overlap' if r[f'{ch}_overlap'] else 'DO NOT overlap'}" for ch in CHANGES
                             if r[f"{ch}_overlap"] is not None)
         fall = "" if "same_fall" not in r else (
-            f"; fall test {'agrees' if r.same_fall else 'DIFFERS'} "
-            f"({'a significant fall' if r.verdict_a in FALL_VERDICTS else 'no significant fall'} / "
-            f"{'a significant fall' if r.verdict_b in FALL_VERDICTS else 'no significant fall'})")
+            f"; fall test {'agrees' if r.same_fall else 'DIFFERS'} ({said(r.verdict_a)} / {said(r.verdict_b)})")
         line = (f"{r.metric}: verdicts {'equal' if r.same_verdict else 'DIFFER'} ({r.verdict_a!r} / {r.verdict_b!r})"
                 f"{fall}; intervals: {overlap}")
         if "diff_b_minus_a" in r and r.diff_b_minus_a == r.diff_b_minus_a:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from cpi.config import Config
 from cpi.errors import CpiError
@@ -24,11 +24,15 @@ def content_key(*parts: Any) -> str:
     return h.hexdigest()[:12]
 
 
-def dtype_parts(dtype: str) -> tuple[Any, ...]:
+def dtype_parts(dtype: str, batch_size: Optional[int] = None) -> tuple[Any, ...]:
     """The resolved precision as parts of a stage's :func:`content_key`: none for ``float32`` (the
     precision every stage had before ``ControlledConfig.dtype`` existed: its folders keep their names, the
-    rule of ``ADDED_LATER``), ``{"dtype": name}`` otherwise (a bf16 stage gets its own folder)."""
-    return () if dtype == "float32" else ({"dtype": dtype},)
+    rule of ``ADDED_LATER``), ``{"dtype": name}`` otherwise (a bf16 stage gets its own folder), followed by
+    ``{"batch_size": n}`` when a ``batch_size`` is given (in half precision the batch changes the numbers:
+    padding changes the rounding; in float32 it does not, so it stays out of the key there)."""
+    if dtype == "float32":
+        return ()
+    return ({"dtype": dtype},) + (({"batch_size": batch_size},) if batch_size is not None else ())
 
 
 def model_fingerprint(folder: str | Path) -> str:

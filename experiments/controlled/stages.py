@@ -150,11 +150,8 @@ def stage_evaluate(cfg: ControlledConfig, seed: int, base_link: Path, ft_dir: Pa
 
     e, dtype = cfg.evaluate, cfg.resolved_dtype()
     # the scorer's version is part of the key: results scored by an older scorer are recomputed, not refused
-    # in bf16 the batch changes the numbers (padding changes the rounding): part of the key there only, so
-    # float32 folders keep their names
-    batch = ({"batch_size": e.batch_size},) if dtype != "float32" else ()
     key = content_key(ft_dir.name, e.template, e.modes, e.max_new_tokens, e.n_boot, seed, items_key(data.evaluated),
-                      scorer_fingerprint(), *dtype_parts(dtype), *batch)
+                      scorer_fingerprint(), *dtype_parts(dtype, e.batch_size))
     out = seed_dir / f"eval-{key}"
     if not (out / "eval.jsonl").is_file():
         items_to_jsonl(data.evaluated, out / "eval.jsonl")
@@ -174,8 +171,7 @@ def stage_probe(cfg: ControlledConfig, seed: int, base_link: Path, ft_dir: Path,
 
     e, dtype = cfg.evaluate, cfg.resolved_dtype()
     items = data.evaluated[: e.probe_items]
-    batch = ({"batch_size": e.probe_batch_size},) if dtype != "float32" else ()  # bf16 rounding follows the batch
-    out = seed_dir / f"probe-{content_key(ft_dir.name, e.template, e.probe_items, items_key(items), *dtype_parts(dtype), *batch)}"
+    out = seed_dir / f"probe-{content_key(ft_dir.name, e.template, e.probe_items, items_key(items), *dtype_parts(dtype, e.probe_batch_size))}"
     ckpts = discover_checkpoints([str(base_link.parent), str(ft_dir)])
     return probe_trajectory(ckpts, items, out, template=e.template, batch_size=e.probe_batch_size, dtype=dtype)
 
