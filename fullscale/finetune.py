@@ -240,13 +240,15 @@ def _run_locked(config: FinetuneConfig, args: Any, out: Path, inputs: dict[str, 
 
     from transformers.trainer_callback import PrinterCallback
 
-    from fullscale.trainer import CpiTrainer, RelianceTracker, RunComplete, TrainingGuard
+    from fullscale.trainer import CpiTrainer, RelianceTracker, RunComplete, SaveSchedule, TrainingGuard
 
     guard = TrainingGuard()
     cbs: list[Any] = []
     if config.tracking is not None:
         cbs.append(RelianceTracker(config.tracking, tracking_items(config), tokenizer,
                                    config.tracking.template or config.template, out))
+    if config.save_schedule != "linear":
+        cbs.append(SaveSchedule(config.is_save_step))
     cbs += list(callbacks) + [guard]
     collator = ResponseLogitsCollator(tokenizer, response_logits_only=accepts_logits_to_keep(model),
                                       pad_to_multiple_of=8 if torch.cuda.is_available() else None)
@@ -268,8 +270,8 @@ def _run_locked(config: FinetuneConfig, args: Any, out: Path, inputs: dict[str, 
             atomic_write_table(pd.DataFrame(trainer.state.log_history), out / "train_log.csv")
     interrupted = guard.signal_received is not None and trainer.state.global_step < trainer.state.max_steps
     step = trainer.state.global_step
-    if is_main and interrupted and step % config.save_steps != 0:
-        # an off-cadence save is a resume point only: the trajectory keeps its save_steps cadence
+    if is_main and interrupted and not config.is_save_step(step):
+        # an off-schedule save is a resume point only: the trajectory keeps its save schedule
         saved = out / checkpoint_dir_name(step)
         if saved.is_dir() and trainer.state.best_model_checkpoint != str(saved):
             publish_checkpoint(saved, out / f"{INTERRUPTED_PREFIX}-{step}")

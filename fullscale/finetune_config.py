@@ -136,6 +136,8 @@ class FinetuneConfig(Config):
     Checkpoints and logging
     - ``output_dir``: run folder (``checkpoint-<step>/`` inside).
     - ``save_steps``: checkpoint every N optimizer steps (paper: 50); the final step is saved too.
+    - ``save_schedule``: ``linear`` (every ``save_steps``, the default) or ``log`` (at ``save_steps`` x 1, 2,
+      4, 8, ...: a long run's trajectory on a log scale, :meth:`is_save_step`); the final step either way.
     - ``save_total_limit``: keep at most N checkpoints (None = all; a trajectory needs all).
     - ``keep_optimizer_states``: ``last`` (default) deletes the optimizer/scheduler state of
       every checkpoint but the newest once a newer one is complete (a 7B Adam state is about
@@ -199,6 +201,7 @@ class FinetuneConfig(Config):
     dataloader_num_workers: int = 0
     output_dir: str = ""
     save_steps: int = 50
+    save_schedule: Literal["linear", "log"] = "linear"
     save_total_limit: int | None = None
     keep_optimizer_states: Literal["last", "all"] = "last"
     logging_steps: int = 10
@@ -254,6 +257,18 @@ class FinetuneConfig(Config):
             cfg = cfg.replace(**{head: block.with_overrides(items)})
         return cfg
 
+    def is_save_step(self, step: int) -> bool:
+        """Whether ``step`` is on the checkpoint schedule (the final step is saved as well).
+
+        >>> cfg = FinetuneConfig(base_model="b", data="d", output_dir="o", save_steps=3, save_schedule="log")
+        >>> [s for s in range(1, 30) if cfg.is_save_step(s)]
+        [3, 6, 12, 24]
+        """
+        whole, rest = divmod(step, self.save_steps)
+        if step < 1 or rest:
+            return False
+        return self.save_schedule == "linear" or whole & (whole - 1) == 0
+
     def validate(self) -> None:
         import math
 
@@ -304,7 +319,8 @@ class FinetuneSettings(Config):
 
     ``method`` = ``lora`` (rank ``lora_rank``, scaling ``lora_alpha``, on every linear layer), ``full`` or
     ``qk_only`` (the paper's mitigation: only query/key projections train); ``steps`` optimizer steps of
-    ``batch_size`` records (no accumulation), a checkpoint every ``save_steps`` (the base is step 0);
+    ``batch_size`` records (no accumulation), a checkpoint every ``save_steps`` (the base is step 0; with
+    ``save_schedule: log`` at ``save_steps`` x 1, 2, 4, ...);
     ``learning_rate`` and ``lr_scheduler`` (no warm-up, no weight decay); ``max_seq_length`` tokens per record,
     prompt ``template``; ``filter_fraction`` > 0 drops that fraction of the records with the lowest
     ``cpi data score-context`` score ``filter_criterion``, scored by the base: ``loss_without_context``
@@ -328,6 +344,7 @@ class FinetuneSettings(Config):
     method: Method = "full"
     steps: int = 100
     save_steps: int = _DRIVER["save_steps"]
+    save_schedule: Literal["linear", "log"] = _DRIVER["save_schedule"]
     batch_size: int = _DRIVER["per_device_batch_size"]
     learning_rate: float = _DRIVER["learning_rate"]
     lr_scheduler: str = _DRIVER["lr_scheduler"]
@@ -369,7 +386,7 @@ class FinetuneSettings(Config):
             max_seq_length=self.max_seq_length, lora=lora, qk_only=self.method == "qk_only",
             learning_rate=self.learning_rate, lr_scheduler=self.lr_scheduler, warmup_ratio=0.0, weight_decay=0.0,
             per_device_batch_size=self.batch_size, gradient_accumulation_steps=1, max_steps=self.steps,
-            dtype=dtype, output_dir=str(output_dir), save_steps=self.save_steps,
+            dtype=dtype, output_dir=str(output_dir), save_steps=self.save_steps, save_schedule=self.save_schedule,
             logging_steps=max(1, self.save_steps // 2), seed=seed, filter_fraction=self.filter_fraction,
             filter_method="loss", filter_criterion=self.filter_criterion,
             filter_scores=str(filter_scores) if (filter_scores is not None and self.filter_fraction > 0) else None,

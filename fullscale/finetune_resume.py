@@ -18,7 +18,8 @@ __all__ = ["already_complete", "check_inputs", "input_fingerprints", "recorded_d
 
 #: Fields that may change between the segments of a resumed run: they change no number.
 _FREE_FIELDS = frozenset({"output_dir", "logging_steps", "report_to", "dataloader_num_workers", "save_total_limit",
-                          "keep_optimizer_states", "resume", "force_resume", "save_steps", "tracking"})
+                          "keep_optimizer_states", "resume", "force_resume", "save_steps", "save_schedule",
+                          "tracking"})
 #: Fields that set the run's length: free to change only with a constant schedule.
 _LENGTH_FIELDS = frozenset({"max_steps", "num_epochs"})
 

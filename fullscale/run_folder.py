@@ -6,7 +6,7 @@ A run folder (``output_dir`` of :class:`fullscale.finetune_config.FinetuneConfig
   rename from a ``.tmp-checkpoint-<step>/`` staging folder (:func:`publish_checkpoint`) once every file is
   written, so a folder under its final name is never partial;
 - ``interrupted-checkpoint-<step>/``: an off-cadence resume point saved on SIGINT/SIGTERM (the trajectory
-  of ``checkpoint-*`` keeps its ``save_steps`` cadence), deleted once a later checkpoint exists;
+  of ``checkpoint-*`` keeps its save schedule), deleted once a later checkpoint exists;
 - ``finetune_config.json`` (:data:`CONFIG_FILE`): the config, resolved dtype, input fingerprints and every
   resumed segment (:func:`read_record`); ``train_log.csv`` (:func:`read_train_log`).
 

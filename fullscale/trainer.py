@@ -5,6 +5,7 @@
   keeps partially-frozen (QK-only fused QKV) matrices out of weight decay.
 - :class:`TrainingGuard`: stops on a non-finite loss or gradient before the optimizer step (nothing
   saved) and on SIGINT/SIGTERM after the current step (a checkpoint saved); all-reduced across ranks.
+- :class:`SaveSchedule`: checkpoints on a schedule other than every ``save_steps`` (``save_schedule: log``).
 - :class:`RelianceTracker`: scores a small knowledge-conflict subset every N steps into
   ``reliance.csv`` / ``reliance_items.csv`` and optionally keeps the best-reliance checkpoint.
 
@@ -35,7 +36,7 @@ from fullscale.scoring import score_logprob, summarize_reliance
 
 log = logging.getLogger("fullscale.finetune")  # the run's log lines keep the runner's logger name
 
-__all__ = ["CpiTrainer", "TrainingGuard", "RelianceTracker", "RunComplete"]
+__all__ = ["CpiTrainer", "RelianceTracker", "RunComplete", "SaveSchedule", "TrainingGuard"]
 
 
 class RunComplete(Exception):
@@ -205,6 +206,18 @@ class TrainingGuard(TrainerCallback):
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.restore_signal_handlers()
+
+class SaveSchedule(TrainerCallback):
+    """Saves at the steps ``is_save_step`` accepts and at the final step, instead of every ``save_steps``
+    (placed before the guard, whose save on a signal wins)."""
+
+    def __init__(self, is_save_step: Any) -> None:
+        self.is_save_step = is_save_step
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        control.should_save = self.is_save_step(state.global_step) or state.global_step >= state.max_steps
+        return control
+
 
 class RelianceTracker(TrainerCallback):
     """Scores a conflict subset every N steps (see :class:`TrackingSettings`)."""

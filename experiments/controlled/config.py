@@ -62,7 +62,8 @@ class TrainSettings(FinetuneSettings):
     max_seq_length: int = 256
 
     #: added after the first runs: at these values they leave the finetune folder's content key as it was
-    ADDED_LATER = {"gradient_checkpointing": False, "filter_criterion": "gap", "data_order": "shuffle"}
+    ADDED_LATER = {"gradient_checkpointing": False, "filter_criterion": "gap", "data_order": "shuffle",
+                   "save_schedule": "linear"}
 
 
 @dataclass(frozen=True)

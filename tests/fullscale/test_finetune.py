@@ -348,6 +348,38 @@ def test_sigint_saves_then_resume_matches_uninterrupted_run(env, tmp_path):
         assert torch.allclose(a[k], b[k], atol=1e-6), k
 
 
+def test_log_schedule_saves_at_doubling_steps_and_resumes_on_it(env, tmp_path):
+    """save_schedule: log checkpoints at save_steps x 1, 2, 4, ... and the final step; an interrupt at
+    step 6 (on the linear cadence of 2, off the log one) is a resume point only."""
+    from fullscale.finetune import FinetuneInterrupted, run_finetune
+
+    def send_sigint(args, state, control, **kw):
+        if state.global_step == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    cfg = base_config(env["llama"], env["data"], tmp_path / "log", max_steps=10, save_steps=2, save_schedule="log")
+    with pytest.raises(FinetuneInterrupted, match=r"at step 6; saved .*interrupted-checkpoint-6"):
+        run_finetune(cfg, callbacks=[_callback("on_step_end", send_sigint)])
+    assert _steps(tmp_path / "log") == [2, 4]
+    run_finetune(cfg)  # resume: the same schedule, then the final step
+    assert _steps(tmp_path / "log") == [2, 4, 8, 10]
+    assert not (tmp_path / "log/interrupted-checkpoint-6").exists()
+
+
+def test_save_schedule_is_validated_and_changes_no_number(tmp_path):
+    from cpi.errors import ConfigError
+    from fullscale.finetune import FinetuneConfig, resume_differences
+
+    with pytest.raises(ConfigError, match="field 'save_schedule': 'cubic' is not one of 'linear', 'log'"):
+        FinetuneConfig.from_dict({"base_model": "b", "data": "d", "output_dir": "o", "save_schedule": "cubic"})
+    cfg = FinetuneConfig(base_model="b", data="d", output_dir="o", save_steps=5)
+    assert [s for s in range(1, 41) if cfg.is_save_step(s)] == [5, 10, 15, 20, 25, 30, 35, 40]
+    log_cfg = cfg.replace(save_schedule="log")
+    assert [s for s in range(1, 41) if log_cfg.is_save_step(s)] == [5, 10, 20, 40]
+    segment = {"config": cfg.to_dict(), "inputs": {}, "dtype": "float32"}
+    assert resume_differences(segment, log_cfg, {}, dtype="float32") == []
+
+
 def test_crash_while_saving_leaves_no_partial_checkpoint(env, tmp_path, monkeypatch):
     from fullscale.finetune import run_finetune
     from fullscale.trainer import CpiTrainer as trainer_cls
