@@ -120,6 +120,18 @@ def test_the_longer_documented_configs_load_and_change_only_what_they_say():
     assert (fall.experiment.finetune.steps, fall.experiment.finetune.save_steps) == (36, 9)
     assert fall.experiment.finetune.replace(steps=12, save_steps=4) == default.finetune
     assert fall.experiment.mixture == default.mixture and fall.experiment.evaluate.max_items == 40
+    # the fall test on Gemma: only the base, the seeds and the arms differ from main_fall
+    fall_gemma = config("--config", str(root / "main_fall_gemma.yaml"))
+    assert fall_gemma.conditions == ("fall_band", "control") and fall_gemma.experiment.seeds == (0, 1, 2)
+    assert fall_gemma.experiment.replace(model="smollm2-135m-instruct", seeds=fall.experiment.seeds) == fall.experiment
+    # the long run: the fall test's records for 8 x the steps, checkpoints on a log scale
+    long = config("--config", str(root / "long_fall.yaml"))
+    assert long.conditions == ("fall_band", "control") and long.experiment.seeds == (0, 1, 2)
+    ft = long.experiment.finetune
+    assert (ft.steps, ft.save_steps, ft.save_schedule) == (288, 9, "log")
+    assert [s for s in range(1, ft.steps + 1) if ft.finetune_config("b", "d", "o", 0).is_save_step(s)] == \
+        [9, 18, 36, 72, 144, 288]
+    assert long.experiment.replace(finetune=fall.experiment.finetune, seeds=fall.experiment.seeds) == fall.experiment
 
 
 def test_outcome_lines_set_the_prediction_beside_the_fall_test(tmp_path):
