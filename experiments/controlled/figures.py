@@ -71,10 +71,25 @@ def _ax(ax: Any, figsize: tuple[float, float] = (5.2, 3.6)):
     return ax.figure, ax
 
 
-def _band(ax: Any, t: "pd.DataFrame", label: str, color: Any = None) -> None:
+def step_axis(ax: Any, steps: Any) -> None:
+    """The x axis of a trajectory: linear with integer ticks when the checkpoints are evenly spaced; on a
+    log scale (``symlog``, linear below the first checkpoint so that the base, step 0, stays on it) with a
+    tick at every checkpoint when their spacing grows (``finetune.save_schedule: log``)."""
+    import numpy as np
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    steps = np.unique(np.asarray(steps, dtype=int))
+    gaps = np.diff(steps)
+    if len(gaps) >= 3 and gaps.max() >= 4 * gaps.min():
+        ax.set_xscale("symlog", linthresh=float(steps[steps > 0].min()))
+        ax.set_xticks(steps, [str(s) for s in steps], fontsize=7)
+        ax.minorticks_off()
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _band(ax: Any, t: "pd.DataFrame", label: str, color: Any = None) -> None:
+    step_axis(ax, t["step"])
     t = t.sort_values("step")
     line, = ax.plot(t["step"], t["mean"], marker="o", ms=3, label=label, color=color)
     ax.fill_between(t["step"], t["lo"], t["hi"], alpha=0.2, color=line.get_color(), linewidth=0)
@@ -204,5 +219,4 @@ def make_condition_figures(run: Any, out_dir: str | Path, prefix: str = "control
 
 
 __all__ = ["METRIC_LABELS", "condition_table", "make_condition_figures", "plot_accuracy", "plot_attention", "plot_sweep",
-           "plot_sweep_panels",
-           "save_figure"]
+           "plot_sweep_panels", "save_figure", "step_axis"]
