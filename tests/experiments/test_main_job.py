@@ -122,7 +122,7 @@ def test_the_longer_documented_configs_load_and_change_only_what_they_say():
     assert fall.experiment.mixture == default.mixture and fall.experiment.evaluate.max_items == 40
     # the fall test on Gemma: only the base, the seeds and the arms differ from main_fall
     fall_gemma = config("--config", str(root / "main_fall_gemma.yaml"))
-    assert fall_gemma.conditions == ("fall_band", "control") and fall_gemma.experiment.seeds == (0, 1, 2)
+    assert fall_gemma.conditions == ("fall_band", "control") and fall_gemma.experiment.seeds == (0, 1, 3)
     assert fall_gemma.experiment.replace(model="smollm2-135m-instruct", seeds=fall.experiment.seeds) == fall.experiment
     # the long run: the fall test's records for 8 x the steps, checkpoints on a log scale
     long = config("--config", str(root / "long_fall.yaml"))
