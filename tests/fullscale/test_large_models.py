@@ -82,9 +82,11 @@ def test_chunked_swap_equals_merged_bitwise_at_chunk_boundaries(traj, dtype, row
             merged.append(model(X).logits)
     plan = adapter_plan(ckpts[0])
     model, tok = load_checkpoint(plan.base, device="cpu", dtype=dtype)
-    swapped = SwappedBase(model, tok, plan.base, checkpoint_fingerprint(plan.base), chunk_elements=rows * 64)
+    swapped = SwappedBase(model, tok, plan.base, checkpoint_fingerprint(plan.base), chunk_elements=rows * 64,
+                          threads=rows)  # 1 as by default, or 3 (the tests run on 1): the count is restored
     for ck, ref in zip([*ckpts, ckpts[0]], [*merged, merged[0]]):  # and back to the first adapter
         swapped.apply(ck, adapter_plan(ck))
+        assert torch.get_num_threads() == 1
         with torch.no_grad():
             assert torch.equal(model(X).logits, ref), (ck.name, rows)
     swapped.restore()
@@ -106,9 +108,15 @@ def test_merge_rows_equals_the_whole_weight_merge_bitwise(d_out, d_in, r, last):
     assert 1 < step < d_out and (d_out - 1) % step + 1 == last, step  # several chunks; the last one rows
     for dtype in (torch.bfloat16, torch.float32):
         ref = base.to(dtype, copy=True)
-        ref += (b @ a) * 2.0  # peft's merge (bf16 weight += float32 delta: one rounding)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(2)  # peft's merge on two threads, the chunks on one (SWAP_THREADS)
+        try:
+            ref += (b @ a) * 2.0  # peft's merge (bf16 weight += float32 delta: one rounding)
+        finally:
+            torch.set_num_threads(threads)
         w = torch.zeros(d_out, d_in, dtype=dtype)
         buffer = torch.empty(step * d_in)
+        assert torch.get_num_threads() == 1
         for r0 in range(0, d_out, step):
             merge_rows(w, base[r0:r0 + step], b, a, 2.0, r0, buffer)
         assert torch.equal(w, ref), dtype
