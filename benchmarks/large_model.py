@@ -21,7 +21,10 @@ Measure (each command in a fresh worker process, so its peak memory is its own):
   one process: the first (recording) call of the command is its warm-up, then ``--repeats`` pairs of
   (replay, command), each timed.
 - ``swap``: per LoRA checkpoint, the time to apply an adapter in place (:class:`fullscale.adapters.SwappedBase`)
-  against a full load + merge of the same checkpoint (``load_checkpoint``: the previous path).
+  against a full load + merge + first forward of the same checkpoint (``load_checkpoint``: the path before
+  swapping); with ``--swap-previous 1`` (default) also the previous implementation of the swap (whole-weight
+  float32 deltas, :func:`_previous_apply`), timed in the same process in alternating order, and both
+  outputs compared bitwise (with each other and with the merged checkpoint).
 
 Peak memory: ``ru_maxrss`` of the worker on the CPU (memory-mapped weight pages that were touched count);
 ``torch.cuda.max_memory_allocated`` on a GPU. Prints one JSON line per command and a table.
@@ -70,10 +73,19 @@ def _peak(device: str) -> int:
 
 
 class _Recorder:
-    """Records every forward (or generate) call into a HF model: the replayable bare baseline."""
+    """Records every forward (or generate) call into a HF model: the replayable bare baseline.
+
+    A call given a KV cache (a ``transformers`` ``Cache``, as the shared-prefix log-prob scorer passes the
+    prompt's cache to the answers' forward, keyword ``cache``) is recorded with a copy of the cache as it was
+    before the call, and replayed on a fresh copy made before the timer starts: the forward extends the
+    cache in place (replaying the recorded object itself, as the first version of this script did, ran each
+    replay on a cache already holding the answers, longer with every repeat).
+    The outputs (logits, or generated ids) of the recording call are kept, and :meth:`replay` says
+    whether the replay gave the same ones (``torch.equal``).
+    """
 
     def __init__(self, model, generate: bool) -> None:
-        self.model, self.calls, self.active = model, [], True
+        self.model, self.calls, self.outputs, self.active = model, [], [], True
         if generate:
             original = model.generate
 
@@ -82,35 +94,67 @@ class _Recorder:
                     self.calls.append(("generate", _detach(a), _detach(kw)))
                     self.active = False
                     try:
-                        return original(*a, **kw)
+                        out = original(*a, **kw)
                     finally:
                         self.active = True
+                    self.outputs.append(_output(out))
+                    return out
                 return original(*a, **kw)
 
             model.generate = recording
             self.original_generate = original
         else:
-            self.handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
+            self.handles = [model.register_forward_pre_hook(self._hook, with_kwargs=True),
+                            model.register_forward_hook(self._out_hook)]
 
     def _hook(self, module, args, kwargs):
         if self.active:
             self.calls.append(("forward", _detach(args), _detach(kwargs)))
 
+    def _out_hook(self, module, args, out):
+        if self.active:
+            self.outputs.append(_output(out))
+
     def stop(self) -> None:
         self.active = False
 
-    def replay(self) -> None:
+    def prepared(self) -> list:
+        """Fresh copies of the recorded calls' caches (outside the timed replay)."""
+        import copy
+
+        return [(kind, a, {k: copy.deepcopy(v) if _is_cache(v) else v for k, v in kw.items()})
+                for kind, a, kw in self.calls]
+
+    def replay(self, calls: list) -> list:
+        """Replays ``calls`` (from :meth:`prepared`); returns their outputs."""
         import torch
 
+        outs = []
         with torch.inference_mode():
-            for kind, a, kw in self.calls:
+            for kind, a, kw in calls:
                 if kind == "generate":
-                    self.original_generate(*a, **kw)
+                    outs.append(self.original_generate(*a, **kw))
                 else:
-                    self.model(*a, **kw)
+                    outs.append(self.model(*a, **kw))
+        return outs
+
+    def same_outputs(self, outs: list) -> bool:
+        import torch
+
+        return len(outs) == len(self.outputs) and all(
+            torch.equal(_output(o), ref) for o, ref in zip(outs, self.outputs))
+
+
+def _output(out):
+    """The logits of a forward's output, the ids of a ``generate`` output (a copy)."""
+    if hasattr(out, "logits"):
+        return out.logits.detach().clone()
+    return getattr(out, "sequences", out).detach().clone()
 
 
 def _detach(obj):
+    import copy
+
     import torch
 
     if isinstance(obj, torch.Tensor):
@@ -120,8 +164,19 @@ def _detach(obj):
     if isinstance(obj, list):
         return [_detach(o) for o in obj]
     if isinstance(obj, dict):
-        return {k: _detach(v) for k, v in obj.items() if k not in ("past_key_values",) or v is None}
-    return obj
+        return {k: _detach(v) for k, v in obj.items()}
+    return copy.deepcopy(obj) if _is_cache(obj) else obj
+
+
+def _is_cache(obj) -> bool:
+    from transformers.cache_utils import Cache
+
+    return isinstance(obj, Cache)
+
+
+def _majflt() -> int:
+    """Major page faults of this process so far (a read from disk: a mapped weight page not in the cache)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_majflt
 
 
 def _worker(args: argparse.Namespace) -> dict:
@@ -179,15 +234,21 @@ def _worker(args: argparse.Namespace) -> dict:
     command()  # records the calls; also the warm-up of the command's own shapes (reported, not compared)
     res["first_call_s"] = time.perf_counter() - t0
     rec.stop()
-    cmd_times, rep_times = [], []
+    cmd_times, rep_times, same, faults = [], [], [], {"replay": 0, "command": 0}
     for _ in range(args.repeats):  # paired: replay, then the command, each after the other is warm
-        t0 = time.perf_counter()
-        rec.replay()
+        calls = rec.prepared()
+        f0, t0 = _majflt(), time.perf_counter()
+        outs = rec.replay(calls)
         rep_times.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
+        faults["replay"] += _majflt() - f0
+        same.append(rec.same_outputs(outs))
+        del outs, calls
+        f0, t0 = _majflt(), time.perf_counter()
         command()
         cmd_times.append(time.perf_counter() - t0)
-    res.update(calls=len(rec.calls), command_s=statistics.median(cmd_times), bare_s=statistics.median(rep_times),
+        faults["command"] += _majflt() - f0
+    res.update(calls=len(rec.calls), replay_same_outputs=all(same), major_faults=faults,
+               command_s=statistics.median(cmd_times), bare_s=statistics.median(rep_times),
                command_per_item_s=statistics.median(cmd_times) / len(items),
                bare_per_item_s=statistics.median(rep_times) / len(items),
                ratios=[round(c / b, 3) for c, b in zip(cmd_times, rep_times)])
@@ -197,7 +258,44 @@ def _worker(args: argparse.Namespace) -> dict:
     return res
 
 
+def _previous_apply(swapper, ckpt, plan) -> None:
+    """The swap before row chunks (commit 59e5232), the baseline of ``swap``: per weight a full float32
+    delta ``mm(B, A) * scaling``, plus the whole base tensor read through a mapping of its file, copied
+    into the weight; the restore of weights only the previous adapter touched by whole-tensor copies."""
+    from safetensors import safe_open
+
+    import torch
+
+    targets = {m + ".weight" for m in plan.modules}
+    with torch.no_grad():
+        for pname in sorted(swapper.touched - targets):
+            with safe_open(str(swapper.files[pname]), framework="pt") as fh:
+                swapper.params[pname].copy_(fh.get_tensor(pname))
+    swapper.touched = set()
+    handles = {}
+    try:
+        with torch.no_grad(), safe_open(str(plan.folder / "adapter_model.safetensors"), framework="pt") as fh:
+            for module, prefix in plan.modules.items():
+                a = fh.get_tensor(prefix + ".lora_A.weight")
+                b = fh.get_tensor(prefix + ".lora_B.weight")
+                pname = module + ".weight"
+                w, f = swapper.params[pname], swapper.files[pname]
+                if f not in handles:
+                    handles[f] = safe_open(str(f), framework="pt").__enter__()
+                dev = w.device
+                delta = torch.mm(b.to(dev, torch.float32), a.to(dev, torch.float32)).mul_(plan.scaling)
+                delta.add_(handles[f].get_tensor(pname).to(dev, w.dtype))
+                w.copy_(delta)
+                swapper.touched.add(pname)
+                del delta
+    finally:
+        for h in handles.values():
+            h.__exit__(None, None, None)
+
+
 def _swap(args: argparse.Namespace, res: dict) -> dict:
+    """Per LoRA checkpoint: the swap (and, with ``--swap-previous``, the previous implementation, the two in
+    alternating order) against a full load + merge + first forward; every output compared bitwise."""
     import gc
 
     import torch
@@ -208,13 +306,13 @@ def _swap(args: argparse.Namespace, res: dict) -> dict:
 
     ckpts = discover_checkpoints(args.lora or f"{args.model}-lora")
     x = torch.tensor([[1] + [100] * 15])
-    merged_s, merged_first = [], []
-    for ck in ckpts[: args.merge_checkpoints]:  # the previous path: a full load + merge per checkpoint
+    merged_s, merged_first, refs = [], [], {}
+    for ck in ckpts[: args.merge_checkpoints]:  # the path before swapping: a full load + merge per checkpoint
         t0 = time.perf_counter()
         model, tok = load_checkpoint(ck, device=args.device, dtype=args.dtype)
         merged_s.append(time.perf_counter() - t0)
         with torch.inference_mode():
-            ref = model(input_ids=x.to(model.device)).logits[0, -1].float()
+            refs[ck.name] = model(input_ids=x.to(model.device)).logits[0, -1].float()
         merged_first.append(time.perf_counter() - t0)
         del model
         gc.collect()
@@ -224,18 +322,38 @@ def _swap(args: argparse.Namespace, res: dict) -> dict:
     model, tok = load_checkpoint(base_plan.base, device=args.device, dtype=args.dtype)
     swapper = SwappedBase(model, tok, base_plan.base, checkpoint_fingerprint(base_plan.base))
     res["base_load_s"] = time.perf_counter() - t0
-    swap_s = []
-    for ck in ckpts:
-        t0 = time.perf_counter()
-        swapper.apply(ck, adapter_plan(ck))
-        swap_s.append(time.perf_counter() - t0)
-        with torch.inference_mode():
-            out = model(input_ids=x.to(model.device)).logits[0, -1].float()
-        if ck == ckpts[args.merge_checkpoints - 1]:
-            res["last_merged_equals_swapped"] = bool(torch.equal(out, ref))
-    res.update(checkpoints=len(ckpts), merge_load_s=merged_s, merge_load_and_forward_s=merged_first, swap_s=swap_s,
-               swap_over_full_load=statistics.median(swap_s) / min(merged_first),
-               peak_gib=_peak(args.device) / (1 << 30))
+    impls = {"chunked": swapper.apply}
+    if args.swap_previous:
+        impls["previous"] = lambda ck, plan: _previous_apply(swapper, ck, plan)
+    times: dict[str, list[float]] = {k: [] for k in impls}
+    faults: dict[str, int] = {k: 0 for k in impls}
+    equal_merged, equal_previous = [], []
+    for i, ck in enumerate(ckpts):
+        plan = adapter_plan(ck)
+        order = list(impls) if i % 2 else list(reversed(impls))  # the previous one first on even checkpoints
+        outs = {}
+        for name in order:
+            f0, t0 = _majflt(), time.perf_counter()
+            impls[name](ck, plan)
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+            faults[name] += _majflt() - f0
+            with torch.inference_mode():
+                outs[name] = model(input_ids=x.to(model.device)).logits[0, -1].float()
+        if ck.name in refs:
+            equal_merged.append(bool(torch.equal(outs["chunked"], refs[ck.name])))
+        if "previous" in outs:
+            equal_previous.append(bool(torch.equal(outs["chunked"], outs["previous"])))
+    full = min(merged_first)
+    res.update(checkpoints=len(ckpts), merge_load_s=merged_s, merge_load_and_forward_s=merged_first,
+               swap_s=times["chunked"], swap_over_full_load=statistics.median(times["chunked"]) / full,
+               swapped_equals_merged=equal_merged, major_faults=faults, peak_gib=_peak(args.device) / (1 << 30))
+    if args.swap_previous:
+        res.update(previous_swap_s=times["previous"],
+                   previous_over_full_load=statistics.median(times["previous"]) / full,
+                   chunked_over_previous=[round(c / p, 3) for c, p in zip(times["chunked"], times["previous"])],
+                   chunked_equals_previous=equal_previous)
     res["peak_over_weights"] = res["peak_gib"] / res["weight_gib"]
     return res
 
@@ -268,14 +386,14 @@ def _measure(args: argparse.Namespace) -> None:
             f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
             if k not in ("func", "worker", "what", "min_available_gib", "wait_s", "log") and v is not None]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        t0 = time.perf_counter()
+        t0, load_start = time.perf_counter(), os.getloadavg()[0]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             print(json.dumps({"what": what, "error": proc.stderr.strip().splitlines()[-1:]}), flush=True)
             continue
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         row["wall_s"] = time.perf_counter() - t0
-        row["load_average"] = os.getloadavg()[0]
+        row["load_average"] = [round(load_start, 2), round(os.getloadavg()[0], 2)]  # at the start, at the end
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.log:
@@ -305,6 +423,9 @@ def main() -> None:
     m.add_argument("--candidates", type=int, default=4)
     m.add_argument("--repeats", type=int, default=1)
     m.add_argument("--merge-checkpoints", type=int, default=2)
+    m.add_argument("--swap-previous", type=int, default=1, choices=(0, 1),
+                   help="swap: also time the previous implementation (paired, alternating order); 0 for the "
+                        "peak memory of the current one alone")
     m.add_argument("--threads", type=int, default=2)
     m.add_argument("--device", default="cpu")
     m.add_argument("--dtype", default="bfloat16")
