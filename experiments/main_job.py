@@ -285,6 +285,18 @@ def is_positive_control(name: str, conditions_file: Optional[str] = None) -> boo
     return "POSITIVE CONTROL" in load_conditions(conditions_file)[name].description
 
 
+def fall_evidence(verdict: dict) -> str:
+    """The statistic a verdict's fall (or its absence) rests on: from the peak to the end (``fall``), and for
+    "fall (no significant rise)" -- the end significantly below the start -- the end minus the start (``net``)."""
+    if "fall" not in verdict:
+        return verdict["verdict"]
+    text = f"fall {100 * verdict['fall']:+.1f} pts [{100 * verdict['fall_lo']:+.1f}, {100 * verdict['fall_hi']:+.1f}]"
+    if verdict["verdict"] == FALL_VERDICTS[1]:
+        text = (f"end - start {100 * verdict['net']:+.1f} pts [{100 * verdict['net_lo']:+.1f}, "
+                f"{100 * verdict['net_hi']:+.1f}], from the peak {text[5:]}")
+    return text
+
+
 def outcome_lines(result: MainResult) -> list[str]:
     """Per condition, the theory's prediction stated before training beside what the primary metric shows,
     on the question both answer robustly (a fall or not; the verdict's full label follows, but whether a
@@ -297,8 +309,7 @@ def outcome_lines(result: MainResult) -> list[str]:
     for name, run in result.sweep.runs.items():
         v = run.verdict
         fell = v["verdict"] in FALL_VERDICTS
-        fall = (f"fall {100 * v['fall']:+.1f} pts [{100 * v['fall_lo']:+.1f}, {100 * v['fall_hi']:+.1f}]"
-                if "fall" in v else v["verdict"])
+        fall = fall_evidence(v)
         if is_positive_control(name, result.config.conditions_file):
             lines.append(f"  [{name}] POSITIVE CONTROL (a planted fall, not the theory's mechanism): {fall}, "
                          f"'{v['verdict']}' -> " + ("the pipeline DETECTS a fall of this size" if fell else

@@ -142,8 +142,9 @@ def test_outcome_lines_set_the_prediction_beside_the_fall_test(tmp_path):
     from experiments.controlled.regime_run import RegimeResult
     from experiments.main_job import outcome_lines
 
-    def run(verdict, fall, lo, hi):
-        return SimpleNamespace(verdict={"verdict": verdict, "fall": fall, "fall_lo": lo, "fall_hi": hi})
+    def run(verdict, fall, lo, hi, net=(0.0, -0.01, 0.01)):
+        return SimpleNamespace(verdict={"verdict": verdict, "fall": fall, "fall_lo": lo, "fall_hi": hi,
+                                        "net": net[0], "net_lo": net[1], "net_hi": net[2]})
 
     runs = {"inside": run("rise, no significant fall", 0.02, -0.01, 0.05),
             "outside": run("rise then fall", 0.08, 0.03, 0.12),
@@ -155,6 +156,11 @@ def test_outcome_lines_set_the_prediction_beside_the_fall_test(tmp_path):
     assert "[inside] theory: no fall (rise only); observed: no significant fall (fall +2.0 pts [-1.0, +5.0]" in lines[1]
     assert lines[1].endswith("-> agrees") and lines[2].endswith("-> agrees")
     assert "the pipeline DETECTS a fall" in lines[3]
+    # "fall (no significant rise)" rests on the end below the start: that is the interval printed
+    runs["outside"] = run("fall (no significant rise)", -0.035, -0.26, 0.28, net=(-0.205, -0.31, -0.09))
+    said = outcome_lines(result)[2]
+    assert "observed: a significant fall (end - start -20.5 pts [-31.0, -9.0], from the peak -3.5 pts [-26.0, +28.0]" in said
+    assert said.endswith("-> agrees")
     runs["positive_control_20"] = run("rise, no significant fall", 0.01, -0.02, 0.04)
     runs["outside"] = run("still rising at the last checkpoint (no interior peak)", -0.03, -0.06, -0.01)
     lines = outcome_lines(result)
