@@ -219,6 +219,8 @@ class FinetuneConfig(Config):
     augment_exclude: tuple[str, ...] = ()
     tracking: TrackingSettings | None = None
 
+    #: added after runs existed: at this value a config's content (:meth:`content_dict`) is as before
+    ADDED_LATER = {"save_schedule": "linear"}
     #: fields of earlier versions -> how to say the same with ``dtype``
     RENAMED = {"precision": "replaced by 'dtype' (auto, float32, bfloat16; precision fp32/bf16/fp16 is dtype "
                             "float32/bfloat16/float16)",

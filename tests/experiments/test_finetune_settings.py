@@ -14,7 +14,7 @@ from experiments.controlled.keys import content_key
 from experiments.organism.experiment import OrganismConfig, OrganismFinetune
 from fullscale.finetune_config import FinetuneSettings
 
-# content_key(FinetuneConfig.to_dict()) of each config's finetune_config(...) and content_key(config.finetune),
+# content_key(FinetuneConfig.content_dict()) (its to_dict() then) of each config's finetune_config(...) and content_key(config.finetune),
 # both computed with the code before FinetuneSettings existed (TrainSettings, OrganismConfig.ft_* fields)
 BEFORE_DRIVER = {"default": "9d420dcaeda5", "quick": "ca5a8b343f77", "main": "eee1ad50beeb",
                  "filter": "2b5fa78a25c1", "filter_gap": "e90a2c1ca1c6", "qk_only": "501ffc3acce8",
@@ -37,7 +37,8 @@ def _controlled(name: str) -> ControlledConfig:
 def test_controlled_driver_config_and_folder_key_are_as_before(name):
     cfg = _controlled(name)
     driver = cfg.replace(dtype="float32").finetune_config("base", Path("d.jsonl"), Path("o"), 3)  # before: float32
-    assert content_key(driver.to_dict()) == BEFORE_DRIVER[name]
+    assert content_key(driver.content_dict()) == BEFORE_DRIVER[name]
+    assert driver.replace(save_schedule="log").content_dict() != driver.content_dict()  # a log schedule is content
     assert content_key(cfg.finetune) == BEFORE_FOLDER[name]
 
 
@@ -52,12 +53,12 @@ ORGANISM_BEFORE = {  # name -> (changes, key without filter scores, key with a f
 def test_organism_driver_config_is_as_before(name):
     changes, plain, scored = ORGANISM_BEFORE[name]
     cfg = OrganismConfig().replace(**changes)
-    assert content_key(cfg.finetune_config(Path("b"), Path("d.jsonl"), Path("o")).to_dict()) == plain
+    assert content_key(cfg.finetune_config(Path("b"), Path("d.jsonl"), Path("o")).content_dict()) == plain
     assert content_key(cfg.finetune_config(Path("b"), Path("d.jsonl"), Path("o"),
-                                           filter_scores=Path("s.csv")).to_dict()) == scored
+                                           filter_scores=Path("s.csv")).content_dict()) == scored
     quick = OrganismConfig.quick().replace(**{"finetune.lr_scheduler": "cosine", "finetune.steps": 50,
                                               "finetune.save_steps": 5, "finetune.batch_size": 4})
-    assert content_key(quick.finetune_config(Path("b"), Path("d.jsonl"), Path("o")).to_dict()) == "2ce65a78844b"
+    assert content_key(quick.finetune_config(Path("b"), Path("d.jsonl"), Path("o")).content_dict()) == "2ce65a78844b"
 
 
 def test_one_settings_class_each_experiment_states_its_own_defaults():
