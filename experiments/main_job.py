@@ -290,11 +290,13 @@ def fall_evidence(verdict: dict) -> str:
     "fall (no significant rise)" -- the end significantly below the start -- the end minus the start (``net``)."""
     if "fall" not in verdict:
         return verdict["verdict"]
-    text = f"fall {100 * verdict['fall']:+.1f} pts [{100 * verdict['fall_lo']:+.1f}, {100 * verdict['fall_hi']:+.1f}]"
+
+    def pts(name: str) -> str:
+        return f"{100 * verdict[name]:+.1f} pts [{100 * verdict[name + '_lo']:+.1f}, {100 * verdict[name + '_hi']:+.1f}]"
+
     if verdict["verdict"] == FALL_VERDICTS[1]:
-        text = (f"end - start {100 * verdict['net']:+.1f} pts [{100 * verdict['net_lo']:+.1f}, "
-                f"{100 * verdict['net_hi']:+.1f}], from the peak {text[5:]}")
-    return text
+        return f"end - start {pts('net')}, from the peak {pts('fall')}"
+    return f"fall {pts('fall')}"
 
 
 def outcome_lines(result: MainResult) -> list[str]:

@@ -243,12 +243,11 @@ def _run_locked(config: FinetuneConfig, args: Any, out: Path, inputs: dict[str, 
     from fullscale.trainer import CpiTrainer, RelianceTracker, RunComplete, SaveSchedule, TrainingGuard
 
     guard = TrainingGuard()
-    cbs: list[Any] = []
+    # the schedule first: it replaces the Trainer's every-save_steps rule; later callbacks may add saves
+    cbs: list[Any] = [SaveSchedule(config.is_save_step)]
     if config.tracking is not None:
         cbs.append(RelianceTracker(config.tracking, tracking_items(config), tokenizer,
                                    config.tracking.template or config.template, out))
-    if config.save_schedule != "linear":
-        cbs.append(SaveSchedule(config.is_save_step))
     cbs += list(callbacks) + [guard]
     collator = ResponseLogitsCollator(tokenizer, response_logits_only=accepts_logits_to_keep(model),
                                       pad_to_multiple_of=8 if torch.cuda.is_available() else None)

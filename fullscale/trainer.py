@@ -5,7 +5,7 @@
   keeps partially-frozen (QK-only fused QKV) matrices out of weight decay.
 - :class:`TrainingGuard`: stops on a non-finite loss or gradient before the optimizer step (nothing
   saved) and on SIGINT/SIGTERM after the current step (a checkpoint saved); all-reduced across ranks.
-- :class:`SaveSchedule`: checkpoints on a schedule other than every ``save_steps`` (``save_schedule: log``).
+- :class:`SaveSchedule`: checkpoints on the run's save schedule (every ``save_steps``, or ``save_schedule: log``).
 - :class:`RelianceTracker`: scores a small knowledge-conflict subset every N steps into
   ``reliance.csv`` / ``reliance_items.csv`` and optionally keeps the best-reliance checkpoint.
 
@@ -207,9 +207,12 @@ class TrainingGuard(TrainerCallback):
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.restore_signal_handlers()
 
+
 class SaveSchedule(TrainerCallback):
-    """Saves at the steps ``is_save_step`` accepts and at the final step, instead of every ``save_steps``
-    (placed before the guard, whose save on a signal wins)."""
+    """Saves at the steps ``is_save_step`` accepts (:meth:`FinetuneConfig.is_save_step`, linear or log) and at
+    the final step, in place of the Trainer's every-``save_steps`` rule. Placed before every other callback:
+    it decides the schedule only, and a later one may still ask for a save (the best-reliance checkpoint,
+    the guard's save on a signal)."""
 
     def __init__(self, is_save_step: Any) -> None:
         self.is_save_step = is_save_step

@@ -441,13 +441,16 @@ def test_diverging_learning_rate_is_caught(env, tmp_path):
 # --------------------------------------------------------------------------- tracking, mitigations, CLI
 
 
-def test_tracking_logs_reliance_and_keeps_best(env, tmp_path):
+@pytest.mark.parametrize("schedule", ["linear", "log"])
+def test_tracking_logs_reliance_and_keeps_best(env, tmp_path, schedule):
+    """The best-reliance checkpoint is saved off the save schedule, whichever schedule (the schedule never
+    vetoes another callback's save)."""
     import pandas as pd
 
     from fullscale.finetune import run_finetune
 
     conflicts = write_jsonl(tmp_path / "conf.jsonl", conflict_records())
-    cfg = base_config(env["llama"], env["data"], tmp_path / "track", max_steps=6, save_steps=6,
+    cfg = base_config(env["llama"], env["data"], tmp_path / "track", max_steps=6, save_steps=6, save_schedule=schedule,
                       tracking={"conflicts": [str(conflicts)], "n_items": 6, "every_steps": 2, "keep_best": True})
     out = run_finetune(cfg)
     rel = pd.read_csv(out / "reliance.csv")
